@@ -1,0 +1,19 @@
+# scratchlm pipeline: download -> pre-tokenize (map) -> train BPE (reduce) -> encode ->
+# train LM -> generate -> reports. Each stage group is one file under workflow/rules/;
+# every rule has log: and benchmark:, and depends on the src subpackage it runs.
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        ALL_TARGETS,
+    default_target: True

@@ -1,0 +1,48 @@
+"""Crash-safe file output: write to a temporary name beside the target, rename when complete."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary file lives in the same directory so the final ``os.replace`` is atomic;
+    on any exception it is removed and whatever was at ``path`` before stays untouched.
+
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open a temporary file for writing that replaces ``path`` only when the block succeeds."""
+    if not any(flag in mode for flag in "wx"):
+        raise ValueError(f"atomic_open is for writing; got mode {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode.replace("x", "w"), **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())

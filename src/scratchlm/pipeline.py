@@ -1,0 +1,58 @@
+"""Glue between Snakemake's ``script:`` directive and the library: logging and profiling.
+
+Every workflow script is three lines::
+
+    from scratchlm.pipeline import stage
+    with stage(snakemake):
+        some_function(snakemake.input[0], snakemake.output[0], **snakemake.params)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from scratchlm.profiling import ProcessTreeMonitor
+
+PROFILE_DIR = Path("results/profiles")
+
+
+def profile_path(rule: str, wildcards: dict[str, str]) -> Path:
+    """``results/profiles/<rule>/<wildcard values joined by _>.json`` (``all`` without wildcards)."""
+    name = "_".join(str(value) for value in wildcards.values()) or "all"
+    return PROFILE_DIR / rule / f"{name}.json"
+
+
+def configure_logging(stream: Any = None) -> None:
+    """Send the package's log records to ``stream`` (stderr by default) with timestamps."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=stream or sys.stderr,
+        force=True,
+    )
+
+
+@contextlib.contextmanager
+def stage(smk: Any) -> Iterator[ProcessTreeMonitor]:
+    """Run a stage body for a Snakemake job: stderr and logging go to ``log[0]``; profile the tree."""
+    log_file = smk.log[0] if len(smk.log) else None
+    wildcards = dict(smk.wildcards.items())
+    with contextlib.ExitStack() as stack:
+        if log_file:
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(open(log_file, "w", buffering=1))
+            stack.enter_context(contextlib.redirect_stderr(handle))
+            stack.enter_context(contextlib.redirect_stdout(handle))
+        configure_logging(sys.stderr)
+        with ProcessTreeMonitor(smk.rule) as monitor:
+            monitor.profile.extra = {"wildcards": wildcards, "threads": smk.threads}
+            yield monitor
+        monitor.profile.to_json(profile_path(smk.rule, wildcards))
+        logging.getLogger("scratchlm").info(
+            "stage %s done: wall %.1fs cpu %.1fs peak RSS %.0f MiB",
+            smk.rule, monitor.profile.wall_s, monitor.profile.cpu_s, monitor.profile.peak_rss_mb,
+        )

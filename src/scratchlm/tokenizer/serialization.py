@@ -1,0 +1,156 @@
+"""Reading and writing tokenizers: our pickles (loaded safely) and GPT-2 vocab.json / merges.txt.
+
+GPT-2's text form maps every byte to a printable unicode character (``bytes_to_unicode``) so
+that a token's bytes can be stored as a JSON key; a space byte becomes ``Ġ``, for example.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+from functools import lru_cache
+from pathlib import Path
+
+from scratchlm.fileio import atomic_open
+
+Vocab = dict[int, bytes]
+Merges = list[tuple[bytes, bytes]]
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table.
+
+    >>> bytes_to_unicode()[ord(" ")], bytes_to_unicode()[ord("a")]
+    ('Ġ', 'a')
+    """
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    table = {byte: chr(byte) for byte in printable}
+    shift = 0
+    for byte in range(256):
+        if byte not in table:
+            table[byte] = chr(256 + shift)
+            shift += 1
+    return table
+
+
+@lru_cache(maxsize=1)
+def unicode_to_bytes() -> dict[str, int]:
+    """Inverse of :func:`bytes_to_unicode`."""
+    return {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+def token_to_text(token: bytes) -> str:
+    """Bytes of a token in GPT-2's printable form: ``token_to_text(b' the') == 'Ġthe'``."""
+    table = bytes_to_unicode()
+    return "".join(table[byte] for byte in token)
+
+
+def text_to_token(text: str, *, source: str | os.PathLike = "<string>") -> bytes:
+    """Inverse of :func:`token_to_text`; a character outside the table is a clear error."""
+    table = unicode_to_bytes()
+    try:
+        return bytes(table[char] for char in text)
+    except KeyError as error:
+        raise ValueError(f"{source}: {text!r} is not in GPT-2 byte-to-unicode form ({error} unknown)") from None
+
+
+def save_gpt2_format(vocab: Vocab, merges: Merges, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
+                     *, special_tokens: list[str] | tuple[str, ...] = ()) -> None:
+    """Write ``vocab.json`` ({text: id}) and ``merges.txt`` (one ``a b`` pair per line).
+
+    Special tokens are written as their plain text (as GPT-2 does with ``<|endoftext|>``).
+    """
+    specials = {token.encode("utf-8") for token in special_tokens}
+    as_text = {
+        (token.decode("utf-8") if token in specials else token_to_text(token)): token_id
+        for token_id, token in sorted(vocab.items())
+    }
+    with atomic_open(vocab_path, "w", encoding="utf-8") as handle:
+        json.dump(as_text, handle, ensure_ascii=False, indent=0)
+        handle.write("\n")
+    with atomic_open(merges_path, "w", encoding="utf-8") as handle:
+        handle.write("#version: 0.2\n")
+        for left, right in merges:
+            handle.write(f"{token_to_text(left)} {token_to_text(right)}\n")
+
+
+def load_gpt2_format(vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
+                     *, special_tokens: list[str] | tuple[str, ...] = ()) -> tuple[Vocab, Merges]:
+    """Read a GPT-2 style ``vocab.json`` + ``merges.txt`` into ``(vocab, merges)`` of bytes.
+
+    Keys that are listed in ``special_tokens`` (or are not in byte-to-unicode form, such as
+    ``<|endoftext|>``) are taken as their UTF-8 text.
+    """
+    specials = set(special_tokens)
+    try:
+        raw = json.loads(Path(vocab_path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{vocab_path}: not valid JSON ({error})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{vocab_path}: expected a JSON object of token -> id")
+    table = unicode_to_bytes()
+    vocab: Vocab = {}
+    for text, token_id in raw.items():
+        if not isinstance(token_id, int):
+            raise ValueError(f"{vocab_path}: id of {text!r} is not an integer")
+        if text in specials or any(char not in table for char in text):
+            vocab[token_id] = text.encode("utf-8")
+        else:
+            vocab[token_id] = text_to_token(text, source=vocab_path)
+    merges: Merges = []
+    for line_no, line in enumerate(Path(merges_path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#version"):
+            continue
+        parts = line.rstrip("\n").split(" ")
+        if len(parts) != 2:
+            raise ValueError(f"{merges_path}:{line_no}: expected two tokens separated by one space, got {line!r}")
+        merges.append((text_to_token(parts[0], source=merges_path), text_to_token(parts[1], source=merges_path)))
+    return vocab, merges
+
+
+def save_pickle(obj: Vocab | Merges, path: str | os.PathLike) -> None:
+    """Pickle a vocab or merge list atomically."""
+    with atomic_open(path, "wb") as handle:
+        pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickler that builds only plain data: it refuses every class and function lookup.
+
+    dict, list, tuple, bytes, int and str are pickled with dedicated opcodes and never
+    reach ``find_class``; anything that would import a callable (the way a malicious pickle
+    runs code) is rejected.
+    """
+
+    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data is allowed")
+
+
+def load_pickle(path: str | os.PathLike) -> Vocab | Merges:
+    """Load a vocab/merges pickle without ever executing code from the file."""
+    data = Path(path).read_bytes()
+    try:
+        obj = _PlainDataUnpickler(io.BytesIO(data)).load()
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path}: {error}") from None
+    except Exception as error:  # truncated or not a pickle at all
+        raise ValueError(f"{path}: not a readable tokenizer pickle ({type(error).__name__}: {error})") from None
+    _check_plain(obj, path)
+    return obj
+
+
+def _check_plain(obj, path, depth: int = 0) -> None:
+    allowed = (dict, list, tuple, bytes, int, str)
+    if not isinstance(obj, allowed) or isinstance(obj, bool) or depth > 3:
+        raise ValueError(f"{path}: unexpected {type(obj).__name__} in tokenizer pickle")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_plain(key, path, depth + 1)
+            _check_plain(value, path, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _check_plain(item, path, depth + 1)

@@ -1,0 +1,59 @@
+# Shared helpers for every rule file: config validation, code dependencies, target list.
+import re
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+RESULTS = "results"
+SRC = Path(workflow.basedir) / "src" / "scratchlm"
+# Each rule file appends the outputs that `snakemake` (rule all) should build.
+ALL_TARGETS = []
+
+
+def src_files(*subpackages):
+    """Python sources of the given src/scratchlm subpackages (or modules), as rule inputs.
+
+    Snakemake reruns a job when an input is newer than its outputs, so listing the code a
+    stage runs makes a change to, say, the tokenizer rerun tokenizer stages but not training.
+    The shared plumbing (pipeline, profiling, fileio, progress) is part of every stage.
+    """
+    shared = ["pipeline.py", "profiling.py", "fileio.py", "progress.py"]
+    files = [SRC / name for name in shared]
+    for name in subpackages:
+        path = SRC / name
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+    return [str(f) for f in files]
+
+
+def corpus_config(corpus):
+    """The config entry of one corpus, with a clear error for unknown names."""
+    try:
+        return config["corpora"][corpus]
+    except KeyError:
+        known = ", ".join(sorted(config["corpora"]))
+        raise ValueError(f"config.yaml: unknown corpus {corpus!r}; configured corpora: {known}")
+
+
+def target_corpora():
+    return config["targets"]["corpora"]
+
+
+def target_runs():
+    return config["targets"]["runs"]
+
+
+def generated_corpora():
+    return [name for name, entry in config["corpora"].items() if "generator" in entry]
+
+
+def downloaded_corpora():
+    return [name for name, entry in config["corpora"].items() if "generator" not in entry]
+
+
+def name_pattern(names):
+    """A wildcard constraint that matches exactly the given names."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
