@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
-# CPU wheel; on a GPU node see README ("GPU install") and set TORCH_SPEC accordingly.
-TORCH_SPEC ?= torch==2.13.0
+# torch is pinned; where it comes from is up to the machine (README, "GPU node"):
+# TORCH_INDEX=https://download.pytorch.org/whl/cu128 picks a CUDA build,
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu a CPU-only one.
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test install bench lint clean
@@ -13,7 +16,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
@@ -24,6 +27,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Speed/memory benchmarks (ours next to a peer, same run); see benchmarks/README.md.
+bench: $(STAMP)
+	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

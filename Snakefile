@@ -11,6 +11,8 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+# Keep reports.smk the LAST include: its profile/index rules depend on every target above.
+include: "workflow/rules/reports.smk"
 
 
 rule all:

@@ -1,4 +1,4 @@
-# Shared helpers for every rule file: config validation, code dependencies, target list.
+# Shared helpers used by the stage files: config validation, code dependencies, target list.
 import re
 from pathlib import Path
 

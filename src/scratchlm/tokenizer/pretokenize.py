@@ -4,6 +4,9 @@ and cutting a file into chunks at special-token boundaries (so no document is sp
 from __future__ import annotations
 
 import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import regex
@@ -63,17 +66,118 @@ def find_chunk_boundaries(path: str | os.PathLike, num_chunks: int, split_token:
             position = max(guess, boundaries[-1])
             handle.seek(position)
             while True:
-                block = handle.read(probe_size)
-                if not block:
-                    position = size
-                    break
+                # Each probe overlaps the next by len(split_token) - 1 bytes, so a token
+                # straddling two probes is still found (whatever the probe size).
+                block = handle.read(probe_size + overlap)
                 found = block.find(split_token)
                 if found >= 0:
                     position += found
                     break
-                # Step back so a token straddling two probes is still found.
-                position += max(1, len(block) - overlap)
+                if len(block) <= overlap:
+                    position = size
+                    break
+                position += len(block) - overlap
                 handle.seek(position)
             boundaries.append(position)
     boundaries.append(size)
     return sorted(set(boundaries))
+
+
+# --- Counting pre-tokens (the "map" half of BPE training) -----------------------------------
+
+PretokenCounts = dict[bytes, int]
+
+
+@dataclass
+class ChunkCounts:
+    """Pre-token counts of one piece of a corpus, with what it cost to get them."""
+
+    counts: PretokenCounts = field(default_factory=dict)
+    num_bytes: int = 0
+    invalid_utf8: int = 0  # invalid byte sequences replaced by U+FFFD while decoding
+    seconds: float = 0.0
+
+    def add(self, other: "ChunkCounts") -> None:
+        """Fold ``other`` into this one."""
+        for token, count in other.counts.items():
+            self.counts[token] = self.counts.get(token, 0) + count
+        self.num_bytes += other.num_bytes
+        self.invalid_utf8 += other.invalid_utf8
+        self.seconds += other.seconds
+
+
+def decode_utf8(data: bytes) -> tuple[str, int]:
+    """Decode UTF-8, replacing invalid sequences with U+FFFD; returns ``(text, number replaced)``.
+
+    >>> decode_utf8(b"ok \\xff!")
+    ('ok \\ufffd!', 1)
+    """
+    try:
+        return data.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        pass
+    # Rare path: count the replacements one error at a time (U+FFFD may also occur legitimately).
+    parts, invalid, start = [], 0, 0
+    while True:
+        try:
+            parts.append(data[start:].decode("utf-8"))
+            return "".join(parts), invalid
+        except UnicodeDecodeError as error:
+            parts.append(data[start:start + error.start].decode("utf-8"))
+            parts.append("\ufffd")
+            invalid += 1
+            start += error.end
+
+
+def count_pretokens(text: str, special_tokens: Sequence[str]) -> Counter[str]:
+    """Count GPT-2 pre-tokens of ``text``; special tokens delimit documents and are not counted.
+
+    >>> dict(count_pretokens("the cat<|endoftext|>the", ["<|endoftext|>"]))
+    {'the': 2, ' cat': 1}
+    """
+    counts: Counter[str] = Counter()
+    for piece, is_special in split_on_special_tokens(text, special_tokens):
+        if not is_special:
+            counts.update(GPT2_REGEX.findall(piece))
+    return counts
+
+
+def iter_document_blocks(path: str | os.PathLike, start: int, end: int, split_token: bytes | None,
+                         *, block_size: int = 4 << 20) -> Iterator[bytes]:
+    """Stream bytes ``[start, end)`` of ``path`` in blocks of about ``block_size`` that end just
+    before a ``split_token`` (so no document is cut); without a split token, one block."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        remaining, carry = end - start, b""
+        while remaining > 0:
+            data = handle.read(min(block_size, remaining))
+            if not data:
+                break
+            remaining -= len(data)
+            carry += data
+            cut = carry.rfind(split_token, 1) if split_token and remaining > 0 else -1
+            if cut > 0:
+                yield carry[:cut]
+                carry = carry[cut:]
+            elif remaining <= 0:
+                break
+        if carry:
+            yield carry
+
+
+def count_file_range(path: str | os.PathLike, start: int, end: int, special_tokens: Sequence[str],
+                     *, block_size: int = 4 << 20) -> ChunkCounts:
+    """Pre-token counts of bytes ``[start, end)`` of ``path``, read in blocks cut at documents."""
+    began = time.perf_counter()
+    split_token = special_tokens[0].encode("utf-8") if special_tokens else None
+    counts: Counter[str] = Counter()
+    result = ChunkCounts()
+    for block in iter_document_blocks(path, start, end, split_token, block_size=block_size):
+        text, invalid = decode_utf8(block)
+        counts.update(count_pretokens(text, special_tokens))
+        result.num_bytes += len(block)
+        result.invalid_utf8 += invalid
+    # Encode each distinct pre-token once rather than every occurrence.
+    result.counts = {token.encode("utf-8"): count for token, count in counts.items()}
+    result.seconds = time.perf_counter() - began
+    return result

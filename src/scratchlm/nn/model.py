@@ -1,0 +1,368 @@
+"""A decoder-only Transformer LM (pre-norm, RoPE, SwiGLU by default), built from scratch.
+
+Only ``nn.Module``/``nn.Parameter``/``nn.ModuleList`` and the ``nn.init.trunc_normal_``
+initializer come from ``torch.nn``; every layer is written with plain tensor ops. The one
+exception is ``attention_backend="sdpa"``, the documented fast path that calls
+``torch.nn.functional.scaled_dot_product_attention`` (fused/flash kernels, same numerics).
+
+The state dict uses the CS336 reference names (``token_embeddings.weight``,
+``layers.{i}.attn.{q,k,v,output}_proj.weight``, ``layers.{i}.ln{1,2}.weight``,
+``layers.{i}.ffn.w{1,2,3}.weight``, ``ln_final.weight``, ``lm_head.weight``; linear weights
+stored (out, in)), so checkpoints move between the two implementations unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from scratchlm.nn.functional import scaled_dot_product_attention, silu
+
+NORMS = ("pre", "post", "none")
+POSITIONS = ("rope", "none")
+FFNS = ("swiglu", "silu")
+ATTENTION_BACKENDS = ("scratch", "sdpa")
+
+
+def default_d_ff(d_model: int, ffn: str = "swiglu") -> int:
+    """Hidden size of the feed-forward layer: 8/3·d_model rounded to a multiple of 64 (SwiGLU), 4·d_model (SiLU).
+
+    The 8/3 keeps SwiGLU's three matrices at the parameter count of a 4·d_model two-matrix MLP.
+
+    >>> default_d_ff(512), default_d_ff(512, "silu")
+    (1344, 2048)
+    """
+    if ffn == "silu":
+        return 4 * d_model
+    return max(64, 64 * round(8 * d_model / 3 / 64))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a TransformerLM; validated on creation, ``d_ff=None`` resolved to its default."""
+
+    vocab_size: int
+    context_length: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int | None = None
+    rope_theta: float = 10000.0
+    norm: Literal["pre", "post", "none"] = "pre"
+    position: Literal["rope", "none"] = "rope"
+    ffn: Literal["swiglu", "silu"] = "swiglu"
+    tie_embeddings: bool = False
+    attention_backend: Literal["scratch", "sdpa"] = "scratch"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
+            _check_positive_int(name, getattr(self, name))
+        for name, allowed in (("norm", NORMS), ("position", POSITIONS), ("ffn", FFNS),
+                              ("attention_backend", ATTENTION_BACKENDS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model option {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"model option tie_embeddings must be true or false, got {self.tie_embeddings!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        if self.position == "rope" and (self.d_model // self.num_heads) % 2:
+            raise ValueError(f"RoPE needs an even head size, got d_model/num_heads={self.d_model // self.num_heads}")
+        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
+            raise ValueError(f"rope_theta must be a positive number, got {self.rope_theta!r}")
+        if self.d_ff is None:
+            object.__setattr__(self, "d_ff", default_d_ff(self.d_model, self.ffn))  # frozen dataclass
+        _check_positive_int("d_ff", self.d_ff)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        """Build from a plain dict (e.g. a run's config), rejecting unknown keys by name."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown model option(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"model option {name} must be a positive integer, got {value!r}")
+
+
+class Linear(nn.Module):
+    """``y = x Wᵀ`` without bias; W is (out, in), init truncated N(0, 2/(in+out)) cut at ±3σ."""
+
+    def __init__(self, in_features: int, out_features: int, device=None, dtype=None):
+        super().__init__()
+        std = math.sqrt(2.0 / (in_features + out_features))
+        weight = torch.empty(out_features, in_features, device=device, dtype=dtype)
+        self.weight = nn.Parameter(nn.init.trunc_normal_(weight, std=std, a=-3 * std, b=3 * std))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (..., in) @ (in, out): one GEMM over all leading dims, no reshape copies.
+        return x @ self.weight.t()
+
+
+class Embedding(nn.Module):
+    """Lookup table (num_embeddings, embedding_dim), init N(0, 1) cut at ±3."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+        super().__init__()
+        weight = torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype)
+        self.weight = nn.Parameter(nn.init.trunc_normal_(weight, std=1.0, a=-3.0, b=3.0))
+
+    def forward(self, token_ids: Tensor) -> Tensor:
+        return self.weight[token_ids]  # (...) -> (..., embedding_dim)
+
+
+class RMSNorm(nn.Module):
+    """``x / rms(x) * gain`` over the last dim, computed in float32 and returned in the input dtype."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        in_dtype = x.dtype
+        x = x.float()  # no copy when x is already float32
+        inv_rms = torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + self.eps)
+        return (x * inv_rms * self.weight).to(in_dtype)
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward ``w2(silu(w1 x) * w3 x)``."""
+
+    def __init__(self, d_model: int, d_ff: int | None = None, device=None, dtype=None):
+        super().__init__()
+        d_ff = d_ff or default_d_ff(d_model)
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+        self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(silu(self.w1(x)) * self.w3(x))
+
+
+class SiLUFeedForward(nn.Module):
+    """Ungated feed-forward ``w2(silu(w1 x))`` (the ``ffn: silu`` ablation, d_ff = 4·d_model)."""
+
+    def __init__(self, d_model: int, d_ff: int | None = None, device=None, dtype=None):
+        super().__init__()
+        d_ff = d_ff or default_d_ff(d_model, "silu")
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(silu(self.w1(x)))
+
+
+class RotaryPositionalEmbedding(nn.Module):
+    """RoPE: rotate each pair (x[2k], x[2k+1]) by the angle ``position · theta^(-2k/d_k)``."""
+
+    def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None):
+        super().__init__()
+        if d_k % 2:
+            raise ValueError(f"RoPE needs an even dimension, got d_k={d_k}")
+        # Angles in float64 so large positions keep their precision; stored as float32.
+        inv_freq = theta ** (-torch.arange(0, d_k, 2, device=device, dtype=torch.float64) / d_k)
+        angles = torch.outer(torch.arange(max_seq_len, device=device, dtype=torch.float64), inv_freq)
+        # Derived from the constructor arguments, so not part of the state dict.
+        self.register_buffer("cos", angles.cos().float(), persistent=False)  # (max_seq_len, d_k/2)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def forward(self, x: Tensor, token_positions: Tensor) -> Tensor:
+        """x (..., seq, d_k), token_positions (..., seq) broadcastable to x's leading dims."""
+        cos = self.cos[token_positions].to(x.dtype)  # (..., seq, d_k/2)
+        sin = self.sin[token_positions].to(x.dtype)
+        x_even, x_odd = x[..., 0::2], x[..., 1::2]
+        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
+        return rotated.flatten(-2)  # interleave the pairs back: (..., seq, d_k/2, 2) -> (..., seq, d_k)
+
+
+class LayerKVCache:
+    """Keys (after RoPE) and values of one attention layer, preallocated for ``max_len`` positions.
+
+    Storage is allocated on the first ``append`` with that call's batch shape, dtype and device.
+    Meant for inference (under ``torch.no_grad()``).
+    """
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.length = 0
+        self.keys: Tensor | None = None  # (..., heads, max_len, d_k)
+        self.values: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v (..., heads, seq, d) after the cached positions; return all keys and values so far."""
+        end = self.length + k.shape[-2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {self.length} cached + {k.shape[-2]} new positions > {self.max_len}")
+        if self.keys is None:
+            self.keys = k.new_empty(*k.shape[:-2], self.max_len, k.shape[-1])
+            self.values = v.new_empty(*v.shape[:-2], self.max_len, v.shape[-1])
+        elif k.shape[:-2] != self.keys.shape[:-2]:
+            raise ValueError(f"KV cache holds batch shape {tuple(self.keys.shape[:-2])}, got {tuple(k.shape[:-2])}")
+        self.keys[..., self.length:end, :] = k
+        self.values[..., self.length:end, :] = v
+        self.length = end
+        return self.keys[..., :end, :], self.values[..., :end, :]
+
+
+class KVCache:
+    """Per-layer key/value caches of a TransformerLM for incremental decoding (``model.new_kv_cache()``)."""
+
+    def __init__(self, num_layers: int, max_len: int):
+        self.layers = [LayerKVCache(max_len) for _ in range(num_layers)]
+        self.max_len = max_len
+
+    @property
+    def length(self) -> int:
+        """Number of positions cached so far (the position of the next token)."""
+        return self.layers[0].length
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Causal multi-head self-attention, d_k = d_v = d_model / num_heads, RoPE on queries and keys only.
+
+    ``backend="scratch"`` uses our ``scaled_dot_product_attention``; ``backend="sdpa"`` is the
+    fast path through ``torch.nn.functional.scaled_dot_product_attention`` (flash kernels on GPU).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, rope: RotaryPositionalEmbedding | None = None, *,
+                 backend: str = "scratch", device=None, dtype=None):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention backend {backend!r} is not one of {', '.join(ATTENTION_BACKENDS)}")
+        self.num_heads = num_heads
+        self.backend = backend
+        self.rope = rope
+        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, *,
+                kv_cache: LayerKVCache | None = None) -> Tensor:
+        """x (..., seq, d_model) -> (..., seq, d_model); positions default to cached length + arange(seq)."""
+        q, k, v = (rearrange(proj(x), "... t (h d) -> ... h t d", h=self.num_heads)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        if self.rope is not None:
+            if token_positions is None:
+                start = kv_cache.length if kv_cache is not None else 0
+                token_positions = torch.arange(start, start + x.shape[-2], device=x.device)
+            # (..., seq) -> (..., 1, seq) so the positions broadcast over the heads dim.
+            positions = token_positions.unsqueeze(-2) if token_positions.dim() > 1 else token_positions
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
+        return self.output_proj(rearrange(self._attend(q, k, v), "... h t d -> ... t (h d)"))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        num_queries, num_keys = q.shape[-2], k.shape[-2]
+        # Queries are the last num_queries of the num_keys positions (earlier ones come from the
+        # KV cache): query i may attend to keys 0 .. num_keys - num_queries + i.
+        mask = None
+        if num_keys != num_queries or self.backend == "scratch":
+            mask = torch.ones(num_queries, num_keys, dtype=torch.bool, device=q.device).tril(num_keys - num_queries)
+        if self.backend == "sdpa":
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return scaled_dot_product_attention(q, k, v, mask)
+
+
+class TransformerBlock(nn.Module):
+    """Attention then feed-forward, each residual; RMSNorm before (pre), after (post) or nowhere (none)."""
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int | None = None, *,
+                 rope: RotaryPositionalEmbedding | None = None, norm: str = "pre", ffn: str = "swiglu",
+                 attention_backend: str = "scratch", device=None, dtype=None):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm {norm!r} is not one of {', '.join(NORMS)}")
+        if ffn not in FFNS:
+            raise ValueError(f"ffn {ffn!r} is not one of {', '.join(FFNS)}")
+        factory = {"device": device, "dtype": dtype}
+        self.norm = norm
+        self.attn = MultiHeadSelfAttention(d_model, num_heads, rope, backend=attention_backend, **factory)
+        self.ffn = (SwiGLU if ffn == "swiglu" else SiLUFeedForward)(d_model, d_ff, **factory)
+        if norm != "none":
+            self.ln1 = RMSNorm(d_model, **factory)
+            self.ln2 = RMSNorm(d_model, **factory)
+
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, *,
+                kv_cache: LayerKVCache | None = None) -> Tensor:
+        if self.norm == "pre":
+            x = x + self.attn(self.ln1(x), token_positions, kv_cache=kv_cache)
+            return x + self.ffn(self.ln2(x))
+        if self.norm == "post":
+            x = self.ln1(x + self.attn(x, token_positions, kv_cache=kv_cache))
+            return self.ln2(x + self.ffn(x))
+        x = x + self.attn(x, token_positions, kv_cache=kv_cache)
+        return x + self.ffn(x)
+
+
+class TransformerLM(nn.Module):
+    """Decoder-only Transformer language model: token ids (..., seq) -> next-token logits (..., seq, vocab).
+
+    >>> model = TransformerLM(vocab_size=100, context_length=16, d_model=32, num_layers=2, num_heads=4)
+    >>> model(torch.zeros(2, 5, dtype=torch.long)).shape
+    torch.Size([2, 5, 100])
+    """
+
+    def __init__(self, vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int,
+                 d_ff: int | None = None, rope_theta: float = 10000.0, *, norm: str = "pre",
+                 position: str = "rope", ffn: str = "swiglu", tie_embeddings: bool = False,
+                 attention_backend: str = "scratch", device=None, dtype=None):
+        super().__init__()
+        cfg = ModelConfig(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta, norm=norm,
+                          position=position, ffn=ffn, tie_embeddings=tie_embeddings,
+                          attention_backend=attention_backend)
+        self.config = cfg
+        factory = {"device": device, "dtype": dtype}
+        self.token_embeddings = Embedding(cfg.vocab_size, cfg.d_model, **factory)
+        # One RoPE table shared by all layers (its buffers are not in the state dict).
+        rope = (RotaryPositionalEmbedding(cfg.rope_theta, cfg.d_model // cfg.num_heads, cfg.context_length,
+                                          device=device) if cfg.position == "rope" else None)
+        self.layers = nn.ModuleList(
+            TransformerBlock(cfg.d_model, cfg.num_heads, cfg.d_ff, rope=rope, norm=cfg.norm, ffn=cfg.ffn,
+                             attention_backend=cfg.attention_backend, **factory)
+            for _ in range(cfg.num_layers)
+        )
+        if cfg.norm != "none":
+            self.ln_final = RMSNorm(cfg.d_model, **factory)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, **factory)
+        if cfg.tie_embeddings:
+            # Share one Parameter (both state-dict keys stay present and load into it). It keeps
+            # the Linear init: an N(0, 1) output matrix would give logits of std ~sqrt(d_model).
+            self.token_embeddings.weight = self.lm_head.weight
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, device=None, dtype=None) -> TransformerLM:
+        return cls(**config.to_dict(), device=device, dtype=dtype)
+
+    def new_kv_cache(self) -> KVCache:
+        """An empty KV cache for ``forward(..., kv_cache=...)``, holding up to context_length positions."""
+        return KVCache(self.config.num_layers, self.config.context_length)
+
+    def forward(self, token_ids: Tensor, *, kv_cache: KVCache | None = None) -> Tensor:
+        """Logits for every position; with ``kv_cache``, token_ids continue the cached positions."""
+        start = kv_cache.length if kv_cache is not None else 0
+        seq_len = token_ids.shape[-1]
+        if start + seq_len > self.config.context_length:
+            raise ValueError(f"sequence of {start} cached + {seq_len} new tokens exceeds the context length "
+                             f"{self.config.context_length}")
+        positions = torch.arange(start, start + seq_len, device=token_ids.device)
+        x = self.token_embeddings(token_ids)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, positions, kv_cache=kv_cache.layers[i] if kv_cache is not None else None)
+        if self.config.norm != "none":
+            x = self.ln_final(x)
+        return self.lm_head(x)

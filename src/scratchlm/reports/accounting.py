@@ -1,0 +1,433 @@
+"""Resource accounting of a TransformerLM, computed from its ModelConfig: parameters, FLOPs, memory.
+
+Everything here is arithmetic on the configuration (no model is built), so GPT-2 XL at a
+16K context costs nothing to analyse. The counts follow our architecture exactly (RMSNorm
+gains, no biases, SwiGLU with three matrices or SiLU with two, optional tied embeddings);
+the tests check them against ``sum(p.numel())`` of a meta-device model and against
+``torch.utils.flop_counter.FlopCounterMode`` on a real forward pass.
+
+Conventions: a matrix multiply (m×n)@(n×p) costs 2·m·n·p FLOPs; element-wise work
+(norms, softmax, RoPE, activations) is left out of the FLOPs, as usual; the backward
+pass costs twice the forward; memory is float32 (4 bytes a value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.nn.model import ModelConfig
+from scratchlm.reports import markdown_table, relative_link
+
+BYTES_PER_FLOAT32 = 4
+GPT2_VOCAB_SIZE = 50_257
+
+
+def _gpt2(num_layers: int, d_model: int, num_heads: int, context_length: int = 1024) -> ModelConfig:
+    # CS336's GPT-2 shapes: d_ff = 4·d_model (6400 for XL), GPT-2 vocabulary, our SwiGLU blocks.
+    return ModelConfig(vocab_size=GPT2_VOCAB_SIZE, context_length=context_length, d_model=d_model,
+                       num_layers=num_layers, num_heads=num_heads, d_ff=4 * d_model)
+
+
+GPT2_CONFIGS: dict[str, ModelConfig] = {
+    "GPT-2 small": _gpt2(12, 768, 12),
+    "GPT-2 medium": _gpt2(24, 1024, 16),
+    "GPT-2 large": _gpt2(36, 1280, 20),
+    "GPT-2 XL": _gpt2(48, 1600, 25),
+    "GPT-2 XL, ctx 16384": _gpt2(48, 1600, 25, context_length=16_384),
+}
+
+# The FLOPs of one forward pass, grouped as the report shows them.
+COMPONENTS = ("attention projections", "attention scores + weighted sum", "feed-forward", "LM head")
+
+# AdamW's element-wise update per parameter (see scratchlm.optim.AdamW):
+#   m ← β1·m + (1-β1)·g            3 FLOPs (2 mul, 1 add)
+#   v ← β2·v + (1-β2)·g²           4 FLOPs (3 mul, 1 add)
+#   θ ← θ - αt·m / (√v + ε)        5 FLOPs (sqrt, add, div, mul, sub)
+#   θ ← θ - α·λ·θ                  2 FLOPs (mul, sub; α·λ is a scalar computed once)
+ADAMW_FLOPS_PER_PARAMETER = 14
+
+# The A100 budget of CS336's training-time question.
+A100_FP32_PEAK_FLOPS = 19.5e12
+MEMORY_BUDGET_BYTES = 80 * 10**9  # "80 GB" as on the A100/H100 spec sheets (decimal gigabytes)
+
+
+@dataclass(frozen=True)
+class Matmul:
+    """One kind of matrix multiply of a forward pass: (m×n)@(n×p), done ``count`` times."""
+
+    name: str
+    component: str
+    m: int
+    n: int
+    p: int
+    count: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.n * self.p * self.count
+
+
+def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
+    """Trainable parameters by group, and ``total`` (a tied embedding is counted once).
+
+    >>> parameter_counts(ModelConfig(vocab_size=10, context_length=4, d_model=8, num_layers=1, num_heads=2, d_ff=16))
+    {'token embeddings': 80, 'attention': 256, 'feed-forward': 384, 'RMSNorm gains': 24, 'LM head': 80, 'total': 824}
+    """
+    d, ffn_matrices = cfg.d_model, 3 if cfg.ffn == "swiglu" else 2
+    norms_per_layer = 0 if cfg.norm == "none" else 2
+    counts = {
+        "token embeddings": 0 if cfg.tie_embeddings else cfg.vocab_size * d,
+        "attention": cfg.num_layers * 4 * d * d,
+        "feed-forward": cfg.num_layers * ffn_matrices * d * cfg.d_ff,
+        "RMSNorm gains": (cfg.num_layers * norms_per_layer + (norms_per_layer > 0)) * d,
+        "LM head": d * cfg.vocab_size,
+    }
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def forward_matmuls(cfg: ModelConfig, *, batch_size: int = 1, seq_len: int | None = None) -> list[Matmul]:
+    """Every matrix multiply of one forward pass over ``batch_size`` sequences of ``seq_len`` tokens."""
+    T = seq_len or cfg.context_length
+    BT, d, d_k, F, L = batch_size * T, cfg.d_model, cfg.d_model // cfg.num_heads, cfg.d_ff, cfg.num_layers
+    heads = L * batch_size * cfg.num_heads  # attention runs per layer, sequence and head
+    projections, scores, ffn, head = COMPONENTS
+    matmuls = [Matmul(f"{name} (x·Wᵀ)", projections, BT, d, d, L) for name in ("q_proj", "k_proj", "v_proj")]
+    matmuls += [
+        Matmul("Q·Kᵀ scores", scores, T, d_k, T, heads),
+        Matmul("softmax(scores)·V", scores, T, T, d_k, heads),
+        Matmul("output_proj", projections, BT, d, d, L),
+        Matmul("ffn.w1", ffn, BT, d, F, L),
+    ]
+    if cfg.ffn == "swiglu":
+        matmuls.append(Matmul("ffn.w3 (gate)", ffn, BT, d, F, L))
+    matmuls += [Matmul("ffn.w2", ffn, BT, F, d, L), Matmul("lm_head", head, BT, d, cfg.vocab_size, 1)]
+    return matmuls
+
+
+def forward_flops(cfg: ModelConfig, *, batch_size: int = 1, seq_len: int | None = None) -> int:
+    """Matmul FLOPs of one forward pass."""
+    return sum(mm.flops for mm in forward_matmuls(cfg, batch_size=batch_size, seq_len=seq_len))
+
+
+def flops_by_component(matmuls: list[Matmul]) -> dict[str, int]:
+    """FLOPs of each of COMPONENTS (in that order)."""
+    totals = dict.fromkeys(COMPONENTS, 0)
+    for mm in matmuls:
+        totals[mm.component] += mm.flops
+    return totals
+
+
+def training_flops_per_token(cfg: ModelConfig, *, seq_len: int | None = None) -> float:
+    """Model FLOPs of forward + backward (2x forward) per trained token, as used for MFU."""
+    T = seq_len or cfg.context_length
+    return 3 * forward_flops(cfg, seq_len=T) / T
+
+
+def activation_floats(cfg: ModelConfig, *, seq_len: int | None = None) -> dict[str, int]:
+    """Floats saved for the backward pass per sequence, by CS336's list of components.
+
+    The per-layer entries are summed over the layers. SwiGLU adds its second matmul (w3)
+    and the gate product to CS336's W1 / SiLU / W2 list.
+    """
+    T, d, F, L = seq_len or cfg.context_length, cfg.d_model, cfg.d_ff, cfg.num_layers
+    per_layer = {
+        "RMSNorms (2 per block)": (0 if cfg.norm == "none" else 2) * T * d,
+        "Q, K, V projections": 3 * T * d,
+        "Q·Kᵀ scores": cfg.num_heads * T * T,
+        "softmax": cfg.num_heads * T * T,
+        "weighted sum of values": T * d,
+        "output projection": T * d,
+        "W1 matmul": T * F,
+        "SiLU": T * F,
+    }
+    if cfg.ffn == "swiglu":
+        per_layer |= {"W3 matmul (gate)": T * F, "gate product": T * F}
+    per_layer["W2 matmul"] = T * d
+    floats = {f"{name} ×{L} layers": L * value for name, value in per_layer.items()}
+    floats |= {
+        "final RMSNorm": 0 if cfg.norm == "none" else T * d,
+        "output embedding (logits)": T * cfg.vocab_size,
+        "cross-entropy (softmax)": T * cfg.vocab_size,
+    }
+    return floats
+
+
+@dataclass(frozen=True)
+class AdamWMemory:
+    """float32 training memory with AdamW: ``per_sequence_bytes · batch_size + fixed_bytes``."""
+
+    parameters_bytes: int
+    gradients_bytes: int
+    optimizer_state_bytes: int  # AdamW's two moments, m and v
+    activation_bytes_per_sequence: dict[str, int]
+
+    @property
+    def per_sequence_bytes(self) -> int:  # a
+        return sum(self.activation_bytes_per_sequence.values())
+
+    @property
+    def fixed_bytes(self) -> int:  # b
+        return self.parameters_bytes + self.gradients_bytes + self.optimizer_state_bytes
+
+    def total_bytes(self, batch_size: int) -> int:
+        return self.per_sequence_bytes * batch_size + self.fixed_bytes
+
+    def max_batch_size(self, budget_bytes: int = MEMORY_BUDGET_BYTES) -> int:
+        """Largest batch whose training memory fits in ``budget_bytes`` (0 if not even one)."""
+        return max(0, (budget_bytes - self.fixed_bytes) // self.per_sequence_bytes)
+
+
+def adamw_memory(cfg: ModelConfig, *, seq_len: int | None = None) -> AdamWMemory:
+    """Training memory of ``cfg`` with AdamW in float32."""
+    params = parameter_counts(cfg)["total"] * BYTES_PER_FLOAT32
+    activations = {name: n * BYTES_PER_FLOAT32 for name, n in activation_floats(cfg, seq_len=seq_len).items()}
+    return AdamWMemory(parameters_bytes=params, gradients_bytes=params, optimizer_state_bytes=2 * params,
+                       activation_bytes_per_sequence=activations)
+
+
+def adamw_step_flops(cfg: ModelConfig, *, batch_size: int, seq_len: int | None = None) -> dict[str, float]:
+    """FLOPs of one training step: forward, backward (2x forward), AdamW update, total."""
+    forward = forward_flops(cfg, batch_size=batch_size, seq_len=seq_len)
+    update = ADAMW_FLOPS_PER_PARAMETER * parameter_counts(cfg)["total"]
+    return {"forward": forward, "backward": 2 * forward, "optimizer update": update,
+            "total": 3 * forward + update}
+
+
+def training_days(cfg: ModelConfig, *, steps: int, batch_size: int, peak_flops: float, mfu: float) -> float:
+    """Days to train for ``steps`` AdamW steps at ``mfu`` of a device delivering ``peak_flops`` FLOP/s."""
+    step = adamw_step_flops(cfg, batch_size=batch_size)["total"]
+    return steps * step / (peak_flops * mfu) / 86_400
+
+
+def model_accounting(cfg: ModelConfig, *, budget_bytes: int = MEMORY_BUDGET_BYTES) -> dict:
+    """All the numbers of one configuration, as plain JSON-ready data."""
+    matmuls = forward_matmuls(cfg)
+    by_component = flops_by_component(matmuls)
+    total = sum(by_component.values())
+    params = parameter_counts(cfg)
+    memory = adamw_memory(cfg)
+    return {
+        "config": cfg.to_dict(),
+        "parameters": params,
+        "parameters_fp32_bytes": params["total"] * BYTES_PER_FLOAT32,
+        "forward_flops_per_sequence": total,
+        "flops_by_component": by_component,
+        "flop_shares": {name: flops / total for name, flops in by_component.items()},
+        "matmuls": [dataclasses.asdict(mm) | {"flops": mm.flops} for mm in matmuls],
+        "adamw_memory": {
+            "parameters_bytes": memory.parameters_bytes,
+            "gradients_bytes": memory.gradients_bytes,
+            "optimizer_state_bytes": memory.optimizer_state_bytes,
+            "activation_bytes_per_sequence": memory.activation_bytes_per_sequence,
+            "a_bytes_per_sequence": memory.per_sequence_bytes,
+            "b_fixed_bytes": memory.fixed_bytes,
+            "budget_bytes": budget_bytes,
+            "max_batch_size": memory.max_batch_size(budget_bytes),
+        },
+        "adamw_step_flops": {
+            "per_sequence": 3 * total,  # forward + backward, times batch_size
+            "fixed": ADAMW_FLOPS_PER_PARAMETER * params["total"],
+        },
+    }
+
+
+def build_accounting(configs: dict[str, ModelConfig] | None = None, *, train_model: str = "GPT-2 XL",
+                     steps: int = 400_000, batch_size: int = 1024, peak_flops: float = A100_FP32_PEAK_FLOPS,
+                     mfu: float = 0.5, budget_bytes: int = MEMORY_BUDGET_BYTES) -> dict:
+    """The whole report as data: every configuration, plus the training-time estimate for ``train_model``."""
+    configs = GPT2_CONFIGS if configs is None else configs
+    if train_model not in configs:
+        raise ValueError(f"training-time model {train_model!r} is not one of {', '.join(configs)}")
+    cfg = configs[train_model]
+    step = adamw_step_flops(cfg, batch_size=batch_size)
+    return {
+        "conventions": {
+            "matmul_flops": "2*m*n*p for (m x n) @ (n x p); element-wise ops not counted",
+            "backward_flops": "2 x forward",
+            "bytes_per_value": BYTES_PER_FLOAT32,
+            "adamw_update_flops_per_parameter": ADAMW_FLOPS_PER_PARAMETER,
+        },
+        "models": {name: model_accounting(c, budget_bytes=budget_bytes) for name, c in configs.items()},
+        "training_time": {
+            "model": train_model, "steps": steps, "batch_size": batch_size, "peak_flops": peak_flops,
+            "mfu": mfu, "step_flops": step["total"], "total_flops": steps * step["total"],
+            "days": training_days(cfg, steps=steps, batch_size=batch_size, peak_flops=peak_flops, mfu=mfu),
+        },
+    }
+
+
+def _gb(num_bytes: float) -> str:
+    return f"{num_bytes / 1e9:,.2f} GB"
+
+
+def _sci(value: float) -> str:
+    return f"{value:.3e}"
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.1f}%"
+
+
+def _parameters_section(models: dict) -> list[str]:
+    rows = [[name, m["config"]["num_layers"], m["config"]["d_model"], m["config"]["num_heads"], m["config"]["d_ff"],
+             m["config"]["context_length"], f"{m['parameters']['total']:,}", _gb(m["parameters_fp32_bytes"])]
+            for name, m in models.items()]
+    return ["## Parameters and float32 memory", "",
+            *markdown_table(["model", "layers", "d_model", "heads", "d_ff", "context", "parameters", "float32"], rows), ""]
+
+
+def _matmul_section(name: str, model: dict) -> list[str]:
+    rows = [[mm["name"], mm["component"], f"({mm['m']}×{mm['n']})·({mm['n']}×{mm['p']})", f"{mm['count']:,}",
+             _sci(mm["flops"])] for mm in model["matmuls"]]
+    rows.append(["**total**", "", "", "", f"**{_sci(model['forward_flops_per_sequence'])}**"])
+    return [f"## Matrix multiplies of one forward pass: {name}, one sequence", "",
+            "Count = layers (projections, feed-forward) or layers × heads (attention), per sequence; "
+            "every model's list is in accounting.json.", "",
+            *markdown_table(["matmul", "component", "shape", "count", "FLOPs"], rows), ""]
+
+
+def _shares_section(models: dict, plot_name: str | None) -> list[str]:
+    rows = [[name, _sci(m["forward_flops_per_sequence"]), *(_pct(m["flop_shares"][c]) for c in COMPONENTS)]
+            for name, m in models.items()]
+    lines = ["## Share of forward FLOPs by component", "",
+             *markdown_table(["model", "FLOPs / sequence", *COMPONENTS], rows), ""]
+    if plot_name:
+        lines += [f"![FLOPs share by component]({plot_name})", ""]
+    return lines + _share_observations(models)
+
+
+def _share_observations(models: dict) -> list[str]:
+    """A sentence on how the shares move, computed from the first, last and longest-context models."""
+    names = list(models)
+    first, widest = names[0], max(names[:-1] if len(names) > 1 else names,
+                                  key=lambda n: models[n]["config"]["d_model"])
+    longest = max(names, key=lambda n: models[n]["config"]["context_length"])
+    share = lambda name, component: _pct(models[name]["flop_shares"][component])  # noqa: E731
+    scores, ffn, head = COMPONENTS[1], COMPONENTS[2], COMPONENTS[3]
+    lines = [f"From {first} to {widest} the feed-forward share goes from {share(first, ffn)} to "
+             f"{share(widest, ffn)} and the LM head's from {share(first, head)} to {share(widest, head)}: "
+             "layer matmuls grow with d_model², the LM head only with d_model."]
+    if models[longest]["config"]["context_length"] > models[widest]["config"]["context_length"]:
+        ratio = models[longest]["forward_flops_per_sequence"] / models[widest]["forward_flops_per_sequence"]
+        lines.append(f"At context {models[longest]['config']['context_length']:,} ({longest}) one sequence costs "
+                     f"{ratio:.1f}x the FLOPs and attention scores + weighted sum take {share(longest, scores)} "
+                     f"(vs {share(widest, scores)}), since they grow with the context squared.")
+    return [" ".join(lines), ""]
+
+
+def _memory_section(models: dict, detail: str) -> list[str]:
+    rows = []
+    for name, m in models.items():
+        mem = m["adamw_memory"]
+        rows.append([name, _gb(mem["a_bytes_per_sequence"]), _gb(mem["b_fixed_bytes"]),
+                     f"{_gb(mem['a_bytes_per_sequence'])} · batch_size + {_gb(mem['b_fixed_bytes'])}",
+                     mem["max_batch_size"]])
+    budget = f'{next(iter(models.values()))["adamw_memory"]["budget_bytes"] / 1e9:g} GB'
+    mem = models[detail]["adamw_memory"]
+    parts = [["parameters", _gb(mem["parameters_bytes"])], ["gradients", _gb(mem["gradients_bytes"])],
+             ["optimizer state (AdamW m, v)", _gb(mem["optimizer_state_bytes"])]]
+    parts += [[f"activations: {part} (per sequence)", _gb(size)]
+              for part, size in mem["activation_bytes_per_sequence"].items()]
+    return ["## AdamW training memory (float32)", "",
+            "Parameters, gradients and the two AdamW moments are fixed (b = 16 bytes a parameter); the "
+            "activations saved for backward grow with the batch (a per sequence, at the full context).", "",
+            *markdown_table(["model", "a (per sequence)", "b (fixed)", "memory", f"largest batch in {budget}"], rows), "",
+            f"### {detail}: memory by component", "", *markdown_table(["component", "size"], parts), ""]
+
+
+def _flops_section(report: dict) -> list[str]:
+    rows = [[name, f"{_sci(m['adamw_step_flops']['per_sequence'])} · batch_size + "
+                   f"{_sci(m['adamw_step_flops']['fixed'])}"] for name, m in report["models"].items()]
+    t = report["training_time"]
+    return ["## FLOPs of one AdamW training step", "",
+            "Forward + backward (2x forward) per sequence, plus the AdamW update "
+            f"({ADAMW_FLOPS_PER_PARAMETER} FLOPs a parameter, which is negligible).", "",
+            *markdown_table(["model", "FLOPs per step"], rows), "",
+            f"## Training time of {t['model']}", "",
+            f"{t['steps']:,} steps at batch {t['batch_size']:,}: {_sci(t['step_flops'])} FLOPs a step, "
+            f"{_sci(t['total_flops'])} in all. On one device of {t['peak_flops'] / 1e12:g} TFLOP/s at "
+            f"{t['mfu']:.0%} MFU that is **{t['days']:,.0f} days** ({t['days'] / 365.25:.1f} years).", ""]
+
+
+def render_markdown(report: dict, *, plot_name: str | None = None, detail: str = "GPT-2 XL") -> str:
+    """The report as markdown; ``plot_name`` is the FLOPs-share plot's path relative to the markdown."""
+    models = report["models"]
+    detail = detail if detail in models else next(iter(models))
+    conv = report["conventions"]
+    lines = ["# Resource accounting", "",
+             f"Computed by `scratchlm.reports.accounting` from each model configuration. Matmul FLOPs: "
+             f"{conv['matmul_flops']}; backward = {conv['backward_flops']}; float32 values of "
+             f"{conv['bytes_per_value']} bytes. GPT-2 shapes use our architecture (pre-norm RMSNorm, RoPE, "
+             "SwiGLU with d_ff = 4·d_model, untied embeddings, vocabulary 50,257).", ""]
+    lines += _parameters_section(models) + _matmul_section(detail, models[detail])
+    lines += _shares_section(models, plot_name) + _memory_section(models, detail) + _flops_section(report)
+    return "\n".join(lines)
+
+
+def plot_flop_shares(report: dict, path: str | Path) -> None:
+    """Stacked horizontal bars: each model's forward FLOPs split by component."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = report["models"]
+    names = list(models)
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(names) + 1.8))
+    left = [0.0] * len(names)
+    for component in COMPONENTS:
+        shares = [100 * models[n]["flop_shares"][component] for n in names]
+        ax.barh(names, shares, left=left, label=component)
+        left = [a + b for a, b in zip(left, shares)]
+    ax.invert_yaxis()  # first model on top, like the table
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of forward-pass FLOPs (%)")
+    ax.set_title("Where the FLOPs of one forward pass go")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(COMPONENTS), fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_accounting_report(markdown_path: str | Path, json_path: str | Path, plot_path: str | Path,
+                            **options) -> dict:
+    """Write accounting.md, accounting.json and the FLOPs-share plot; ``options`` go to build_accounting."""
+    report = build_accounting(**options)
+    plot_flop_shares(report, plot_path)
+    with atomic_open(markdown_path, "w") as handle:
+        handle.write(render_markdown(report, plot_name=relative_link(plot_path, markdown_path)))
+    with atomic_open(json_path, "w") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--markdown", default="results/reports/accounting.md", help="markdown report to write")
+    parser.add_argument("--json", default="results/reports/accounting.json", help="JSON report to write")
+    parser.add_argument("--plot", default="results/reports/accounting.png", help="FLOPs-share plot (PNG) to write")
+    parser.add_argument("--steps", type=int, default=400_000, help="training steps of the training-time estimate")
+    parser.add_argument("--batch-size", type=int, default=1024, help="batch size of the training-time estimate")
+    parser.add_argument("--peak-tflops", type=float, default=A100_FP32_PEAK_FLOPS / 1e12,
+                        help="device peak in TFLOP/s (A100 float32 by default)")
+    parser.add_argument("--mfu", type=float, default=0.5, help="model FLOPs utilisation assumed for training time")
+    parser.add_argument("--memory-gb", type=float, default=MEMORY_BUDGET_BYTES / 1e9,
+                        help="device memory (decimal GB) for the largest batch")
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    if not 0 < args.mfu <= 1:
+        raise ValueError(f"--mfu must be in (0, 1], got {args.mfu}")
+    report = write_accounting_report(args.markdown, args.json, args.plot, steps=args.steps,
+                                     batch_size=args.batch_size, peak_flops=args.peak_tflops * 1e12,
+                                     mfu=args.mfu, budget_bytes=int(args.memory_gb * 1e9))
+    print(f"wrote {args.markdown}, {args.json}, {args.plot} "
+          f"(GPT-2 XL training: {report['training_time']['days']:,.0f} days)")

@@ -1,0 +1,109 @@
+"""``results/index.md``: the one page to open after a pipeline run, linking every report and run.
+
+Built from what exists under the results folder, so it also works after a partial run
+(missing reports are listed as not built yet). All links are relative to the index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from scratchlm.fileio import atomic_open
+from scratchlm.reports import markdown_table, relative_link
+
+# (file under results/, title, what it shows)
+REPORTS = (
+    ("reports/tokenizer.md", "Tokenizer", "compression ratio, vocabulary, throughput of each trained tokenizer"),
+    ("reports/training.md", "Training", "validation loss, tokens/s and MFU of every run, learning curves"),
+    ("reports/accounting.md", "Resource accounting", "parameters, FLOPs and AdamW memory of GPT-2-sized models"),
+    ("reports/profile.md", "Pipeline profile", "wall time, CPU time and peak RSS of every pipeline stage"),
+)
+
+
+def _link(text: str, target: Path, index_path: Path) -> str:
+    return f"[{text}]({relative_link(target, index_path)})"
+
+
+def _reports_section(results: Path, index_path: Path) -> list[str]:
+    lines = ["## Reports", ""]
+    for name, title, what in REPORTS:
+        path = results / name
+        lines.append(f"- {_link(title, path, index_path)}: {what}" if path.is_file()
+                     else f"- {title}: not built yet (`{path}`)")
+    return lines + [""]
+
+
+def _run_row(run_dir: Path, index_path: Path) -> list[str]:
+    summary_path = run_dir / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{summary_path}: invalid JSON ({error})") from None
+    loss = summary.get("final_val_loss")
+    files = [(run_dir / "curves.png", "curves"), (run_dir / "samples.md", "samples"),
+             (run_dir / "metrics.jsonl", "metrics"), (run_dir / "config.json", "config")]
+    links = " · ".join(_link(label, path, index_path) for path, label in files if path.is_file())
+    status = "finished" if summary else "not finished"
+    return [f"[{run_dir.name}]({relative_link(run_dir, index_path)}/)", summary.get("corpus", "n/a"),
+            "n/a" if loss is None else f"{loss:.4f}", f"{summary.get('steps', 0):,}", status, links or "none"]
+
+
+def _runs_section(results: Path, index_path: Path) -> list[str]:
+    run_dirs = sorted(path for path in (results / "runs").glob("*") if path.is_dir())
+    if not run_dirs:
+        return ["## Runs", "", "No training runs yet.", ""]
+    rows = [_run_row(path, index_path) for path in run_dirs]
+    lines = ["## Runs", "", *markdown_table(["run", "corpus", "final val loss", "steps", "status", "files"], rows), ""]
+    plot = results / "reports" / "training.png"
+    if plot.is_file():
+        lines += [f"![validation loss of every run]({relative_link(plot, index_path)})", ""]
+    return lines
+
+
+def _tokenizers_section(results: Path, index_path: Path) -> list[str]:
+    vocabs = sorted((results / "tokenizers").glob("*-vocab.json"))
+    if not vocabs:
+        return []
+    rows = []
+    for vocab in vocabs:
+        corpus = vocab.name.removesuffix("-vocab.json")
+        files = [(vocab, "vocab.json"), (vocab.with_name(f"{corpus}-merges.txt"), "merges.txt"),
+                 (vocab.with_name(f"{corpus}_summary.json"), "summary")]
+        rows.append([corpus, " · ".join(_link(label, path, index_path) for path, label in files if path.is_file())])
+    return ["## Tokenizers (GPT-2 vocab.json / merges.txt format)", "", *markdown_table(["corpus", "files"], rows), ""]
+
+
+def render_index(results_dir: str | Path, index_path: str | Path) -> str:
+    """The index page for ``results_dir``, with links relative to ``index_path``."""
+    results, index_path = Path(results_dir), Path(index_path)
+    lines = ["# scratchlm results", "",
+             "Everything the pipeline produced, one click away. Rebuild with `snakemake` (or `make demo`); "
+             "`snakemake --report results/report.html` adds Snakemake's own HTML report of the jobs.", ""]
+    lines += _reports_section(results, index_path) + _runs_section(results, index_path)
+    lines += _tokenizers_section(results, index_path)
+    logs = results / "logs"
+    if logs.is_dir():
+        lines += ["## Logs", "", f"Each job's log is under {_link('logs/', logs, index_path)} "
+                  "(`<rule>/<wildcards>.log`).", ""]
+    return "\n".join(lines)
+
+
+def write_index(results_dir: str | Path, index_path: str | Path) -> None:
+    """Write the index page for ``results_dir`` to ``index_path``."""
+    if not Path(results_dir).is_dir():
+        raise FileNotFoundError(f"results folder {results_dir} does not exist; run the pipeline first")
+    text = render_index(results_dir, index_path)
+    with atomic_open(index_path, "w") as handle:
+        handle.write(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", default="results", help="results folder to index")
+    parser.add_argument("--output", default="results/index.md", help="index page to write")
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    write_index(args.results, args.output)
+    print(f"wrote {args.output}")

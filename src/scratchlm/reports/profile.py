@@ -1,0 +1,194 @@
+"""Pipeline profile: wall time, CPU time and peak RSS of every stage, from what the stages recorded.
+
+Two sources describe each job, both named ``<rule>/<wildcard values>``:
+
+- ``results/benchmarks/<rule>/<job>.tsv``: Snakemake's ``benchmark:`` record of the whole job
+  (``s`` = wall seconds including interpreter start-up, ``cpu_time``, ``max_rss`` in MiB);
+  its sampler can miss a short-lived job or worker process, which it writes as ``NA``/``-``.
+- ``results/profiles/<rule>/<job>.json``: the stage's own ``ProcessTreeMonitor`` (wall_s and
+  cpu_s of the stage body, including exited worker processes, and the tree's peak RSS).
+
+The report takes wall time from the benchmark (what the user waited) and, for CPU time and
+peak RSS, the larger of the two figures: the benchmark sees interpreter start-up and imports,
+the profile sees workers that exited between the benchmark's samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.progress import format_duration
+from scratchlm.reports import markdown_table, relative_link
+
+
+@dataclass
+class StageRecord:
+    """What one job of a rule cost; None where neither source measured it."""
+
+    rule: str
+    job: str
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+    processes: int | None = None
+    finished: float = 0.0  # mtime of the newest record, to list jobs in the order they ran
+
+    @property
+    def label(self) -> str:
+        return self.rule if self.job == "all" else f"{self.rule} [{self.job}]"
+
+
+def _number(value: str | None) -> float | None:
+    """A benchmark cell as a float; Snakemake writes NA or - when it has no sample."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_benchmark(path: str | Path) -> dict[str, float | None]:
+    """Wall seconds (mean over repeats), CPU seconds and peak RSS (MiB, max over repeats) of a benchmark TSV."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    if not rows or "s" not in rows[0]:
+        raise ValueError(f"{path}: not a Snakemake benchmark file (no header with an 's' column, or no rows)")
+    walls = [w for w in (_number(r.get("s")) for r in rows) if w is not None]
+    cpus = [c for c in (_number(r.get("cpu_time")) for r in rows) if c is not None]
+    rss = [m for m in (_number(r.get("max_rss")) for r in rows) if m is not None]
+    return {"wall_s": sum(walls) / len(walls) if walls else None,
+            "cpu_s": sum(cpus) / len(cpus) if cpus else None,
+            "peak_rss_mb": max(rss) if rss else None}
+
+
+def read_profile(path: str | Path) -> dict:
+    """A stage profile JSON written by ``StageProfile.to_json``."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {"wall_s": float(data["wall_s"]), "cpu_s": float(data["cpu_s"]),
+                "peak_rss_mb": float(data["peak_rss_bytes"]) / 2**20,
+                "processes": int(data.get("peak_processes", 1))}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: not a stage profile ({error})") from None
+
+
+def _larger(a: float | None, b: float | None) -> float | None:
+    return max((x for x in (a, b) if x is not None), default=None)
+
+
+def collect_stage_records(results_dir: str | Path = "results", *,
+                          exclude_rules: tuple[str, ...] = ()) -> list[StageRecord]:
+    """One record per job found under ``<results>/benchmarks`` or ``<results>/profiles``, in finishing order.
+
+    ``exclude_rules`` drops rules that run after the report (their records would be stale).
+    """
+    results_dir = Path(results_dir)
+    records: dict[tuple[str, str], StageRecord] = {}
+
+    def record(path: Path) -> StageRecord:
+        key = (path.parent.name, path.stem)
+        entry = records.setdefault(key, StageRecord(*key))
+        entry.finished = max(entry.finished, path.stat().st_mtime)
+        return entry
+
+    for path in sorted(results_dir.glob("profiles/*/*.json")):
+        entry, prof = record(path), read_profile(path)
+        entry.wall_s, entry.cpu_s, entry.peak_rss_mb = prof["wall_s"], prof["cpu_s"], prof["peak_rss_mb"]
+        entry.processes = prof["processes"]
+    for path in sorted(results_dir.glob("benchmarks/*/*.tsv")):
+        entry, bench = record(path), read_benchmark(path)
+        entry.wall_s = bench["wall_s"] if bench["wall_s"] is not None else entry.wall_s
+        entry.cpu_s = _larger(entry.cpu_s, bench["cpu_s"])
+        entry.peak_rss_mb = _larger(entry.peak_rss_mb, bench["peak_rss_mb"])
+    kept = [r for r in records.values() if r.rule not in exclude_rules]
+    return sorted(kept, key=lambda r: (r.finished, r.rule, r.job))
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def render_markdown(records: list[StageRecord], *, plot_name: str | None = None) -> str:
+    """Table of every job plus totals and the biggest consumers."""
+    total_wall = sum(r.wall_s or 0 for r in records)
+    total_cpu = sum(r.cpu_s or 0 for r in records)
+    peak = max(records, key=lambda r: r.peak_rss_mb or 0)
+    rows = [[r.label, _cell(r.wall_s, ",.1f"), _cell(r.cpu_s, ",.1f"),
+             _cell(r.cpu_s / r.wall_s if r.cpu_s is not None and r.wall_s else None, ".2f"),
+             _cell(r.peak_rss_mb, ",.0f"), r.processes or "n/a"] for r in records]
+    rows.append(["**total**", f"**{total_wall:,.1f}** ({format_duration(total_wall)})",
+                 f"**{total_cpu:,.1f}** ({format_duration(total_cpu)})", "",
+                 f"**{_cell(peak.peak_rss_mb, ',.0f')}** (max)", ""])
+    lines = ["# Pipeline profile", "",
+             "Every stage's cost, from its Snakemake benchmark (`results/benchmarks/`) and its own process-tree "
+             "profile (`results/profiles/`). Wall time is the whole job as Snakemake timed it (interpreter "
+             "start-up included); CPU time and peak RSS cover the job's whole process tree, worker processes "
+             "included. Jobs are listed in the order they finished. This report cannot include its own cost, "
+             "nor that of the index written after it: their benchmarks are written when they finish.", "",
+             *markdown_table(["stage", "wall (s)", "CPU (s)", "CPU / wall", "peak RSS (MiB)", "processes"], rows),
+             ""]
+    if total_wall > 0:
+        slowest = sorted(records, key=lambda r: r.wall_s or 0, reverse=True)[:3]
+        shares = ", ".join(f"{r.label} {100 * (r.wall_s or 0) / total_wall:.0f}%" for r in slowest)
+        lines += [f"Where the wall time goes (summed over jobs; parallel jobs overlap): {shares}. "
+                  f"Most memory: {peak.label}, {_cell(peak.peak_rss_mb, ',.0f')} MiB.", ""]
+    if plot_name:
+        lines += [f"![wall time, CPU time and peak RSS of every stage]({plot_name})", ""]
+    return "\n".join(lines)
+
+
+def plot_profile(records: list[StageRecord], path: str | Path) -> None:
+    """Two bar charts side by side: wall and CPU seconds, and peak RSS, one bar group per job."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [r.label for r in records]
+    positions = range(len(records))
+    fig, (time_ax, rss_ax) = plt.subplots(1, 2, sharey=True, figsize=(11, 0.35 * len(records) + 1.8))
+    height = 0.4
+    time_ax.barh([p - height / 2 for p in positions], [r.wall_s or 0 for r in records], height, label="wall")
+    time_ax.barh([p + height / 2 for p in positions], [r.cpu_s or 0 for r in records], height, label="CPU")
+    time_ax.set_xlabel("seconds")
+    time_ax.set_title("time")
+    time_ax.legend(fontsize="small")
+    rss_ax.barh(list(positions), [r.peak_rss_mb or 0 for r in records], 2 * height, color="tab:green")
+    rss_ax.set_xlabel("MiB")
+    rss_ax.set_title("peak RSS of the process tree")
+    time_ax.set_yticks(list(positions), labels, fontsize="small")
+    time_ax.invert_yaxis()  # first job on top, like the table
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_profile_report(results_dir: str | Path, markdown_path: str | Path, plot_path: str | Path, *,
+                         exclude_rules: tuple[str, ...] = ()) -> list[StageRecord]:
+    """Collect every stage record under ``results_dir`` and write the markdown table and the bar chart."""
+    records = collect_stage_records(results_dir, exclude_rules=tuple(exclude_rules))
+    if not records:
+        raise FileNotFoundError(f"no stage benchmarks or profiles under {Path(results_dir) / 'benchmarks'} "
+                                f"or {Path(results_dir) / 'profiles'}; run the pipeline first")
+    plot_profile(records, plot_path)
+    with atomic_open(markdown_path, "w") as handle:
+        handle.write(render_markdown(records, plot_name=relative_link(plot_path, markdown_path)))
+    return records
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", default="results", help="results folder holding benchmarks/ and profiles/")
+    parser.add_argument("--markdown", default="results/reports/profile.md", help="markdown report to write")
+    parser.add_argument("--plot", default="results/reports/profile.png", help="bar chart (PNG) to write")
+    parser.add_argument("--exclude", nargs="*", default=["profile_report", "index"],
+                        help="rules left out (those that run after this report)")
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    records = write_profile_report(args.results, args.markdown, args.plot, exclude_rules=tuple(args.exclude))
+    print(f"wrote {args.markdown} and {args.plot} ({len(records)} jobs)")

@@ -1,0 +1,199 @@
+"""Training report: validation loss, throughput and model FLOPs utilisation of every run, with curves.
+
+Reads each run folder written by ``scratchlm.training.loop`` (summary.json, config.json,
+metrics.jsonl, curves.png, samples.md) and writes ``results/reports/training.md`` plus one
+plot of every run's validation loss against tokens seen.
+
+MFU = achieved model FLOP/s / device peak, where model FLOPs per token = 3x the forward
+matmul FLOPs of ``scratchlm.reports.accounting`` (backward = 2x forward) and the achieved
+rate uses the run's overall tokens/s (evaluation time included, so it is a lower bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.nn.model import ModelConfig
+from scratchlm.reports import markdown_table, relative_link
+from scratchlm.reports.accounting import training_flops_per_token
+
+# Dense (no sparsity) tensor-core peaks in TFLOP/s from NVIDIA's data sheets. "fp32" is the
+# TF32 rate on GPUs that have it, since training enables TF32 matmuls on CUDA. Matched as a
+# substring of the device name, first match wins (so "A100" is tried before "A10").
+DEVICE_PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H100 PCIe": {"bf16": 756.0, "fp32": 378.0},
+    "H100": {"bf16": 989.4, "fp32": 494.7},  # SXM
+    "H200": {"bf16": 989.4, "fp32": 494.7},
+    "A100": {"bf16": 312.0, "fp32": 156.0},
+    "A10": {"bf16": 125.0, "fp32": 62.5},
+    "L40S": {"bf16": 362.0, "fp32": 183.0},
+    "L4": {"bf16": 121.0, "fp32": 60.0},
+    "V100": {"fp32": 15.7},  # no bf16 or TF32 tensor cores
+}
+
+
+def device_peak_flops(device_name: str | None, precision: str) -> float | None:
+    """Peak FLOP/s of a device at ``precision`` (bf16 or fp32), or None when unknown.
+
+    >>> device_peak_flops("NVIDIA A100-SXM4-80GB", "bf16"), device_peak_flops("cpu", "fp32")
+    (312000000000000.0, None)
+    """
+    name = (device_name or "").lower()
+    for key, peaks in DEVICE_PEAK_TFLOPS.items():
+        if key.lower() in name:
+            return peaks[precision] * 1e12 if precision in peaks else None
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (has the run finished?)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: invalid JSON ({error})") from None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The lines of a metrics.jsonl file (none if it does not exist)."""
+    if not path.is_file():
+        return []
+    lines = []
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
+        if text.strip():
+            try:
+                lines.append(json.loads(text))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: invalid JSON line ({error})") from None
+    return lines
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """One run's summary, config, metrics and MFU, plus the paths of its curves and samples if present."""
+    run_dir = Path(run_dir)
+    summary = _read_json(run_dir / "summary.json")
+    config = _read_json(run_dir / "config.json")
+    try:
+        model = ModelConfig.from_dict(config["model"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{run_dir / 'config.json'}: no valid model configuration ({error})") from None
+    device_name = summary.get("device_name") or summary.get("device")
+    precision = summary.get("precision", "fp32")
+    peak = device_peak_flops(device_name, precision)
+    flops_per_token = training_flops_per_token(model)
+    achieved = summary.get("tokens_per_s", 0) * flops_per_token
+    return {
+        "name": summary.get("run", run_dir.name), "dir": run_dir, "summary": summary, "model": model,
+        "metrics": read_metrics(run_dir / "metrics.jsonl"), "device_name": device_name, "precision": precision,
+        "flops_per_token": flops_per_token, "achieved_flops": achieved,
+        "mfu": achieved / peak if peak else None,
+        "curves": run_dir / "curves.png" if (run_dir / "curves.png").is_file() else None,
+        "samples": run_dir / "samples.md" if (run_dir / "samples.md").is_file() else None,
+    }
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _summary_table(runs: list[dict]) -> list[str]:
+    rows = []
+    for run in runs:
+        s = run["summary"]
+        mfu = f"{100 * run['mfu']:.1f}%" if run["mfu"] is not None else "n/a (peak unknown)"
+        rows.append([run["name"], s.get("corpus", "n/a"), f"{s.get('parameters', 0):,}", f"{s.get('steps', 0):,}",
+                     f"{s.get('tokens', 0):,}", _fmt(s.get("wall_s"), ",.0f"), _fmt(s.get("tokens_per_s"), ",.0f"),
+                     f"{run['device_name']} ({run['precision']})", _fmt(s.get("final_val_loss"), ".4f"),
+                     _fmt(s.get("best_val_loss"), ".4f"), _fmt(s.get("unigram_entropy"), ".3f"),
+                     f"{run['achieved_flops'] / 1e12:.2f}", mfu])
+    header = ["run", "corpus", "parameters", "steps", "tokens", "wall (s)", "tokens/s", "device",
+              "final val loss", "best val loss", "unigram entropy", "model TFLOP/s", "MFU"]
+    return markdown_table(header, rows)
+
+
+def _run_section(run: dict, markdown_path: Path) -> list[str]:
+    m, s = run["model"], run["summary"]
+    lines = [f"## {run['name']}", "",
+             f"Model: {m.num_layers} layers, d_model {m.d_model}, {m.num_heads} heads, d_ff {m.d_ff}, context "
+             f"{m.context_length}, vocabulary {m.vocab_size} ({m.norm}-norm, {m.position}, {m.ffn}); "
+             f"{run['flops_per_token'] / 1e6:,.1f} MFLOPs a trained token. "
+             f"Final validation perplexity {_fmt(s.get('final_val_perplexity'), ',.2f')}.", ""]
+    links = [f"[run folder]({relative_link(run['dir'], markdown_path)}/)"]
+    if run["samples"]:
+        links.append(f"[samples]({relative_link(run['samples'], markdown_path)})")
+    lines += [" · ".join(links), ""]
+    if run["curves"]:
+        lines += [f"![learning curves of {run['name']}]({relative_link(run['curves'], markdown_path)})", ""]
+    return lines
+
+
+def render_markdown(runs: list[dict], markdown_path: str | Path, *, plot_path: str | Path | None = None) -> str:
+    """The report; links are relative to ``markdown_path``."""
+    markdown_path = Path(markdown_path)
+    lines = ["# Training runs", "",
+             "Losses are mean cross-entropy in nats per token; the unigram entropy of the training tokens is "
+             "what a model ignoring context would reach. Tokens/s is the run's overall rate (evaluation "
+             "included), model FLOPs = 3x forward matmul FLOPs, MFU = model FLOP/s / the device's dense peak "
+             "(shown where the device is in the table of known peaks: "
+             f"{', '.join(DEVICE_PEAK_TFLOPS)}).", "", *_summary_table(runs), ""]
+    if plot_path is not None:
+        lines += [f"![validation loss of every run]({relative_link(plot_path, markdown_path)})", ""]
+    for run in runs:
+        lines += _run_section(run, markdown_path)
+    return "\n".join(lines)
+
+
+def plot_validation_loss(runs: list[dict], path: str | Path) -> None:
+    """Validation loss against tokens seen, one line per run, to compare runs on one axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for run in runs:
+        evals = [line for line in run["metrics"] if "val_loss" in line]
+        ax.plot([line["tokens"] for line in evals], [line["val_loss"] for line in evals], marker=".", label=run["name"])
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Validation loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def find_runs(runs_dir: str | Path) -> list[Path]:
+    """Run folders under ``runs_dir`` that have a summary.json (finished runs), by name."""
+    return sorted(path.parent for path in Path(runs_dir).glob("*/summary.json"))
+
+
+def write_training_report(run_dirs: list[str | Path], markdown_path: str | Path, plot_path: str | Path) -> list[dict]:
+    """Write training.md and the validation-loss plot for the given run folders."""
+    if not run_dirs:
+        raise FileNotFoundError("no finished runs to report (no run folder with a summary.json)")
+    runs = [load_run(path) for path in run_dirs]
+    plot_validation_loss(runs, plot_path)
+    with atomic_open(markdown_path, "w") as handle:
+        handle.write(render_markdown(runs, markdown_path, plot_path=plot_path))
+    return runs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="*", help="run folders (default: every finished run under --runs-dir)")
+    parser.add_argument("--runs-dir", default="results/runs", help="folder of run folders")
+    parser.add_argument("--markdown", default="results/reports/training.md", help="markdown report to write")
+    parser.add_argument("--plot", default="results/reports/training.png", help="validation-loss plot (PNG) to write")
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    run_dirs = args.runs or find_runs(args.runs_dir)
+    if not run_dirs:
+        raise FileNotFoundError(f"no finished runs under {args.runs_dir} (no */summary.json)")
+    runs = write_training_report(run_dirs, args.markdown, args.plot)
+    print(f"wrote {args.markdown} and {args.plot} ({len(runs)} runs)")

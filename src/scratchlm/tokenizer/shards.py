@@ -1,0 +1,105 @@
+"""Map-reduce pre-tokenization for the pipeline: a shard plan, Parquet count shards, streaming merge.
+
+* ``plan_shards``: cut the corpus into ``ceil(size / shard_mb)`` byte ranges at document
+  boundaries and write them as JSON (the pipeline's checkpoint: the shard count is then known).
+* ``write_shard``: count the pre-tokens of one range into a Parquet file with columns
+  ``token`` (binary) and ``count`` (int64); what it cost goes into the file's metadata.
+* ``read_shards``: sum shards into one table, one record batch at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.tokenizer.pretokenize import ChunkCounts, count_file_range, find_chunk_boundaries
+
+SCHEMA = pa.schema([("token", pa.binary()), ("count", pa.int64())])
+META_KEY = b"scratchlm"
+
+
+def plan_shards(input_path: str | os.PathLike, plan_path: str | os.PathLike, *,
+                special_tokens: Sequence[str], shard_mb: float) -> dict:
+    """Write ``{"input", "special_tokens", "boundaries"}``: about one shard per ``shard_mb``."""
+    size = _checked_size(input_path)
+    num_shards = max(1, math.ceil(size / (shard_mb * 2**20)))
+    if special_tokens:
+        boundaries = find_chunk_boundaries(input_path, num_shards, special_tokens[0].encode("utf-8"))
+    else:  # no document separator: a document may not be cut, so the file is one shard
+        boundaries = [0, size]
+    plan = {"input": str(input_path), "size": size, "special_tokens": list(special_tokens),
+            "boundaries": boundaries}
+    with atomic_open(plan_path, "w") as handle:
+        json.dump(plan, handle, indent=1)
+    return plan
+
+
+def num_planned_shards(plan_path: str | os.PathLike) -> int:
+    """How many shards a plan file describes."""
+    return len(json.loads(Path(plan_path).read_text())["boundaries"]) - 1
+
+
+def _checked_size(path: str | os.PathLike) -> int:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f"{path}: file is empty, nothing to train on")
+    return size
+
+
+def write_planned_shard(plan_path: str | os.PathLike, shard: int, output: str | os.PathLike) -> ChunkCounts:
+    """Count the pre-tokens of shard number ``shard`` of a plan into ``output`` (Parquet)."""
+    plan = json.loads(Path(plan_path).read_text())
+    bounds = plan["boundaries"]
+    if not 0 <= shard < len(bounds) - 1:
+        raise ValueError(f"{plan_path}: shard {shard} out of range (plan has {len(bounds) - 1})")
+    return write_shard(plan["input"], output, start=bounds[shard], end=bounds[shard + 1],
+                       special_tokens=plan["special_tokens"])
+
+
+def write_shard(input_path: str | os.PathLike, output: str | os.PathLike, *, start: int, end: int,
+                special_tokens: Sequence[str]) -> ChunkCounts:
+    """Count pre-tokens of bytes ``[start, end)`` of ``input_path`` and write them as a shard."""
+    chunk = count_file_range(input_path, start, end, special_tokens)
+    table = pa.table({"token": pa.array(list(chunk.counts), pa.binary()),
+                      "count": pa.array(list(chunk.counts.values()), pa.int64())}, schema=SCHEMA)
+    meta = {"input": str(input_path), "start": start, "end": end, "num_bytes": chunk.num_bytes,
+            "invalid_utf8": chunk.invalid_utf8, "seconds": chunk.seconds,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    table = table.replace_schema_metadata({META_KEY: json.dumps(meta)})
+    with atomic_path(output) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return chunk
+
+
+def shard_metadata(path: str | os.PathLike) -> dict:
+    """The bookkeeping ``write_shard`` stored in a shard (bytes, invalid UTF-8, seconds, RSS)."""
+    meta = pq.read_schema(path).metadata or {}
+    if META_KEY not in meta:
+        raise ValueError(f"{path}: not a scratchlm pre-token shard (no {META_KEY.decode()} metadata)")
+    return json.loads(meta[META_KEY])
+
+
+def read_shards(paths: Sequence[str | os.PathLike], *, batch_size: int = 1 << 16) -> ChunkCounts:
+    """Sum the counts of several shards, reading one record batch at a time."""
+    total = ChunkCounts()
+    counts = total.counts
+    for path in paths:
+        meta = shard_metadata(path)
+        total.num_bytes += meta["num_bytes"]
+        total.invalid_utf8 += meta["invalid_utf8"]
+        total.seconds += meta["seconds"]
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=["token", "count"]):
+            tokens, values = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+            for token, count in zip(tokens, values):
+                counts[token] = counts.get(token, 0) + count
+    return total

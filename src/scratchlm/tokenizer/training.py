@@ -1,0 +1,326 @@
+"""Byte-level BPE training with the exact semantics of the CS336 assignment.
+
+Pre-tokens are counted once (in parallel, see :mod:`scratchlm.tokenizer.pretokenize`), then
+each distinct pre-token becomes a *word*: a list of token ids weighted by its count. The merge
+loop keeps
+
+* ``pair_counts``: adjacent pair -> summed count over all words,
+* ``pair_words``: adjacent pair -> ids of the words that contain it (may hold stale ids
+  and repeats, skipped when visited),
+* a heap of ``(-count, reversed bytes key, pair)`` with lazy invalidation,
+
+so each merge only touches the words that contain the merged pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import logging
+import os
+import resource
+import time
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from scratchlm.fileio import atomic_open
+from scratchlm.progress import format_bytes
+from scratchlm.tokenizer.pretokenize import ChunkCounts, PretokenCounts, count_file_range, find_chunk_boundaries
+from scratchlm.tokenizer.serialization import (
+    Merges,
+    Vocab,
+    load_gpt2_format,
+    save_gpt2_format,
+    save_pickle,
+    token_to_text,
+)
+from scratchlm.tokenizer.shards import read_shards, shard_metadata
+
+log = logging.getLogger(__name__)
+
+Pair = tuple[int, int]
+# Below this size a worker pool costs more than it saves.
+MIN_PARALLEL_BYTES = 4 << 20
+
+
+def train_bpe(input_path: str | os.PathLike, vocab_size: int, special_tokens: Sequence[str],
+              num_workers: int | None = None) -> tuple[Vocab, Merges]:
+    """Train a byte-level BPE tokenizer on a text file.
+
+    Returns ``vocab`` (id -> bytes: special tokens, then the 256 bytes, then one token per
+    merge) and ``merges`` (in creation order). Invalid UTF-8 is replaced by U+FFFD and logged.
+    """
+    check_vocab_size(vocab_size, special_tokens)
+    chunk = count_file(input_path, special_tokens, num_workers=num_workers)
+    if chunk.num_bytes == 0:
+        raise ValueError(f"{input_path}: file is empty, nothing to train on")
+    if chunk.invalid_utf8:
+        log.warning("%s: %d invalid UTF-8 sequences replaced by U+FFFD", input_path, chunk.invalid_utf8)
+    return train_from_counts(chunk.counts, vocab_size, special_tokens)
+
+
+def check_vocab_size(vocab_size: int, special_tokens: Sequence[str]) -> None:
+    """Raise ValueError unless ``vocab_size`` leaves room for the 256 bytes and the specials."""
+    minimum = 256 + len(special_tokens)
+    if vocab_size < minimum:
+        raise ValueError(f"vocab_size {vocab_size} is too small: the 256 bytes and "
+                         f"{len(special_tokens)} special tokens alone need {minimum}")
+
+
+def default_workers() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def count_file(input_path: str | os.PathLike, special_tokens: Sequence[str], *, num_workers: int | None = None,
+               min_parallel_bytes: int = MIN_PARALLEL_BYTES) -> ChunkCounts:
+    """Count the pre-tokens of a whole file, split at documents over ``num_workers`` processes."""
+    if not os.path.isfile(input_path):
+        raise FileNotFoundError(f"{input_path}: no such file")
+    workers = num_workers or default_workers()
+    size = os.path.getsize(input_path)
+    if not special_tokens or workers == 1 or size < min_parallel_bytes:
+        return count_file_range(input_path, 0, size, special_tokens)
+    # Several chunks per worker balance the load when documents are uneven.
+    bounds = find_chunk_boundaries(input_path, workers * 4, special_tokens[0].encode("utf-8"))
+    jobs = [(input_path, start, end, list(special_tokens)) for start, end in zip(bounds, bounds[1:])]
+    total = ChunkCounts()
+    with get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) as pool:
+        for part in pool.imap_unordered(_count_job, jobs):
+            total.add(part)
+    return total
+
+
+def _count_job(job: tuple) -> ChunkCounts:
+    return count_file_range(*job)
+
+
+def initial_vocab(special_tokens: Sequence[str]) -> Vocab:
+    """Special tokens first (in order), then the 256 single bytes."""
+    vocab: Vocab = {i: token.encode("utf-8") for i, token in enumerate(special_tokens)}
+    vocab.update({len(special_tokens) + b: bytes([b]) for b in range(256)})
+    return vocab
+
+
+def train_from_counts(counts: PretokenCounts, vocab_size: int,
+                      special_tokens: Sequence[str]) -> tuple[Vocab, Merges]:
+    """The merge loop: BPE merges learned from ``{pre-token bytes: count}``.
+
+    >>> vocab, merges = train_from_counts({b"aaa": 1, b"ab": 3}, 259, [])
+    >>> merges
+    [(b'a', b'b'), (b'a', b'a'), (b'aa', b'a')]
+    """
+    check_vocab_size(vocab_size, special_tokens)
+    # Internal ids: byte b is b, merge k is 256 + k; shifted past the specials at the end.
+    tokens: list[bytes] = [bytes([b]) for b in range(256)]
+    merger = _Merger(counts)
+    merges: Merges = []
+    for _ in range(vocab_size - 256 - len(special_tokens)):
+        pair = merger.best_pair(tokens)
+        if pair is None:
+            break  # every pre-token is a single token: nothing left to merge
+        left, right = tokens[pair[0]], tokens[pair[1]]
+        merges.append((left, right))
+        tokens.append(left + right)
+        merger.merge(pair, len(tokens) - 1, tokens)
+    vocab = initial_vocab(special_tokens)
+    offset = len(special_tokens)
+    vocab.update({offset + i: token for i, token in enumerate(tokens[256:], start=256)})
+    return vocab, merges
+
+
+def reversed_key(token: bytes) -> str:
+    """A string that sorts in the *opposite* order of ``token``'s bytes.
+
+    Each byte b becomes chr(255 - b) and a terminator chr(256) follows, so a proper prefix
+    (smaller as bytes) sorts after its extensions.
+
+    >>> reversed_key(b"b") < reversed_key(b"a") and reversed_key(b"ab") < reversed_key(b"a")
+    True
+    """
+    return "".join(chr(255 - b) for b in token) + chr(256)
+
+
+class _Merger:
+    """Words, the pair index and the lazy max-heap of pairs for the merge loop."""
+
+    def __init__(self, counts: PretokenCounts) -> None:
+        # Single-byte pre-tokens have no pairs and never change: leave them out.
+        self.words: list[list[int]] = [list(token) for token in counts if len(token) > 1]
+        self.counts: list[int] = [count for token, count in counts.items() if len(token) > 1]
+        self.pair_counts: dict[Pair, int] = {}
+        self.pair_words: dict[Pair, list[int]] = {}
+        for index, (word, count) in enumerate(zip(self.words, self.counts)):
+            for pair in zip(word, word[1:]):
+                self.pair_counts[pair] = self.pair_counts.get(pair, 0) + count
+                indices = self.pair_words.setdefault(pair, [])
+                if not indices or indices[-1] != index:
+                    indices.append(index)
+        self.keys: list[str] = [reversed_key(bytes([b])) for b in range(256)]
+        self.heap = [self._entry(pair, count) for pair, count in self.pair_counts.items()]
+        heapq.heapify(self.heap)
+
+    def _entry(self, pair: Pair, count: int) -> tuple:
+        # Max count first; among equal counts the greater (bytes_a, bytes_b) first.
+        return (-count, self.keys[pair[0]], self.keys[pair[1]], pair)
+
+    def best_pair(self, tokens: list[bytes]) -> Pair | None:
+        """Pop the most frequent pair; stale heap entries are fixed up or dropped on the way."""
+        heap, pair_counts = self.heap, self.pair_counts
+        while heap:
+            neg_count, _, _, pair = heap[0]
+            actual = pair_counts.get(pair, 0)
+            if actual == -neg_count:
+                heapq.heappop(heap)
+                return pair
+            # Counts only ever *decrease* for existing pairs, so an outdated entry sits too
+            # high: replace it by the current count (or drop it) and look again.
+            if actual > 0:
+                heapq.heapreplace(heap, self._entry(pair, actual))
+            else:
+                heapq.heappop(heap)
+        return None
+
+    def merge(self, pair: Pair, new_id: int, tokens: list[bytes]) -> None:
+        """Replace ``pair`` by ``new_id`` in every word containing it, updating only the pairs
+        next to each occurrence: ``x A B y`` loses (x,A), (B,y) and gains (x,N), (N,y).
+
+        This is the hot loop of training, hence one function with everything in locals.
+        """
+        self.keys.append(reversed_key(tokens[new_id]))
+        first, second = pair
+        words, counts, pair_counts, pair_words = self.words, self.counts, self.pair_counts, self.pair_words
+        gained: dict[Pair, int] = {}  # new pairs (all contain new_id) -> count
+        for index in pair_words.pop(pair):
+            word = words[index]
+            count = counts[index]
+            n, done, i = len(word), 0, -1  # word[done:] is not copied to `merged` yet
+            merged: list[int] = []
+            added: list[Pair] = []
+            while True:
+                try:
+                    i = word.index(first, i + 1)  # list.index scans in C
+                except ValueError:
+                    break
+                if i + 1 == n or word[i + 1] != second:
+                    continue
+                if done and i > done:  # the previous occurrence's right neighbour is a plain token
+                    added.append((new_id, word[done]))
+                merged.extend(word[done:i])
+                if i:
+                    if i != done:  # back to back (A B A B): (B, A) went as the previous right pair
+                        pair_counts[(word[i - 1], first)] -= count
+                    added.append((merged[-1], new_id))
+                if i + 2 < n:
+                    pair_counts[(second, word[i + 2])] -= count
+                merged.append(new_id)
+                done = i + 2
+                i += 1
+            if not done:
+                continue  # stale index entry: an earlier merge already consumed the pair here
+            if done < n:
+                added.append((new_id, word[done]))
+                merged.extend(word[done:])
+            words[index] = merged
+            for new in added:
+                gained[new] = gained.get(new, 0) + count
+                # A word may be listed twice for one pair (A B x A B); the second visit finds
+                # nothing to merge and is skipped above, which is cheaper than a set.
+                pair_words.setdefault(new, []).append(index)
+        # Deleted only now: with first == second (a a a) the loop decrements `pair` itself.
+        del pair_counts[pair]
+        keys, heap = self.keys, self.heap
+        for new, count in gained.items():
+            pair_counts[new] = count  # pairs with new_id did not exist before this merge
+            heapq.heappush(heap, (-count, keys[new[0]], keys[new[1]], new))
+
+
+def merge_counts(parts: Iterable[PretokenCounts]) -> PretokenCounts:
+    """Sum several ``{pre-token: count}`` tables."""
+    total: PretokenCounts = {}
+    for part in parts:
+        for token, count in part.items():
+            total[token] = total.get(token, 0) + count
+    return total
+
+
+# --- Pipeline stage: shards in, tokenizer files + summary out --------------------------------
+
+def train_from_shards(shards: Sequence[str | os.PathLike], *, vocab_size: int, special_tokens: Sequence[str],
+                      vocab_pkl: str | os.PathLike, merges_pkl: str | os.PathLike, vocab_json: str | os.PathLike,
+                      merges_txt: str | os.PathLike, summary_json: str | os.PathLike) -> dict:
+    """The reduce stage: sum pre-token shards, learn merges, write the tokenizer and a summary."""
+    check_vocab_size(vocab_size, special_tokens)
+    began = time.perf_counter()
+    chunk = read_shards(shards)
+    reduced = time.perf_counter()
+    if chunk.num_bytes == 0:
+        raise ValueError(f"shards {', '.join(map(str, shards))}: no text at all, nothing to train on")
+    if chunk.invalid_utf8:
+        log.warning("%d invalid UTF-8 sequences were replaced by U+FFFD", chunk.invalid_utf8)
+    log.info("%d shards: %d distinct pre-tokens from %s", len(shards), len(chunk.counts),
+             format_bytes(chunk.num_bytes))
+    vocab, merges = train_from_counts(chunk.counts, vocab_size, special_tokens)
+    merged = time.perf_counter()
+    write_tokenizer(vocab, merges, special_tokens=special_tokens, vocab_pkl=vocab_pkl, merges_pkl=merges_pkl,
+                    vocab_json=vocab_json, merges_txt=merges_txt)
+    summary = {
+        "vocab_size": len(vocab), "requested_vocab_size": vocab_size, "num_merges": len(merges),
+        "special_tokens": list(special_tokens), "input_bytes": chunk.num_bytes,
+        "invalid_utf8": chunk.invalid_utf8, "distinct_pretokens": len(chunk.counts), "shards": len(shards),
+        "longest_tokens": [token_to_text(token) for token in sorted(vocab.values(), key=len, reverse=True)[:10]],
+        "timing_s": {"pretokenize_total": round(chunk.seconds, 3), "reduce_shards": round(reduced - began, 3),
+                     "merge": round(merged - reduced, 3)},
+        "peak_rss_mb": {"pretokenize_shard_max": round(_max_shard_rss(shards) / 2**20, 1),
+                        "train": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
+    }
+    with atomic_open(summary_json, "w") as handle:
+        json.dump(summary, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    log.info("trained %d merges in %.1fs (reduce %.1fs)", len(merges), merged - reduced, reduced - began)
+    return summary
+
+
+def _max_shard_rss(shards: Sequence[str | os.PathLike]) -> int:
+    return max((shard_metadata(path)["peak_rss_bytes"] for path in shards), default=0)
+
+
+def write_tokenizer(vocab: Vocab, merges: Merges, *, special_tokens: Sequence[str], vocab_pkl: str | os.PathLike,
+                    merges_pkl: str | os.PathLike, vocab_json: str | os.PathLike,
+                    merges_txt: str | os.PathLike) -> None:
+    """Write pickles and GPT-2 text files, then check the text files read back identically."""
+    save_pickle(vocab, vocab_pkl)
+    save_pickle(merges, merges_pkl)
+    save_gpt2_format(vocab, merges, vocab_json, merges_txt, special_tokens=list(special_tokens))
+    again_vocab, again_merges = load_gpt2_format(vocab_json, merges_txt, special_tokens=list(special_tokens))
+    if again_vocab != vocab or again_merges != merges:
+        raise RuntimeError(f"{vocab_json}, {merges_txt}: GPT-2 form does not round-trip the trained tokenizer")
+
+
+# --- CLI: scratchlm train-bpe ----------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``scratchlm train-bpe``."""
+    parser.add_argument("input", type=Path, help="UTF-8 text file, documents separated by the first special token")
+    parser.add_argument("--vocab-size", type=int, required=True, help="total size: specials + 256 bytes + merges")
+    parser.add_argument("--special-tokens", nargs="*", default=["<|endoftext|>"], help="special tokens, in id order")
+    parser.add_argument("--workers", type=int, default=None, help="pre-tokenization processes (default: all cores)")
+    parser.add_argument("--output-dir", type=Path, default=Path("results"), help="where to write the tokenizer")
+    parser.add_argument("--name", default=None, help="file name prefix (default: the input's stem)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Train on one file; write {name}_vocab.pkl/_merges.pkl and tokenizers/{name}-vocab.json/-merges.txt."""
+    name = args.name or args.input.stem
+    began = time.perf_counter()
+    vocab, merges = train_bpe(args.input, args.vocab_size, args.special_tokens, num_workers=args.workers)
+    out = args.output_dir
+    write_tokenizer(vocab, merges, special_tokens=args.special_tokens, vocab_pkl=out / f"{name}_vocab.pkl",
+                    merges_pkl=out / f"{name}_merges.pkl", vocab_json=out / "tokenizers" / f"{name}-vocab.json",
+                    merges_txt=out / "tokenizers" / f"{name}-merges.txt")
+    longest = max(vocab.values(), key=len)
+    print(f"{len(vocab)} tokens ({len(merges)} merges) in {time.perf_counter() - began:.1f}s -> {out}; "
+          f"longest token {token_to_text(longest)!r}")
+    return 0

@@ -1,0 +1,81 @@
+"""Saving and restoring training state (model, optimizer, iteration) as torch checkpoints."""
+
+from __future__ import annotations
+
+import os
+from typing import IO, BinaryIO
+
+import torch
+
+from scratchlm.fileio import atomic_path
+
+CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "extra")
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    # torch.compile wraps the module and prefixes its state-dict keys with "_orig_mod.";
+    # checkpoints always hold the plain module's keys.
+    return getattr(model, "_orig_mod", model)
+
+
+def _describe(src: str | os.PathLike | IO[bytes]) -> str:
+    return str(src) if isinstance(src, (str, os.PathLike)) else str(getattr(src, "name", "<checkpoint stream>"))
+
+
+def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, iteration: int,
+                    out: str | os.PathLike | BinaryIO, *, extra: dict | None = None) -> None:
+    """Write model and optimizer state, the iteration and ``extra`` (plain data) to ``out``.
+
+    A path is written atomically (a crash never leaves a half-written checkpoint under its name);
+    a file object is written as is.
+    """
+    payload = {
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "iteration": int(iteration),
+        "extra": dict(extra or {}),
+    }
+    if isinstance(out, (str, os.PathLike)):
+        with atomic_path(out) as tmp:
+            torch.save(payload, tmp)
+    else:
+        torch.save(payload, out)
+
+
+def read_checkpoint(src: str | os.PathLike | BinaryIO, *, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict (keys model, optimizer, iteration, extra) without running pickled code.
+
+    Raises ValueError naming the file when it is not a checkpoint written by ``save_checkpoint``.
+    """
+    name = _describe(src)
+    try:
+        payload = torch.load(src, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # torch raises several types for truncated/garbled files
+        raise ValueError(f"{name}: not a readable checkpoint ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error
+    if not isinstance(payload, dict) or not set(CHECKPOINT_KEYS) <= set(payload):
+        found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{name}: not a scratchlm checkpoint (expected keys {', '.join(CHECKPOINT_KEYS)}; "
+                         f"found {found})")
+    return payload
+
+
+def load_checkpoint(src: str | os.PathLike | BinaryIO, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Restore ``model`` (and ``optimizer`` if given) from ``src``; return the saved iteration."""
+    checkpoint = read_checkpoint(src)
+    name = _describe(src)
+    try:
+        _unwrap(model).load_state_dict(checkpoint["model"])
+    except RuntimeError as error:  # missing/unexpected keys or shape mismatches
+        raise ValueError(f"{name}: checkpoint does not match the model: {error}") from error
+    if optimizer is not None:
+        if checkpoint["optimizer"] is None:
+            raise ValueError(f"{name}: checkpoint has no optimizer state")
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"{name}: checkpoint does not match the optimizer: {error}") from error
+    return checkpoint["iteration"]

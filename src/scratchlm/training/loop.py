@@ -1,0 +1,570 @@
+"""The training stage: train a TransformerLM run on memmapped token arrays, resumably.
+
+A run folder ``results/runs/{run}/`` holds config.json (every setting, git revision, package
+versions), metrics.jsonl (one JSON line per log step), checkpoints/ (the last ``keep_last``,
+written atomically), and at the end model.pt + model.json, summary.json and curves.png.
+Restarting a run that did not finish resumes from its latest checkpoint (model, optimizer,
+step, RNG states), so its curve continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.nn import ModelConfig, TransformerLM
+from scratchlm.nn.functional import cross_entropy
+from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
+from scratchlm.progress import Progress
+from scratchlm.training.checkpoint import read_checkpoint, save_checkpoint
+from scratchlm.training.config import load_yaml, parse_assignment, resolve_run, total_steps
+from scratchlm.training.data import get_batch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"step_(\d+)\.pt")
+# Settings a resumed run must share with its checkpoint; the rest (device, intervals, ...) may change.
+RESUME_KEYS = ("corpus", "model", "optimizer", "schedule", "batch_size", "seed")
+COUNT_CHUNK = 1 << 24  # tokens per chunk when counting a split (bounded memory for multi-GB arrays)
+EVAL_SEED = 0  # validation batches are the same for every run of a corpus, so runs compare
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def token_counts(tokens: np.ndarray, vocab_size: int, *, name: str) -> np.ndarray:
+    """Occurrences of each id in ``tokens`` (counted in chunks); ValueError naming ``name`` if an id >= vocab_size."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for start in range(0, len(tokens), COUNT_CHUNK):
+        chunk = np.bincount(tokens[start:start + COUNT_CHUNK])
+        if len(chunk) > vocab_size:
+            bad = int(np.flatnonzero(chunk[vocab_size:])[0]) + vocab_size
+            raise ValueError(f"{name}: token id {bad} >= vocab size {vocab_size} (encoded with another tokenizer?)")
+        counts[:len(chunk)] += chunk
+    return counts
+
+
+def unigram_entropy(counts: np.ndarray) -> float:
+    """Entropy in nats of the unigram distribution of ``counts``: the loss of a model that ignores context.
+
+    >>> round(unigram_entropy(np.array([1, 1, 0])), 4)  # two equally likely tokens: ln 2
+    0.6931
+    """
+    probs = counts[counts > 0] / counts.sum()
+    return float(-(probs * np.log(probs)).sum())
+
+
+def open_split(path: str | Path, vocab_size: int, context_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Memory-map an encoded split and check it once: 1-D integers, long enough, ids < vocab_size."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoded split not found: {path}")
+    try:
+        tokens = np.load(path, mmap_mode="r")
+    except ValueError as error:
+        raise ValueError(f"{path}: not a .npy array ({error})") from None
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"{path}: expected a 1-D integer token array, got {tokens.dtype} of shape {tokens.shape}")
+    if len(tokens) <= context_length:
+        raise ValueError(f"{path}: {len(tokens)} tokens is too short for context_length={context_length}")
+    return tokens, token_counts(tokens, vocab_size, name=str(path))
+
+
+# --------------------------------------------------------------------------------------- device
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is unavailable is an error."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r} requested but CUDA is not available (torch {torch.__version__})")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {requested!r} requested but MPS is not available")
+    return device
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 autocast on CUDA (``auto``) or when asked (``bf16``); None means plain fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def configure_backend(device: torch.device) -> None:
+    """TF32 matmuls on CUDA: ~fp32 accuracy for the fp32 parts at tensor-core speed."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints in ``folder``, oldest first."""
+    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := CHECKPOINT_PATTERN.fullmatch(p.name))]
+    return sorted(found)
+
+
+def prune_checkpoints(folder: Path, keep_last: int) -> None:
+    for _, path in checkpoint_files(folder)[:-keep_last]:
+        path.unlink()
+
+
+# ---------------------------------------------------------------------------------- provenance
+
+
+def git_revision() -> str | None:
+    """The commit of the source tree (with ``-dirty`` if it has uncommitted changes), or None."""
+    source = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if rev.returncode:
+        return None
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def package_versions() -> dict[str, str | None]:
+    from scratchlm import __version__
+
+    return {"scratchlm": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "cuda": torch.version.cuda}
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_open(path) as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+
+
+# ------------------------------------------------------------------------------------- signals
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """Record SIGINT/SIGTERM in the yielded list instead of dying, so the loop can checkpoint first."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # handlers only work there
+        yield received
+        return
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class RunState:
+    """What a checkpoint must carry besides model and optimizer to continue a run exactly."""
+
+    step: int = 0
+    elapsed_s: float = 0.0
+    history: list[dict] = field(default_factory=list)  # the metrics.jsonl lines so far
+
+    @property
+    def best_val_loss(self) -> float | None:
+        losses = [line["val_loss"] for line in self.history if "val_loss" in line]
+        return min(losses) if losses else None
+
+
+class _Clock:
+    """Wall-clock bookkeeping of a training session: total elapsed (across resumes) and throughput."""
+
+    def __init__(self, step: int, elapsed_before: float):
+        self.start, self.before = time.perf_counter(), elapsed_before
+        self.window_step, self.window_time = step, self.start
+        self.losses: list[float] = []  # train losses since the last metrics line
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def window_rate(self, step: int) -> float:
+        """Steps per second since the last metrics line."""
+        return (step - self.window_step) / max(time.perf_counter() - self.window_time, 1e-9)
+
+    def new_window(self, step: int) -> None:
+        self.window_step, self.window_time, self.losses = step, time.perf_counter(), []
+
+
+class Trainer:
+    """One run: model, optimizer, data and state; ``run()`` trains to the last step."""
+
+    def __init__(self, settings: dict, data: dict, run_dir: Path, *, run_name: str):
+        self.settings, self.data, self.run_dir, self.run_name = settings, data, Path(run_dir), run_name
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.steps = total_steps(settings)
+        self.device = select_device(settings["device"])
+        self.amp_dtype = autocast_dtype(self.device, settings["precision"])
+        configure_backend(self.device)
+        self.model_config = ModelConfig.from_dict({**settings["model"], "vocab_size": data["vocab_size"]})
+        context = self.model_config.context_length
+        self.train_tokens, counts = open_split(data["train"], data["vocab_size"], context)
+        self.valid_tokens, _ = open_split(data["valid"], data["vocab_size"], context)
+        self.unigram_entropy = unigram_entropy(counts)
+        torch.manual_seed(settings["seed"])
+        self.model = TransformerLM.from_config(self.model_config, device=self.device)
+        self.forward = torch.compile(self.model) if settings["compile"] else self.model
+        self.optimizer = self._optimizer()
+        self.rng = np.random.default_rng(settings["seed"])
+        self.eval_batches = self._eval_batches()
+        self.state = RunState()
+
+    def _optimizer(self) -> AdamW:
+        opt = self.settings["optimizer"]
+        # Decay matrices only: shrinking RMSNorm gains towards zero would fight the normalisation.
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": opt["weight_decay"]},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return AdamW([g for g in groups if g["params"]], lr=opt["lr"], betas=tuple(opt["betas"]), eps=opt["eps"])
+
+    def _eval_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A fixed set of validation batches, drawn once (the same for every run on this corpus)."""
+        rng = np.random.default_rng(EVAL_SEED)
+        size, context = self.settings["batch_size"], self.model_config.context_length
+        return [get_batch(self.valid_tokens, size, context, self.device, generator=rng)
+                for _ in range(self.settings["eval_batches"])]
+
+    def lr_at(self, step: int) -> float:
+        """Warm-up then cosine decay reaching min_lr exactly at the last step (index steps - 1)."""
+        max_lr = self.settings["optimizer"]["lr"]
+        schedule = self.settings["schedule"]
+        warmup = int(schedule["warmup_fraction"] * self.steps)
+        last = max(self.steps - 1, warmup)
+        return get_lr_cosine_schedule(step, max_lr, max_lr * schedule["min_lr_ratio"], warmup, last)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self) -> tuple[float, float, float]:
+        """One optimizer step on a fresh random batch; returns (loss, lr, pre-clip grad norm)."""
+        lr = self.lr_at(self.state.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        inputs, targets = get_batch(self.train_tokens, self.settings["batch_size"], self.model_config.context_length,
+                                    self.device, generator=self.rng)
+        with self._autocast():
+            loss = cross_entropy(self.forward(inputs), targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_gradients(self.model.parameters(), self.settings["optimizer"]["grad_clip"])
+        loss_value = loss.item()
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            self._diverged(loss_value, grad_norm, lr)  # before the update: the weights stay finite
+        self.optimizer.step()
+        self.state.step += 1
+        return loss_value, lr, grad_norm
+
+    def _diverged(self, loss: float, grad_norm: float, lr: float) -> None:
+        saved = checkpoint_files(self.checkpoint_dir)
+        kept = f"last good checkpoint: {saved[-1][1]}" if saved else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"run {self.run_name!r} diverged at step {self.state.step + 1}: loss {loss}, grad norm {grad_norm}, "
+            f"lr {lr:.3g}; {kept}. Lower optimizer.lr or raise schedule.warmup_fraction and start the run again.")
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over the fixed validation batches."""
+        self.model.eval()
+        total = 0.0
+        for inputs, targets in self.eval_batches:
+            with self._autocast():
+                total += cross_entropy(self.forward(inputs), targets).item()
+        self.model.train()
+        return total / len(self.eval_batches)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _extra(self) -> dict:
+        rng = {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"rng": rng, "elapsed_s": self.state.elapsed_s, "history": self.state.history,
+                "settings": self.settings, "steps": self.steps}
+
+    def save(self) -> Path:
+        path = self.checkpoint_dir / f"step_{self.state.step:07d}.pt"
+        save_checkpoint(self.model, self.optimizer, self.state.step, path, extra=self._extra())
+        prune_checkpoints(self.checkpoint_dir, self.settings["keep_last"])
+        return path
+
+    def resume(self) -> bool:
+        """Continue from the latest checkpoint of an unfinished run; False when starting afresh."""
+        saved = checkpoint_files(self.checkpoint_dir)
+        if not saved:
+            return False
+        path = saved[-1][1]
+        checkpoint = read_checkpoint(path, map_location=self.device)
+        extra = checkpoint["extra"]
+        if extra.get("steps") == checkpoint["iteration"]:  # a finished run: train it again from scratch
+            log.info("run %s finished before (%s); starting over", self.run_name, path)
+            shutil.rmtree(self.checkpoint_dir)
+            return False
+        self._check_compatible(path, extra.get("settings", {}), extra.get("steps"))
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.rng.bit_generator.state = extra["rng"]["numpy"]
+            torch.set_rng_state(extra["rng"]["torch"].cpu())
+            if "cuda" in extra["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(extra["rng"]["cuda"].cpu(), self.device)
+            self.state = RunState(checkpoint["iteration"], float(extra["elapsed_s"]), list(extra["history"]))
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            raise ValueError(f"{path}: checkpoint does not match this run ({type(error).__name__}: {error}); "
+                             f"delete {self.checkpoint_dir} to start the run over") from error
+        log.info("resuming run %s from %s (step %d of %d)", self.run_name, path, self.state.step, self.steps)
+        return True
+
+    def _check_compatible(self, path: Path, saved: dict, saved_steps: int | None) -> None:
+        differing = [key for key in RESUME_KEYS if saved.get(key) != self.settings[key]]
+        if saved_steps != self.steps:
+            differing.append("steps/tokens")
+        if differing:
+            raise ValueError(f"{path}: checkpoint was written with different settings ({', '.join(differing)}); "
+                             f"delete {self.checkpoint_dir} (or pass --fresh) to start the run over")
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, *, on_step: Callable[[int, dict], None] | None = None) -> dict:
+        """Train from the current state to the last step; returns the summary."""
+        self.model.train()
+        wandb_run = _start_wandb(self.settings, self.run_name)
+        clock = _Clock(self.state.step, self.state.elapsed_s)
+        progress = Progress(f"train {self.run_name}", total=self.steps - self.state.step, unit="steps")
+        with stop_signals() as received, progress:
+            while self.state.step < self.steps:
+                loss, lr, grad_norm = self.train_step()
+                step = self.state.step
+                self.state.elapsed_s = clock.elapsed()
+                clock.losses.append(loss)
+                line = self._metrics_line(clock, lr, grad_norm) if self._is_log_step(step) else {}
+                if line:
+                    self._log(line, wandb_run)
+                progress.update(1, extra=f"step {step}/{self.steps} loss {loss:.3f} lr {lr:.2e}")
+                if on_step is not None:
+                    on_step(step, line)
+                if step % self.settings["checkpoint_interval"] == 0 or step == self.steps:
+                    self.save()
+                if received:
+                    path = self.save()
+                    raise TrainingInterrupted(f"run {self.run_name!r} stopped by signal {received[0]} at step {step}; "
+                                              f"checkpoint {path} saved, run again to resume", received[0])
+        if wandb_run is not None:
+            wandb_run.finish()
+        return self.finish()
+
+    def _is_log_step(self, step: int) -> bool:
+        return step % self.settings["log_interval"] == 0 or self._is_eval_step(step)
+
+    def _is_eval_step(self, step: int) -> bool:
+        return step % self.settings["eval_interval"] == 0 or step == self.steps
+
+    def _metrics_line(self, clock: _Clock, lr: float, grad_norm: float) -> dict:
+        """The metrics of the steps since the last line (mean train loss, throughput), plus validation."""
+        step, tokens_per_step = self.state.step, self.settings["batch_size"] * self.model_config.context_length
+        line = {"step": step, "tokens": step * tokens_per_step, "elapsed_s": round(self.state.elapsed_s, 3),
+                "train_loss": sum(clock.losses) / len(clock.losses), "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": round(clock.window_rate(step) * tokens_per_step, 1)}
+        if self._is_eval_step(step):
+            val = self.evaluate()
+            line.update(val_loss=val, val_perplexity=math.exp(min(val, 50.0)))  # cap: no overflow early on
+            log.info("step %d/%d: train loss %.4f, val loss %.4f (unigram entropy %.4f)",
+                     step, self.steps, line["train_loss"], val, self.unigram_entropy)
+        clock.new_window(step)
+        return line
+
+    def _log(self, line: dict, wandb_run: Any) -> None:
+        self.state.history.append(line)
+        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(line) + "\n")
+        if wandb_run is not None:
+            wandb_run.log(line, step=line["step"])
+
+    def write_run_files(self) -> None:
+        """config.json and metrics.jsonl as of the current state (rewritten on resume)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.run_dir / "config.json", self.resolved_config())
+        with atomic_open(self.run_dir / "metrics.jsonl") as handle:
+            handle.writelines(json.dumps(line) + "\n" for line in self.state.history)
+
+    def resolved_config(self) -> dict:
+        s = self.settings
+        training_keys = ("batch_size", "steps", "tokens", "eval_interval", "eval_batches", "log_interval",
+                         "checkpoint_interval", "keep_last", "device", "precision", "compile", "wandb",
+                         "slurm_partition")
+        return {"run": self.run_name, "model": self.model_config.to_dict(), "optimizer": s["optimizer"],
+                "schedule": s["schedule"], "training": {**{k: s[k] for k in training_keys},
+                                                        "total_steps": self.steps, "resolved_device": str(self.device)},
+                "data": {k: str(v) if isinstance(v, Path) else v for k, v in self.data.items()} | {"corpus": s["corpus"]},
+                "seed": s["seed"], "git_revision": git_revision(), "versions": package_versions(),
+                "settings": s}
+
+    def finish(self) -> dict:
+        """Write model.pt, model.json, summary.json and curves.png; return the summary."""
+        final_val = self.state.history[-1]["val_loss"]
+        shutil_copy(checkpoint_files(self.checkpoint_dir)[-1][1], self.run_dir / "model.pt")
+        write_json(self.run_dir / "model.json", {
+            "model": self.model_config.to_dict(), "corpus": self.settings["corpus"], "step": self.state.step,
+            "val_loss": final_val, "vocab": _str(self.data.get("vocab")), "merges": _str(self.data.get("merges"))})
+        tokens = self.state.step * self.settings["batch_size"] * self.model_config.context_length
+        summary = {
+            "run": self.run_name, "corpus": self.settings["corpus"], "final_val_loss": final_val,
+            "final_val_perplexity": math.exp(final_val), "best_val_loss": self.state.best_val_loss,
+            "final_train_loss": self.state.history[-1]["train_loss"], "unigram_entropy": self.unigram_entropy,
+            "steps": self.state.step, "tokens": tokens, "wall_s": round(self.state.elapsed_s, 2),
+            "tokens_per_s": round(tokens / max(self.state.elapsed_s, 1e-9), 1), "device": str(self.device),
+            "precision": "bf16" if self.amp_dtype else "fp32",
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+        write_json(self.run_dir / "summary.json", summary)
+        from scratchlm.training.plots import plot_curves
+
+        plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png", title=self.run_name)
+        return summary
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def shutil_copy(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _start_wandb(settings: dict, run_name: str) -> Any:
+    """A Weights & Biases run when enabled in config and installed; otherwise None."""
+    if not settings["wandb"]["enabled"]:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        log.warning("wandb.enabled is true but wandb is not installed; logging to metrics.jsonl only")
+        return None
+    return wandb.init(project=settings["wandb"]["project"], name=run_name, config=settings, resume="allow")
+
+
+def train(settings: dict, data: dict, run_dir: str | Path, *, run_name: str | None = None, resume: bool = True,
+          on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """Train one run into ``run_dir``; returns the summary (also written to summary.json).
+
+    ``settings`` is a resolved run (``config.resolve_run``); ``data`` has ``train`` and ``valid``
+    (.npy paths), ``vocab_size`` and optionally ``vocab``/``merges`` (tokenizer paths, recorded in
+    model.json). ``on_step(step, metrics_line)`` is called after every step (tests use it).
+    """
+    run_dir = Path(run_dir)
+    trainer = Trainer(settings, data, run_dir, run_name=run_name or run_dir.name)
+    if not resume and trainer.checkpoint_dir.exists():
+        shutil.rmtree(trainer.checkpoint_dir)
+    trainer.resume()
+    trainer.write_run_files()
+    log.info("run %s: %d steps of %d tokens on %s, %.2fM parameters, unigram entropy %.4f nats",
+             trainer.run_name, trainer.steps, settings["batch_size"] * trainer.model_config.context_length,
+             trainer.device, sum(p.numel() for p in trainer.model.parameters()) / 1e6, trainer.unigram_entropy)
+    return trainer.run(on_step=on_step)
+
+
+def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[TransformerLM, dict]:
+    """The final model of a finished run (in eval mode) and its model.json metadata."""
+    run_dir = Path(run_dir)
+    meta_path = run_dir / "model.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"no trained model in {run_dir} (missing {meta_path.name}; has the run finished?)")
+    meta = json.loads(meta_path.read_text())
+    model = TransformerLM.from_config(ModelConfig.from_dict(meta["model"]), device=device)
+    checkpoint = read_checkpoint(run_dir / "model.pt", map_location=device)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{run_dir / 'model.pt'}: weights do not match {meta_path.name}: {error}") from error
+    return model.eval(), meta
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="name of the run under `runs:` in the config file")
+    parser.add_argument("--config-file", default="config.yaml", help="pipeline config with `training:` and `runs:`")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="YAML file of run settings merged on top of the run (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
+                        help="override one setting, e.g. --set optimizer.lr=3e-4 --set model.num_layers=2")
+    parser.add_argument("--results", default="results",
+                        help="folder with the encoded splits ({corpus}_{split}.npy) and tokenizers")
+    parser.add_argument("--run-dir", default=None, help="run folder (default: RESULTS/runs/RUN)")
+    parser.add_argument("--fresh", action="store_true", help="discard existing checkpoints instead of resuming")
+
+
+def corpus_data(project: dict, corpus: str, results: str | Path) -> dict:
+    """Data paths and vocab size of ``corpus`` under the pipeline's file layout."""
+    corpora = project.get("corpora") or {}
+    if corpus not in corpora:
+        raise ValueError(f"unknown corpus {corpus!r}; configured corpora: {', '.join(sorted(corpora))}")
+    results = Path(results)
+    return {"corpus": corpus, "train": str(results / f"{corpus}_train.npy"),
+            "valid": str(results / f"{corpus}_valid.npy"), "vocab": str(results / f"{corpus}_vocab.pkl"),
+            "merges": str(results / f"{corpus}_merges.pkl"), "vocab_size": corpora[corpus]["vocab_size"]}
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    project = load_yaml(args.config_file)
+    overrides = [load_yaml(path) for path in args.config] + [parse_assignment(a) for a in args.assignments]
+    settings = resolve_run(project, args.run, overrides)
+    run_dir = args.run_dir or Path(args.results) / "runs" / args.run
+    try:
+        summary = train(settings, corpus_data(project, settings["corpus"], args.results), run_dir,
+                        run_name=args.run, resume=not args.fresh)
+    except TrainingInterrupted as stop:
+        log.warning("%s", stop)
+        return 128 + stop.signum
+    except TrainingDiverged as error:
+        log.error("%s", error)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,69 @@
+"""Learning curves of a run (curves.png) and a comparison across runs (e.g. a learning-rate sweep)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from scratchlm.fileio import atomic_path  # noqa: E402
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The lines of a metrics.jsonl file; ValueError naming the file and line if one is not JSON."""
+    path = Path(path)
+    lines = []
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
+        if text.strip():
+            try:
+                lines.append(json.loads(text))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a JSON line ({error})") from None
+    return lines
+
+
+def _series(lines: list[dict], x: str, y: str) -> tuple[list[float], list[float]]:
+    points = [(line[x], line[y]) for line in lines if y in line]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_curves(metrics_path: str | Path, out: str | Path, *, title: str = "") -> None:
+    """Train and validation loss against step (left) and wall-clock minutes (right)."""
+    lines = read_metrics(metrics_path)
+    for line in lines:
+        line["elapsed_min"] = line["elapsed_s"] / 60
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, x, label in ((axes[0], "step", "step"), (axes[1], "elapsed_min", "wall-clock (minutes)")):
+        ax.plot(*_series(lines, x, "train_loss"), label="train", linewidth=1)
+        ax.plot(*_series(lines, x, "val_loss"), "o-", label="validation", markersize=3)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss (nats/token)")
+    axes[0].legend()
+    fig.suptitle(title)
+    _save(fig, out)
+
+
+def plot_comparison(run_dirs: list[str | Path], out: str | Path, *, x: str = "step") -> None:
+    """Validation loss of several runs (each folder's metrics.jsonl) on one plot, labelled by folder name."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run_dir in map(Path, run_dirs):
+        lines = read_metrics(run_dir / "metrics.jsonl")
+        xs, ys = _series(lines, x, "val_loss")
+        ax.plot(xs, ys, "o-", markersize=3, label=run_dir.name)
+    ax.set_xlabel(x)
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, out)
+
+
+def _save(fig: plt.Figure, out: str | Path) -> None:
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

@@ -1,0 +1,80 @@
+"""Pre-tokenization: special-token splitting, chunk boundaries, streaming blocks, counting."""
+
+from __future__ import annotations
+
+import pytest
+
+from scratchlm.tokenizer.pretokenize import (
+    GPT2_REGEX,
+    count_file_range,
+    count_pretokens,
+    decode_utf8,
+    find_chunk_boundaries,
+    iter_document_blocks,
+    split_on_special_tokens,
+)
+
+EOT = "<|endoftext|>"
+
+
+def test_gpt2_regex_pieces():
+    assert GPT2_REGEX.findall("Hello, world! It's 2024  ok\n") == [
+        "Hello", ",", " world", "!", " It", "'s", " 2024", " ", " ok", "\n"]
+
+
+def test_split_prefers_longest_special():
+    pieces = list(split_on_special_tokens(f"a{EOT}{EOT}b{EOT}", [EOT, EOT + EOT]))
+    assert pieces == [("a", False), (EOT + EOT, True), ("b", False), (EOT, True)]
+
+
+def test_count_pretokens_skips_specials_and_never_crosses_them():
+    counts = count_pretokens(f"the cat{EOT} the{EOT}cat", [EOT])
+    assert counts == {"the": 1, " cat": 1, " the": 1, "cat": 1}
+
+
+def _corpus(tmp_path, docs: int = 200):
+    text = EOT.join(f"document {i} says hello{' again' * (i % 7)}\n" for i in range(docs))
+    path = tmp_path / "corpus.txt"
+    path.write_text(text)
+    return path, text
+
+
+def test_chunk_boundaries_start_at_special_tokens(tmp_path):
+    path, _ = _corpus(tmp_path)
+    data = path.read_bytes()
+    # A tiny probe makes the search step across a token that straddles two probes.
+    bounds = find_chunk_boundaries(path, 7, EOT.encode(), probe_size=5)
+    assert bounds[0] == 0 and bounds[-1] == len(data) and bounds == sorted(set(bounds))
+    assert len(bounds) == 8
+    assert all(data.startswith(EOT.encode(), cut) for cut in bounds[1:-1])
+
+
+def test_chunk_boundaries_without_documents(tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_text("no special token here")
+    assert find_chunk_boundaries(path, 4, EOT.encode()) == [0, path.stat().st_size]
+    with pytest.raises(ValueError):
+        find_chunk_boundaries(path, 0, EOT.encode())
+
+
+def test_document_blocks_cover_the_range_and_end_before_specials(tmp_path):
+    path, _ = _corpus(tmp_path)
+    data = path.read_bytes()
+    start, end = 100, len(data) - 50
+    blocks = list(iter_document_blocks(path, start, end, EOT.encode(), block_size=64))
+    assert b"".join(blocks) == data[start:end]
+    assert len(blocks) > 10
+    assert all(block.startswith(EOT.encode()) for block in blocks[1:])
+
+
+def test_count_file_range_streams_like_whole_text(tmp_path):
+    path, text = _corpus(tmp_path)
+    chunk = count_file_range(path, 0, path.stat().st_size, [EOT], block_size=100)
+    expected = {token.encode(): count for token, count in count_pretokens(text, [EOT]).items()}
+    assert chunk.counts == expected
+    assert chunk.num_bytes == path.stat().st_size and chunk.invalid_utf8 == 0
+
+
+def test_decode_utf8_counts_replacements():
+    assert decode_utf8("héllo \ufffd".encode()) == ("héllo \ufffd", 0)  # a real U+FFFD is not an error
+    assert decode_utf8(b"a\xffb\xc3") == ("a\ufffdb\ufffd", 2)

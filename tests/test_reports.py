@@ -1,0 +1,264 @@
+"""Reports: accounting arithmetic against real models, profile/training/index from synthetic results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from scratchlm.nn.model import ModelConfig, TransformerLM
+from scratchlm import cli
+from scratchlm.reports import accounting, index, profile, training_report
+
+SMALL = ModelConfig(vocab_size=97, context_length=24, d_model=48, num_layers=3, num_heads=4, d_ff=80)
+VARIANTS = {
+    "default": SMALL,
+    "tied, no norm": dataclasses.replace(SMALL, tie_embeddings=True, norm="none"),
+    "silu ffn, post-norm": dataclasses.replace(SMALL, ffn="silu", norm="post", d_ff=None),
+}
+
+
+@pytest.mark.parametrize("name", [*accounting.GPT2_CONFIGS, *VARIANTS])
+def test_parameter_count_matches_meta_model(name):
+    cfg = accounting.GPT2_CONFIGS.get(name) or VARIANTS[name]
+    model = TransformerLM.from_config(cfg, device="meta")
+    # parameters() yields a tied Parameter once, like the accounting.
+    assert accounting.parameter_counts(cfg)["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_gpt2_xl_figures():
+    xl = accounting.model_accounting(accounting.GPT2_CONFIGS["GPT-2 XL"])
+    assert xl["parameters"]["total"] == 2_127_057_600
+    assert xl["parameters_fp32_bytes"] == 4 * 2_127_057_600
+    mem = xl["adamw_memory"]
+    assert mem["b_fixed_bytes"] == 16 * 2_127_057_600
+    budget = mem["budget_bytes"]
+    assert mem["a_bytes_per_sequence"] * mem["max_batch_size"] + mem["b_fixed_bytes"] <= budget
+    assert mem["a_bytes_per_sequence"] * (mem["max_batch_size"] + 1) + mem["b_fixed_bytes"] > budget
+
+
+def _counted_flops(cfg: ModelConfig, batch_size: int) -> dict[str, int]:
+    """FlopCounterMode's FLOPs of a real forward pass, grouped like accounting.COMPONENTS."""
+    model = TransformerLM.from_config(cfg)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(batch_size, cfg.context_length, dtype=torch.long))
+    counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    layers = [f"TransformerLM.layers.{i}" for i in range(cfg.num_layers)]
+    projections = sum(counts[f"{layer}.attn.{proj}"] for layer in layers
+                      for proj in ("q_proj", "k_proj", "v_proj", "output_proj"))
+    attention = sum(counts[f"{layer}.attn"] for layer in layers)
+    return {
+        "attention projections": projections,
+        "attention scores + weighted sum": attention - projections,
+        "feed-forward": sum(counts[f"{layer}.ffn"] for layer in layers),
+        "LM head": counts["TransformerLM.lm_head"],
+        "total": counter.get_total_flops(),
+    }
+
+
+@pytest.mark.parametrize("name", ["default", "silu ffn, post-norm"])
+def test_forward_flops_match_flop_counter(name):
+    cfg = VARIANTS[name]
+    counted = _counted_flops(cfg, batch_size=2)
+    computed = accounting.flops_by_component(accounting.forward_matmuls(cfg, batch_size=2))
+    assert computed == {k: v for k, v in counted.items() if k != "total"}
+    assert accounting.forward_flops(cfg, batch_size=2) == counted["total"]
+
+
+def test_training_time_and_step_flops():
+    xl = accounting.GPT2_CONFIGS["GPT-2 XL"]
+    step = accounting.adamw_step_flops(xl, batch_size=1024)
+    assert step["total"] == 3 * step["forward"] + step["optimizer update"]
+    assert step["forward"] == 1024 * accounting.forward_flops(xl)
+    days = accounting.training_days(xl, steps=400_000, batch_size=1024, peak_flops=19.5e12, mfu=0.5)
+    assert days == pytest.approx(400_000 * step["total"] / 9.75e12 / 86_400)
+    assert 6_000 < days < 7_000  # ~4.5 TFLOPs per forward sequence: 18 years on one A100
+
+
+def test_accounting_report_files(tmp_path):
+    md, js, png = tmp_path / "reports" / "accounting.md", tmp_path / "reports" / "accounting.json", \
+        tmp_path / "reports" / "accounting.png"
+    report = accounting.write_accounting_report(md, js, png)
+    data = json.loads(js.read_text())
+    assert set(data["models"]) == set(accounting.GPT2_CONFIGS)
+    for model in data["models"].values():
+        assert sum(model["flop_shares"].values()) == pytest.approx(1.0)
+    long_ctx = data["models"]["GPT-2 XL, ctx 16384"]["flop_shares"]
+    assert long_ctx["attention scores + weighted sum"] > data["models"]["GPT-2 XL"]["flop_shares"][
+        "attention scores + weighted sum"]
+    text = md.read_text()
+    assert "![FLOPs share by component](accounting.png)" in text
+    assert f"{report['training_time']['days']:,.0f} days" in text
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+# ----------------------------------------------------------------------------------- profile
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def _write_stage(results, rule, job, *, bench=None, profile=None, mtime=None):
+    """A benchmark row ``(s, max_rss, cpu_time)`` (strings, NA allowed) and/or a profile dict."""
+    paths = []
+    if bench is not None:
+        path = results / "benchmarks" / rule / f"{job}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wall, rss, cpu = bench
+        path.write_text(BENCH_HEADER + f"{wall}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t10\t{cpu}\n")
+        paths.append(path)
+    if profile is not None:
+        path = results / "profiles" / rule / f"{job}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wall, cpu, rss_mib = profile
+        path.write_text(json.dumps({"stage": rule, "wall_s": wall, "cpu_s": cpu, "peak_rss_bytes": rss_mib * 2**20,
+                                    "peak_processes": 4, "extra": {}}))
+        paths.append(path)
+    for path in paths:
+        os.utime(path, (mtime, mtime))
+
+
+@pytest.fixture
+def stage_records(tmp_path):
+    results = tmp_path / "results"
+    # Worker pool: the profile saw more CPU and memory than Snakemake's sampler.
+    _write_stage(results, "train_bpe", "demo", bench=("12.50", "300.5", "20.0"), profile=(11.0, 41.0, 900), mtime=200)
+    # Too short for Snakemake to sample: NA cells, profile only for CPU/RSS.
+    _write_stage(results, "demo_corpus", "demo_train", bench=("1.20", "NA", "NA"), profile=(0.8, 0.7, 60), mtime=100)
+    _write_stage(results, "encode", "demo_valid", bench=("2.00", "150", "2.5"), mtime=300)  # no profile
+    _write_stage(results, "profile_report", "all", bench=("1.00", "100", "1.0"), mtime=400)  # stale, excluded
+    return results
+
+
+def test_profile_records_merge_both_sources(stage_records):
+    records = profile.collect_stage_records(stage_records, exclude_rules=("profile_report",))
+    assert [r.label for r in records] == ["demo_corpus [demo_train]", "train_bpe [demo]", "encode [demo_valid]"]
+    corpus, bpe, encode = records
+    assert (bpe.wall_s, bpe.cpu_s, bpe.peak_rss_mb, bpe.processes) == (12.5, 41.0, 900, 4)
+    assert (corpus.wall_s, corpus.cpu_s, corpus.peak_rss_mb) == (1.2, 0.7, 60)
+    assert (encode.wall_s, encode.cpu_s, encode.peak_rss_mb, encode.processes) == (2.0, 2.5, 150, None)
+
+
+def test_profile_report_files(stage_records, tmp_path):
+    md, png = tmp_path / "out" / "profile.md", tmp_path / "out" / "profile.png"
+    profile.write_profile_report(stage_records, md, png, exclude_rules=("profile_report",))
+    text = md.read_text()
+    assert "| train_bpe [demo] | 12.5 | 41.0 | 3.28 | 900 | 4 |" in text
+    assert "| encode [demo_valid] | 2.0 | 2.5 | 1.25 | 150 | n/a |" in text
+    assert "**15.7**" in text and "profile_report" not in text.split("|", 1)[1]
+    assert "cannot include its own cost" in text
+    assert "![wall time, CPU time and peak RSS of every stage](profile.png)" in text
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_profile_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="benchmarks"):
+        profile.write_profile_report(tmp_path, tmp_path / "p.md", tmp_path / "p.png")
+    bad = tmp_path / "benchmarks" / "x" / "all.tsv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("not a benchmark\n")
+    with pytest.raises(ValueError, match="all.tsv"):
+        profile.collect_stage_records(tmp_path)
+
+
+# ------------------------------------------------------------------------- training and index
+
+TINY = ModelConfig(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=2)
+PNG = b"\x89PNG\r\n\x1a\n"  # the reports link images, they do not read them
+
+
+def _write_run(runs_dir, name, *, device="cpu", precision="fp32", tokens_per_s=1000.0, samples=True):
+    run = runs_dir / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"run": name, "model": TINY.to_dict(), "data": {"corpus": "demo"}}))
+    metrics = [{"step": 10 * i, "tokens": 5120 * i, "train_loss": 4.0 - i / 10, "val_loss": 4.1 - i / 10}
+               for i in range(1, 4)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in metrics))
+    (run / "summary.json").write_text(json.dumps({
+        "run": name, "corpus": "demo", "final_val_loss": 3.8, "best_val_loss": 3.75, "final_val_perplexity": 44.7,
+        "unigram_entropy": 5.1, "steps": 30, "tokens": 15360, "wall_s": 15.4, "tokens_per_s": tokens_per_s,
+        "device": device, "precision": precision, "parameters": 12345}))
+    (run / "curves.png").write_bytes(PNG)
+    if samples:
+        (run / "samples.md").write_text("# samples\n")
+    return run
+
+
+def test_device_peaks():
+    assert training_report.device_peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989.4e12
+    assert training_report.device_peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert training_report.device_peak_flops("NVIDIA A10", "fp32") == 62.5e12  # not mistaken for an A100
+    assert training_report.device_peak_flops("Tesla V100-SXM2-16GB", "bf16") is None
+    assert training_report.device_peak_flops("cuda", "bf16") is None
+
+
+def test_training_report(tmp_path):
+    runs_dir = tmp_path / "results" / "runs"
+    gpu_rate = 2e6
+    _write_run(runs_dir, "big", device="NVIDIA A100-SXM4-80GB", precision="bf16", tokens_per_s=gpu_rate)
+    _write_run(runs_dir, "cpu_run", samples=False)
+    md = tmp_path / "results" / "reports" / "training.md"
+    runs = training_report.write_training_report(training_report.find_runs(runs_dir), md, md.with_suffix(".png"))
+    big = next(run for run in runs if run["name"] == "big")
+    expected_mfu = gpu_rate * 3 * accounting.forward_flops(TINY) / TINY.context_length / 312e12
+    assert big["mfu"] == pytest.approx(expected_mfu)
+    text = md.read_text()
+    assert f"{100 * expected_mfu:.1f}%" in text and "n/a (peak unknown)" in text
+    assert "| 3.8000 | 3.7500 |" in text
+    assert "![learning curves of big](../runs/big/curves.png)" in text
+    assert "[samples](../runs/big/samples.md)" in text and "../runs/cpu_run/samples.md" not in text
+    assert "![validation loss of every run](training.png)" in text
+    assert md.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_training_report_errors(tmp_path):
+    run = _write_run(tmp_path, "broken")
+    (run / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
+        training_report.load_run(run)
+    (run / "summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        training_report.load_run(run)
+
+
+def _markdown_links(text):
+    return re.findall(r"\]\(([^)]+)\)", text)
+
+
+def test_index_links_resolve(tmp_path, stage_records):
+    results = stage_records
+    _write_run(results / "runs", "demo")
+    (results / "runs" / "unfinished").mkdir()
+    tokenizers = results / "tokenizers"
+    tokenizers.mkdir()
+    for name in ("demo-vocab.json", "demo-merges.txt", "demo_summary.json"):
+        (tokenizers / name).write_text("{}")
+    reports = results / "reports"
+    training_report.write_training_report([results / "runs" / "demo"], reports / "training.md",
+                                          reports / "training.png")
+    profile.write_profile_report(results, reports / "profile.md", reports / "profile.png")
+    index.write_index(results, results / "index.md")
+    text = (results / "index.md").read_text()
+    links = _markdown_links(text)
+    assert {"reports/training.md", "reports/profile.md", "runs/demo/", "runs/demo/samples.md",
+            "runs/demo/curves.png", "tokenizers/demo-vocab.json"} <= set(links)
+    assert all((results / link).exists() for link in links)
+    assert "Tokenizer: not built yet" in text and "not finished" in text
+    # Every link of every report resolves too.
+    for report in reports.glob("*.md"):
+        assert all((report.parent / link).exists() for link in _markdown_links(report.read_text()))
+
+
+def test_report_cli(tmp_path, stage_records, capsys):
+    out = tmp_path / "cli"
+    assert cli.main(["report", "accounting", "--markdown", str(out / "a.md"), "--json", str(out / "a.json"),
+                     "--plot", str(out / "a.png"), "--mfu", "0.25"]) == 0
+    assert json.loads((out / "a.json").read_text())["training_time"]["mfu"] == 0.25
+    assert cli.main(["report", "index", "--results", str(stage_records), "--output", str(out / "index.md")]) == 0
+    assert "[Pipeline profile]" not in (out / "index.md").read_text()  # not built in this results folder
+    assert cli.main(["report", "training", "--runs-dir", str(tmp_path / "none")]) == 1
+    assert "no finished runs under" in capsys.readouterr().err

@@ -1,0 +1,5 @@
+from scratchlm.pipeline import stage
+from scratchlm.reports.accounting import write_accounting_report
+
+with stage(snakemake):
+    write_accounting_report(snakemake.output.markdown, snakemake.output.json, snakemake.output.plot)
