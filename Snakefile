@@ -11,6 +11,10 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/tokenizer.smk"
+include: "workflow/rules/encode.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/generate.smk"
 # Keep reports.smk the LAST include: its profile/index rules depend on every target above.
 include: "workflow/rules/reports.smk"
 

@@ -3,7 +3,7 @@
 Both paths run in this process, alternating, on the same random-weight model and greedy
 decoding (so both produce the same tokens); the best of ``--repeats`` runs of each is reported.
 
-    .venv/bin/python benchmarks/generate.py [--new-tokens 256] [--repeats 2] [--threads N]
+    .venv/bin/python benchmarks/generate.py [--new-tokens 256] [--repeats 1] [--threads N]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--new-tokens", type=int, default=256,
                         help="tokens to generate (1-token prompt; 256 fills the 256-token context exactly)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each path; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs of each path; the fastest counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -175,10 +175,11 @@ def main() -> None:
                  num_layers=args.num_layers, num_heads=args.num_heads, d_ff=args.d_ff)
     print(f"shape {shape}, batch {args.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}")
 
+    # Memory first: a child inherits the parent's peak RSS at fork time, so the parent must be small.
+    memory = {} if args.no_memory else {kind: peak_rss_mb(kind, shape, args.batch_size) for kind in ("ours", "torch")}
     results = time_interleaved(shape, args.batch_size, args.rounds, args.steps)
-    if not args.no_memory:
-        for kind in results:
-            results[kind]["peak_rss_mb"] = peak_rss_mb(kind, shape, args.batch_size)
+    for kind, peak in memory.items():
+        results[kind]["peak_rss_mb"] = peak
     for kind, label in (("ours", "ours (scratch attention, our AdamW)"),
                         ("torch", "torch.nn + F.sdpa + torch AdamW")):
         r = results[kind]

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scratchlm.tokenizer import train_bpe
+from scratchlm.tokenizer import train_bpe, training
 from scratchlm.tokenizer.pretokenize import count_pretokens
-from scratchlm.tokenizer.serialization import load_gpt2_format
-from scratchlm.tokenizer.training import count_file, reversed_key, train_from_counts
+from scratchlm.tokenizer.serialization import load_gpt2_format, load_pickle
+from scratchlm.tokenizer.shards import num_planned_shards, plan_shards, read_shards, write_planned_shard
+from scratchlm.tokenizer.training import count_file, reversed_key, train_from_counts, train_from_shards
 
 EOT = "<|endoftext|>"
 
@@ -80,6 +84,15 @@ def test_matches_naive_trainer(pieces, extra):
     assert len(vocab) == 257 + len(merges)
 
 
+def test_heap_rebuilds_keep_the_merges(fixtures_dir, monkeypatch):
+    # Rebuild the heap whenever it grows 4x, however small: the merges must not change.
+    monkeypatch.setattr(training, "MIN_COMPACT", 1)
+    _, merges = train_bpe(fixtures_dir / "corpus.en", 500, [EOT])
+    _, ref_merges = load_gpt2_format(fixtures_dir / "train-bpe-reference-vocab.json",
+                                     fixtures_dir / "train-bpe-reference-merges.txt", special_tokens=[EOT])
+    assert merges == ref_merges
+
+
 def test_repeated_pairs_inside_a_word():
     # (a,a) is merged left to right: aaaaa -> aa aa a (x3), aaa -> aa a (x1); then (aa,a)
     # occurs 4 times and beats (aa,aa) with 3; then aa+aaa.
@@ -140,3 +153,36 @@ def test_missing_file_fails(tmp_path):
 def test_vocab_too_small_fails(fixtures_dir):
     with pytest.raises(ValueError, match="vocab_size 256 is too small"):
         train_bpe(fixtures_dir / "corpus.en", 256, [EOT])
+
+
+def test_shards_map_reduce_equals_direct_training(fixtures_dir, tmp_path):
+    source = fixtures_dir / "tinystories_sample.txt"
+    plan = plan_shards(source, tmp_path / "plan.json", special_tokens=[EOT], shard_mb=0.001)
+    shards = [tmp_path / f"{i}.parquet" for i in range(num_planned_shards(tmp_path / "plan.json"))]
+    assert len(shards) == 4 and plan["boundaries"][-1] == source.stat().st_size
+    for i, shard in enumerate(shards):
+        write_planned_shard(tmp_path / "plan.json", i, shard)
+    out = {name: tmp_path / name for name in ("v.pkl", "m.pkl", "v.json", "m.txt", "summary.json")}
+    summary = train_from_shards(shards, vocab_size=300, special_tokens=[EOT], vocab_pkl=out["v.pkl"],
+                                merges_pkl=out["m.pkl"], vocab_json=out["v.json"], merges_txt=out["m.txt"],
+                                summary_json=out["summary.json"])
+    vocab, merges = train_bpe(source, 300, [EOT])
+    assert load_pickle(out["v.pkl"]) == vocab and load_pickle(out["m.pkl"]) == merges
+    assert load_gpt2_format(out["v.json"], out["m.txt"], special_tokens=[EOT]) == (vocab, merges)
+    assert json.loads(out["summary.json"].read_text()) == summary
+    assert summary["vocab_size"] == 300 and summary["input_bytes"] == source.stat().st_size
+    assert summary["shards"] == 4 and len(summary["longest_tokens"]) == 10
+    assert set(summary["timing_s"]) == {"pretokenize_total", "reduce_shards", "merge"}
+
+
+def test_shard_errors(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.txt.*empty"):
+        plan_shards(empty, tmp_path / "plan.json", special_tokens=[EOT], shard_mb=1)
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        plan_shards(tmp_path / "missing.txt", tmp_path / "plan.json", special_tokens=[EOT], shard_mb=1)
+    not_a_shard = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"token": [b"a"], "count": [1]}), not_a_shard)
+    with pytest.raises(ValueError, match="x.parquet.*not a scratchlm pre-token shard"):
+        read_shards([not_a_shard])

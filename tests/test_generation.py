@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from scratchlm.generation import (
     generate_ids,
     perplexity,
     top_p_filter,
+    write_samples,
 )
 from scratchlm.nn.model import TransformerLM
 
@@ -211,3 +213,68 @@ def test_byte_level_prompt_with_unusual_characters(gpt2_tokenizer, gpt2_model):
 def test_unknown_stop_token_is_a_clear_error(gpt2_tokenizer, gpt2_model):
     with pytest.raises(ValueError, match="no token '<\\|stop\\|>'"):
         generate(gpt2_model, gpt2_tokenizer, "Hi", 3, stop_at="<|stop|>")
+
+
+@pytest.fixture
+def run_folder(tmp_path, fixtures_dir, gpt2_model):
+    """A finished run as the training stage leaves it: model.pt + model.json (GPT-2 fixture tokenizer)."""
+    from scratchlm.training import save_checkpoint
+
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    save_checkpoint(gpt2_model, None, 3, run_dir / "model.pt")
+    (run_dir / "model.json").write_text(json.dumps({
+        "model": gpt2_model.config.to_dict(), "corpus": "fixture", "step": 3, "val_loss": 10.8,
+        "vocab": str(fixtures_dir / "gpt2_vocab.json"), "merges": str(fixtures_dir / "gpt2_merges.txt")}))
+    return run_dir
+
+
+def test_write_samples(run_folder, tmp_path, gpt2_tokenizer, gpt2_model):
+    valid = tmp_path / "valid.npy"
+    tokens = np.array(gpt2_tokenizer.encode("Once upon a time there was a tiny dog. " * 10), dtype=np.uint16)
+    np.save(valid, tokens)
+    output = run_folder / "samples.md"
+    write_samples(run_folder, output, valid=valid, prompts=["Once upon a time", "```code```", ""],
+                  settings=[{"temperature": 0.0, "top_p": 1.0}, {"temperature": 1.0, "top_p": 0.9}],
+                  max_new_tokens=5, seed=0, perplexity_tokens=40, device="cpu")
+    text = output.read_text()
+    expected_ppl = perplexity(gpt2_model, tokens, max_tokens=40)
+    assert f"Validation perplexity: **{expected_ppl:.3f}** (first 40 tokens of `{valid}`; " in text
+    assert f"final validation loss 10.8000 is perplexity {math.exp(10.8):.3f})" in text
+    assert text.count("## temperature") == 2 and text.count("### ") == 6
+    greedy = generate(gpt2_model, gpt2_tokenizer, "Once upon a time", 5, temperature=0)
+    assert f"text\n{('Once upon a time' + greedy.text).rstrip()}\n```" in text
+    assert "````text\n```code```" in text  # the fence is longer than any backtick run in the sample
+    assert f"*{len(greedy.token_ids)} new tokens, " in text
+    with pytest.raises(ValueError, match="top_p"):
+        write_samples(run_folder, output, valid=valid, prompts=["x"], settings=[{"temperature": 1, "top_p": 2}],
+                      max_new_tokens=5)
+
+
+def test_cli_generate(run_folder, gpt2_tokenizer, gpt2_model, capsys):
+    from scratchlm.cli import main
+
+    results = str(run_folder.parent.parent)
+    args = ["generate", "--run", "tiny", "--results-dir", results, "--prompt", "Hello", "",
+            "--max-new-tokens", "4", "--temperature", "0", "--device", "cpu"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for prompt in ("Hello", ""):
+        completion = generate(gpt2_model, gpt2_tokenizer, prompt, 4, temperature=0)
+        assert f"{prompt}{completion.text}\n[{len(completion.token_ids)} tokens, " in out
+    assert main(["generate", "--run", "missing", "--results-dir", results]) == 1
+    assert "model.json" in capsys.readouterr().err
+    assert main(args + ["--temperature", "-1"]) == 1
+    assert "temperature must be" in capsys.readouterr().err
+
+
+def test_sample_markdown_fences_and_trailing_whitespace():
+    from scratchlm.generation import Completion, _sample_lines
+
+    lines = _sample_lines(2, Completion("Say ``x``", " and `y`\n\n\n\n", [5, 6, 7], stopped=True), 10)
+    assert lines[:5] == ["### 2. 'Say ``x``'", "", "```text", "Say ``x`` and `y`", "```"]
+    assert lines[6] == "*3 new tokens, stopped at <|endoftext|>; trailing whitespace not shown.*"
+    lines = _sample_lines(1, Completion("", "```", [9], stopped=False), 1)
+    assert lines[0] == "### 1. (empty prompt: starts from <|endoftext|>)"
+    assert lines[2:5] == ["````text", "```", "````"]
+    assert lines[6] == "*1 new token, reached the 1-token limit.*"

@@ -161,6 +161,52 @@ def test_rope_snapshot_and_complex_reference(fixtures_dir):
     assert not dict(big.state_dict())  # cos/sin tables are not persistent
 
 
+def test_hand_written_backwards_match_autograd_of_torch_ops(attention_inputs):
+    q, k, v, mask = (t.clone().requires_grad_(t.is_floating_point()) for t in attention_inputs)
+    q_ref, k_ref, v_ref = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    grad_out = seeded_randn(7, 4, 12, 64)
+    scaled_dot_product_attention(q, k, v, mask).backward(grad_out)
+    F.scaled_dot_product_attention(q_ref, k_ref, v_ref, attn_mask=mask).backward(grad_out)
+    for ours, ref in ((q, q_ref), (k, k_ref), (v, v_ref)):
+        assert_close(ours.grad, ref.grad)
+
+    x = (seeded_randn(8, 3, 50) * 5).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    silu(x).backward(seeded_randn(9, 3, 50))
+    F.silu(x_ref).backward(seeded_randn(9, 3, 50))
+    assert_close(x.grad, x_ref.grad)
+
+    logits = (seeded_randn(10, 2, 6, 30) * 8).requires_grad_()
+    logits_ref = logits.detach().clone().requires_grad_()
+    targets = torch.randint(0, 30, (2, 6), generator=torch.Generator().manual_seed(0))
+    (3 * cross_entropy(logits, targets)).backward()
+    (3 * F.cross_entropy(logits_ref.flatten(0, 1), targets.flatten())).backward()
+    assert_close(logits.grad, logits_ref.grad, atol=1e-6)
+
+
+def test_attention_broadcasts_keys_and_mask_over_batch_dims():
+    q = seeded_randn(1, 2, 3, 5, 8).requires_grad_()
+    kv = seeded_randn(2, 3, 7, 8).requires_grad_()  # shared by the leading batch dim
+    mask = seeded_randn(3, 2, 1, 5, 7) > -0.5
+    mask[..., 0] = True  # every query sees at least one key
+    out = scaled_dot_product_attention(q, kv, kv, mask)
+    expected = F.scaled_dot_product_attention(q, kv.expand(2, 3, 7, 8), kv.expand(2, 3, 7, 8),
+                                              attn_mask=mask)
+    assert_close(out, expected)
+    out.sum().backward()
+    assert kv.grad.shape == kv.shape and q.grad.shape == q.shape
+
+
+def test_cross_entropy_on_low_precision_logits():
+    logits = (seeded_randn(0, 4, 9) * 3).bfloat16().requires_grad_()
+    targets = torch.tensor([1, 0, 8, 3])
+    loss = cross_entropy(logits, targets)
+    assert loss.dtype == torch.float32
+    assert_close(loss, F.cross_entropy(logits.float(), targets), atol=1e-6)
+    loss.backward()
+    assert logits.grad.dtype == torch.bfloat16
+
+
 # --- modules ---------------------------------------------------------------------------------------
 
 def test_linear_and_embedding_match_functional_and_init():

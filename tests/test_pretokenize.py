@@ -67,6 +67,14 @@ def test_document_blocks_cover_the_range_and_end_before_specials(tmp_path):
     assert all(block.startswith(EOT.encode()) for block in blocks[1:])
 
 
+def test_a_long_document_stays_in_one_block(tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_text(f"short{EOT}" + "long words " * 500 + f"{EOT}tail")
+    blocks = list(iter_document_blocks(path, 0, path.stat().st_size, EOT.encode(), block_size=64))
+    # Never cut inside the long document; the last block runs to the end of the range.
+    assert blocks == [b"short", (EOT + "long words " * 500 + EOT + "tail").encode()]
+
+
 def test_count_file_range_streams_like_whole_text(tmp_path):
     path, text = _corpus(tmp_path)
     chunk = count_file_range(path, 0, path.stat().st_size, [EOT], block_size=100)

@@ -42,6 +42,16 @@ def test_gpt2_xl_figures():
     assert mem["a_bytes_per_sequence"] * (mem["max_batch_size"] + 1) + mem["b_fixed_bytes"] > budget
 
 
+def test_activation_memory_scales_with_context():
+    cfg = accounting.GPT2_CONFIGS["GPT-2 small"]
+    short, long = (accounting.activation_floats(cfg, seq_len=t) for t in (512, 1024))
+    for name, floats in short.items():
+        quadratic = name.startswith(("Q·Kᵀ", "softmax"))  # the (heads, T, T) attention matrices
+        assert long[name] == (4 if quadratic else 2) * floats, name
+    memory = accounting.adamw_memory(cfg)
+    assert memory.total_bytes(3) == 3 * memory.per_sequence_bytes + 16 * accounting.parameter_counts(cfg)["total"]
+
+
 def _counted_flops(cfg: ModelConfig, batch_size: int) -> dict[str, int]:
     """FlopCounterMode's FLOPs of a real forward pass, grouped like accounting.COMPONENTS."""
     model = TransformerLM.from_config(cfg)
@@ -130,14 +140,16 @@ def stage_records(tmp_path):
     # Too short for Snakemake to sample: NA cells, profile only for CPU/RSS.
     _write_stage(results, "demo_corpus", "demo_train", bench=("1.20", "NA", "NA"), profile=(0.8, 0.7, 60), mtime=100)
     _write_stage(results, "encode", "demo_valid", bench=("2.00", "150", "2.5"), mtime=300)  # no profile
+    _write_stage(results, "encode", "demo_train", bench=("3.00", "NA", "NA"), profile=(2.5, 4.5, 170), mtime=310)
     _write_stage(results, "profile_report", "all", bench=("1.00", "100", "1.0"), mtime=400)  # stale, excluded
     return results
 
 
 def test_profile_records_merge_both_sources(stage_records):
     records = profile.collect_stage_records(stage_records, exclude_rules=("profile_report",))
-    assert [r.label for r in records] == ["demo_corpus [demo_train]", "train_bpe [demo]", "encode [demo_valid]"]
-    corpus, bpe, encode = records
+    assert [r.label for r in records] == ["demo_corpus [demo_train]", "train_bpe [demo]", "encode [demo_valid]",
+                                          "encode [demo_train]"]
+    corpus, bpe, encode, _ = records
     assert (bpe.wall_s, bpe.cpu_s, bpe.peak_rss_mb, bpe.processes) == (12.5, 41.0, 900, 4)
     assert (corpus.wall_s, corpus.cpu_s, corpus.peak_rss_mb) == (1.2, 0.7, 60)
     assert (encode.wall_s, encode.cpu_s, encode.peak_rss_mb, encode.processes) == (2.0, 2.5, 150, None)
@@ -149,7 +161,8 @@ def test_profile_report_files(stage_records, tmp_path):
     text = md.read_text()
     assert "| train_bpe [demo] | 12.5 | 41.0 | 3.28 | 900 | 4 |" in text
     assert "| encode [demo_valid] | 2.0 | 2.5 | 1.25 | 150 | n/a |" in text
-    assert "**15.7**" in text and "profile_report" not in text.split("|", 1)[1]
+    assert "| encode [2 jobs] | 5.0 | 7.0 | 1.40 | 170 | 4 |" in text  # by stage: summed, max RSS
+    assert "**18.7**" in text and "profile_report" not in text.split("|", 1)[1]
     assert "cannot include its own cost" in text
     assert "![wall time, CPU time and peak RSS of every stage](profile.png)" in text
     assert png.read_bytes().startswith(b"\x89PNG")
@@ -207,7 +220,7 @@ def test_training_report(tmp_path):
     expected_mfu = gpu_rate * 3 * accounting.forward_flops(TINY) / TINY.context_length / 312e12
     assert big["mfu"] == pytest.approx(expected_mfu)
     text = md.read_text()
-    assert f"{100 * expected_mfu:.1f}%" in text and "n/a (peak unknown)" in text
+    assert f"{100 * expected_mfu:.3g}%" in text and "n/a (peak unknown)" in text
     assert "| 3.8000 | 3.7500 |" in text
     assert "![learning curves of big](../runs/big/curves.png)" in text
     assert "[samples](../runs/big/samples.md)" in text and "../runs/cpu_run/samples.md" not in text

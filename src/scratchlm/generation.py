@@ -3,8 +3,6 @@
 Also the evaluation that goes with it: ``perplexity`` over an encoded split, the pipeline's
 ``samples.md`` writer and the ``scratchlm generate`` command.
 
->>> import torch
->>> from scratchlm.nn.model import TransformerLM
 >>> model = TransformerLM(vocab_size=50, context_length=8, d_model=16, num_layers=1, num_heads=2)
 >>> [(ids, stopped)] = generate_ids(model, [[1, 2, 3]], 4, temperature=0)
 >>> len(ids), stopped
@@ -13,16 +11,22 @@ Also the evaluation that goes with it: ``perplexity`` over an encoded split, the
 
 from __future__ import annotations
 
+import argparse
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from scratchlm.fileio import atomic_open
 from scratchlm.nn.functional import cross_entropy, softmax
+from scratchlm.nn.model import TransformerLM
 from scratchlm.progress import Progress
+from scratchlm.tokenizer import Tokenizer
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -73,9 +77,9 @@ def sample_next(logits: Tensor, *, temperature: float, top_p: float,
 
 
 @torch.inference_mode()
-def decode(model, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_p: float = 1.0,
-           stop_id: int | None = None, generators: Sequence[torch.Generator | None] | None = None,
-           use_cache: bool = True) -> Tensor:
+def decode(model: TransformerLM, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+           top_p: float = 1.0, stop_id: int | None = None,
+           generators: Sequence[torch.Generator | None] | None = None, use_cache: bool = True) -> Tensor:
     """Extend equal-length prompts (batch, n) by up to max_new_tokens tokens -> (batch, n + new).
 
     Each token is predicted from at most the last ``context_length`` tokens. With ``use_cache`` a
@@ -103,9 +107,9 @@ def decode(model, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1
     return tokens
 
 
-def generate_ids(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, temperature: float = 1.0,
-                 top_p: float = 1.0, stop_id: int | None = None, seed: int | None = None,
-                 use_cache: bool = True) -> list[tuple[list[int], bool]]:
+def generate_ids(model: TransformerLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+                 temperature: float = 1.0, top_p: float = 1.0, stop_id: int | None = None,
+                 seed: int | None = None, use_cache: bool = True) -> list[tuple[list[int], bool]]:
     """Continue each token-id prompt; returns (new ids without the stop token, stopped) per prompt.
 
     Prompts of equal length decode together as one batch (the KV cache holds one position per
@@ -140,7 +144,7 @@ def _cut_at_stop(ids: list[int], stop_id: int | None) -> tuple[list[int], bool]:
     return ids, False
 
 
-def special_token_id(tokenizer, token: str) -> int:
+def special_token_id(tokenizer: Tokenizer, token: str) -> int:
     """The id of a special token such as <|endoftext|>, as a ValueError when the tokenizer lacks it."""
     try:
         return tokenizer.token_id(token)
@@ -148,8 +152,9 @@ def special_token_id(tokenizer, token: str) -> int:
         raise ValueError(f"the tokenizer has no token {token!r}") from None
 
 
-def generate_batch(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, *, temperature: float = 1.0,
-                   top_p: float = 1.0, stop_at: str | None = END_OF_TEXT, seed: int | None = None) -> list[Completion]:
+def generate_batch(model: TransformerLM, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int, *,
+                   temperature: float = 1.0, top_p: float = 1.0, stop_at: str | None = END_OF_TEXT,
+                   seed: int | None = None) -> list[Completion]:
     """Sample a continuation of each prompt (see ``generate``); prompt i uses seed + i."""
     check_sampling(temperature, top_p)
     stop_id = special_token_id(tokenizer, stop_at) if stop_at is not None else None
@@ -161,8 +166,9 @@ def generate_batch(model, tokenizer, prompts: Sequence[str], max_new_tokens: int
             for prompt, (ids, stopped) in zip(prompts, outputs)]
 
 
-def generate(model, tokenizer, prompt: str, max_new_tokens: int, *, temperature: float = 1.0,
-             top_p: float = 1.0, stop_at: str | None = END_OF_TEXT, seed: int | None = None) -> Completion:
+def generate(model: TransformerLM, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, *,
+             temperature: float = 1.0, top_p: float = 1.0, stop_at: str | None = END_OF_TEXT,
+             seed: int | None = None) -> Completion:
     """Sample up to max_new_tokens tokens after ``prompt``; temperature 0 is greedy, top_p < 1 is nucleus.
 
     Stops after the ``stop_at`` token (not included in the text) or at the limit; ``seed`` makes
@@ -173,14 +179,14 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int, *, temperature:
 
 
 @torch.inference_mode()
-def perplexity(model, tokens: np.ndarray | Sequence[int], *, batch_size: int = 8,
+def perplexity(model: TransformerLM, tokens: np.ndarray | Sequence[int], *, batch_size: int = 8,
                max_tokens: int | None = None) -> float:
     """exp(mean next-token cross-entropy) over consecutive non-overlapping context_length windows.
 
     ``tokens`` is an encoded split (e.g. a memory-mapped .npy); ``max_tokens`` evaluates only
     its first max_tokens tokens. Every token after the first is predicted exactly once.
     """
-    tokens = torch.from_numpy(np.asarray(tokens[:max_tokens], dtype=np.int64))
+    tokens = np.asarray(tokens[:max_tokens])  # a view of a memory-mapped split: windows are read as needed
     if len(tokens) < 2:
         raise ValueError(f"perplexity needs at least 2 tokens, got {len(tokens)}")
     if tokens.min() < 0 or tokens.max() >= model.config.vocab_size:
@@ -189,19 +195,104 @@ def perplexity(model, tokens: np.ndarray | Sequence[int], *, batch_size: int = 8
     total_nll, count = 0.0, 0
     with Progress("perplexity", total=len(tokens) - 1, unit="tokens") as progress:
         for inputs, targets in _windows(tokens, model.config.context_length, batch_size):
-            logits = model(inputs.to(device))
-            total_nll += cross_entropy(logits, targets.to(device)).item() * targets.numel()
+            inputs, targets = (torch.from_numpy(a.astype(np.int64)).to(device) for a in (inputs, targets))
+            total_nll += cross_entropy(model(inputs), targets).item() * targets.numel()
             count += targets.numel()
             progress.update(targets.numel())
     return math.exp(total_nll / count)
 
 
-def _windows(tokens: Tensor, context_length: int, batch_size: int):
+def _windows(tokens: np.ndarray, context_length: int, batch_size: int):
     """(inputs, targets) batches (batch, window) covering tokens; the shorter last window comes alone."""
     full = (len(tokens) - 1) // context_length
-    inputs = tokens[: full * context_length].view(full, context_length)
-    targets = tokens[1: full * context_length + 1].view(full, context_length)
+    inputs = tokens[: full * context_length].reshape(full, context_length)
+    targets = tokens[1: full * context_length + 1].reshape(full, context_length)
     for start in range(0, full, batch_size):
         yield inputs[start: start + batch_size], targets[start: start + batch_size]
     if full * context_length < len(tokens) - 1:
         yield tokens[full * context_length: -1][None], tokens[full * context_length + 1:][None]
+
+
+# ------------------------------------------------------------------------------- run folders
+
+
+def load_run(run_dir: str | Path, *, device: str = "auto",
+             special_tokens: Sequence[str] = (END_OF_TEXT,)) -> tuple[TransformerLM, Tokenizer, dict]:
+    """The trained model of a run folder, its tokenizer (paths from model.json) and model.json."""
+    from scratchlm.training.loop import load_trained_model, select_device
+
+    model, meta = load_trained_model(run_dir, device=select_device(device))
+    if not (meta.get("vocab") and meta.get("merges")):
+        raise ValueError(f"{Path(run_dir) / 'model.json'} names no tokenizer files (keys 'vocab' and 'merges')")
+    return model, Tokenizer.from_files(meta["vocab"], meta["merges"], special_tokens=list(special_tokens)), meta
+
+
+def write_samples(run_dir: str | Path, output: str | Path, *, valid: str | Path, prompts: Sequence[str],
+                  settings: Sequence[dict], max_new_tokens: int, seed: int | None = None,
+                  perplexity_tokens: int | None = None, batch_size: int = 8, device: str = "auto",
+                  special_tokens: Sequence[str] = (END_OF_TEXT,)) -> None:
+    """Write samples.md for a run: validation perplexity, then each prompt at each sampling setting."""
+    for setting in settings:
+        check_sampling(setting["temperature"], setting["top_p"])
+    model, tokenizer, meta = load_run(run_dir, device=device, special_tokens=special_tokens)
+    tokens = np.load(valid, mmap_mode="r")
+    ppl = perplexity(model, tokens, batch_size=batch_size, max_tokens=perplexity_tokens)
+    evaluated = len(tokens) if perplexity_tokens is None else min(len(tokens), perplexity_tokens)
+    params = sum(p.numel() for p in model.parameters())
+    lines = [f"# Samples: run `{Path(run_dir).name}`", "",
+             f"Model: {params / 1e6:.2f}M parameters, step {meta.get('step')}, corpus `{meta.get('corpus')}`, "
+             f"context {model.config.context_length} tokens.", "",
+             f"Validation perplexity: **{ppl:.3f}** (first {evaluated:,} tokens of `{valid}`; training's final "
+             f"validation loss {meta['val_loss']:.4f} is perplexity {math.exp(meta['val_loss']):.3f}).", "",
+             f"Up to {max_new_tokens} new tokens per sample, seed {seed}; a sample ends at {END_OF_TEXT}.", ""]
+    for setting in settings:
+        completions = generate_batch(model, tokenizer, prompts, max_new_tokens, temperature=setting["temperature"],
+                                     top_p=setting["top_p"], seed=seed)
+        lines += [f"## temperature {setting['temperature']}, top_p {setting['top_p']}", ""]
+        for i, completion in enumerate(completions, 1):
+            lines += _sample_lines(i, completion, max_new_tokens)
+    with atomic_open(output) as handle:
+        handle.write("\n".join(lines))
+
+
+def _sample_lines(number: int, completion: Completion, max_new_tokens: int) -> list[str]:
+    """One sample in markdown: heading with the prompt, the text in a fence, the token count."""
+    title = repr(completion.prompt) if completion.prompt else f"(empty prompt: starts from {END_OF_TEXT})"
+    full_text = completion.prompt + completion.text
+    # Weak models often end in runs of newlines: one blank line per token would bury the samples.
+    text = full_text.rstrip()
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", text)), default=0))  # longer than any in text
+    ending = f"stopped at {END_OF_TEXT}" if completion.stopped else f"reached the {max_new_tokens}-token limit"
+    if text != full_text:
+        ending += "; trailing whitespace not shown"
+    return [f"### {number}. {title}", "", f"{fence}text", text, fence, "",
+            f"*{len(completion.token_ids)} new token{'s' * (len(completion.token_ids) != 1)}, {ending}.*", ""]
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="name of a finished run: reads RESULTS/runs/RUN/model.json")
+    parser.add_argument("--prompt", nargs="+", default=[""],
+                        help=f"one or more prompts (decoded as a batch); '' starts from {END_OF_TEXT}")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate per prompt")
+    parser.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass in (0, 1]; 1 = off")
+    parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--results-dir", default="results", help="pipeline results folder holding runs/RUN")
+    parser.add_argument("--special-token", nargs="+", dest="special_tokens", default=[END_OF_TEXT],
+                        help="special tokens of the run's tokenizer (its corpus's special_tokens)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    check_sampling(args.temperature, args.top_p)  # before the (slow) model load
+    model, tokenizer, _ = load_run(Path(args.results_dir) / "runs" / args.run, device=args.device,
+                                   special_tokens=args.special_tokens)
+    completions = generate_batch(model, tokenizer, args.prompt, args.max_new_tokens,
+                                 temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    for completion in completions:
+        ending = "stopped" if completion.stopped else "limit"
+        print(f"{completion.prompt}{completion.text}\n[{len(completion.token_ids)} tokens, {ending}]\n")
+    return 0

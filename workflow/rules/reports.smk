@@ -13,13 +13,21 @@ REPORT_CODE = ["reports/__init__"]
 RUN_FILES = [target for target in PIPELINE_TARGETS if target.startswith(f"{RESULTS}/runs/")]
 
 
+# Seconds of CPU each: on a cluster, run them on the submit node instead of queueing them.
+localrules:
+    accounting,
+    training_report,
+    profile_report,
+    index,
+
+
 rule accounting:
     input:
         code=src_files(*REPORT_CODE, "reports/accounting", "nn"),
     output:
         markdown=f"{REPORTS}/accounting.md",
         json=f"{REPORTS}/accounting.json",
-        plot=f"{REPORTS}/accounting.png",
+        plot=report(f"{REPORTS}/accounting.png", category="Accounting"),
     log:
         f"{RESULTS}/logs/accounting/all.log",
     benchmark:
@@ -35,7 +43,7 @@ rule training_report:
         code=src_files(*REPORT_CODE, "reports/accounting", "reports/training_report", "nn"),
     output:
         markdown=f"{REPORTS}/training.md",
-        plot=f"{REPORTS}/training.png",
+        plot=report(f"{REPORTS}/training.png", category="Training"),
     params:
         runs=lambda wildcards, input: [os.path.dirname(path) for path in input.summaries],
     log:
@@ -57,7 +65,7 @@ rule profile_report:
         code=src_files(*REPORT_CODE, "reports/profile"),
     output:
         markdown=f"{REPORTS}/profile.md",
-        plot=f"{REPORTS}/profile.png",
+        plot=report(f"{REPORTS}/profile.png", category="Pipeline profile"),
     params:
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.markdown)),
         exclude=["profile_report", "index"],  # they finish after this report

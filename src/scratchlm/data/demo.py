@@ -257,9 +257,12 @@ class _Story:
         parent = rng.choice(PARENTS)
         parent_sex = "girl" if parent in ("mom", "grandma", "aunt", "big sister") else "boy"
         hero_kind = sex if rng.random() < 0.6 else rng.choice(ANIMALS)
+        name = friend = self._name(sex)
+        while friend == name:
+            friend = self._name(friend_sex)
         self.slots = {
-            "name": self._name(sex),
-            "friend": self._name(friend_sex),
+            "name": name,
+            "friend": friend,
             "he": he, "him": him, "his": his, "He": he.capitalize(), "His": his.capitalize(),
             "fhe": fhe, "fhim": fhim,
             "hero_desc": f"{rng.choice(ADJECTIVES)} {hero_kind}",
@@ -272,23 +275,18 @@ class _Story:
             "make": (make := rng.choice(MAKE_THINGS)), "make_word": make.split(" ", 1)[1],
             "time": rng.choice(TIMES), "time2": rng.choice(PLOT_TIMES),
         }
-        self.slots["friend"] = self._distinct_friend()
 
     def _name(self, sex: str) -> str:
         if self.rng.random() < 0.3:
             return _made_up_name(self.rng)
         return self.rng.choice(GIRL_NAMES if sex == "girl" else BOY_NAMES + PET_NAMES)
 
-    def _distinct_friend(self) -> str:
-        friend = self.slots["friend"]
-        return friend if friend != self.slots["name"] else self.rng.choice(PET_NAMES[:10])
-
     def _fill(self, match: re.Match) -> str:
         key = match.group(1)
         if "|" in key:
             return self.expand(self.rng.choice(key.split("|")))
         if key.startswith("a "):
-            return _article(self.expand("{" + key[2:] + "}") if " " not in key[2:] else self.expand(key[2:]))
+            return _article(self.expand("{" + key[2:] + "}"))
         if key in self.slots:
             return self.slots[key]
         return self.rng.choice(LISTS[key])
@@ -300,7 +298,7 @@ class _Story:
         return template
 
     def text(self) -> str:
-        """The whole story: an opening, one plot (with a sentence or two left out), an ending."""
+        """The whole story: an opening, one plot with some scenery, an ending, in paragraphs."""
         rng = self.rng
         plot = PLOTS[rng.choice(sorted(PLOTS))]
         # Dropping a middle sentence now and then varies the rhythm without breaking the plot.

@@ -164,26 +164,38 @@ class SiLUFeedForward(nn.Module):
 
 
 class RotaryPositionalEmbedding(nn.Module):
-    """RoPE: rotate each pair (x[2k], x[2k+1]) by the angle ``position · theta^(-2k/d_k)``."""
+    """RoPE: rotate each pair (x[2k], x[2k+1]) by the angle ``position · theta^(-2k/d_k)``.
+
+    A pair is the complex number x[2k] + i·x[2k+1], so the rotation is one complex multiply by
+    exp(i·angle): a single elementwise kernel forward and backward, on a view of x.
+    """
 
     def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None):
         super().__init__()
         if d_k % 2:
             raise ValueError(f"RoPE needs an even dimension, got d_k={d_k}")
-        # Angles in float64 so large positions keep their precision; stored as float32.
+        # Angles in float64 so large positions keep their precision; stored as complex64.
         inv_freq = theta ** (-torch.arange(0, d_k, 2, device=device, dtype=torch.float64) / d_k)
         angles = torch.outer(torch.arange(max_seq_len, device=device, dtype=torch.float64), inv_freq)
         # Derived from the constructor arguments, so not part of the state dict.
-        self.register_buffer("cos", angles.cos().float(), persistent=False)  # (max_seq_len, d_k/2)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        rotation = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # (max_seq_len, d_k/2)
+        self.register_buffer("rotation", rotation, persistent=False)
 
     def forward(self, x: Tensor, token_positions: Tensor) -> Tensor:
         """x (..., seq, d_k), token_positions (..., seq) broadcastable to x's leading dims."""
-        cos = self.cos[token_positions].to(x.dtype)  # (..., seq, d_k/2)
-        sin = self.sin[token_positions].to(x.dtype)
-        x_even, x_odd = x[..., 0::2], x[..., 1::2]
-        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
-        return rotated.flatten(-2)  # interleave the pairs back: (..., seq, d_k/2, 2) -> (..., seq, d_k)
+        rotation = self.rotation[token_positions]  # (..., seq, d_k/2)
+        compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        pairs = _as_complex_pairs(x.to(compute_dtype))  # (..., seq, d_k/2) complex
+        rotated = torch.view_as_real(pairs * rotation.to(pairs.dtype))  # (..., seq, d_k/2, 2)
+        return rotated.flatten(-2).to(x.dtype)
+
+
+def _as_complex_pairs(x: Tensor) -> Tensor:
+    """View (..., d) real as (..., d/2) complex; copies only if x's layout does not allow the view."""
+    pairs = x.unflatten(-1, (-1, 2))
+    if pairs.stride(-1) != 1 or pairs.storage_offset() % 2 or any(st % 2 for st in pairs.stride()[:-1]):
+        pairs = pairs.contiguous()
+    return torch.view_as_complex(pairs)
 
 
 class LayerKVCache:

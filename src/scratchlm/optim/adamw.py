@@ -75,10 +75,11 @@ class AdamW(torch.optim.Optimizer):
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)  # m += (1-β1)(g - m)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
+        # lr·(m/b1) / (sqrt(v)/b2 + eps) == (lr·b2/b1)·m / (sqrt(v) + eps·b2), with b2 = sqrt(1-β2ᵗ):
+        # the bias corrections become per-tensor scalars, saving a pass over the moments.
         denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, bias2_sqrt)
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr / b for b in bias1])
+        torch._foreach_add_(denom, [eps * b2 for b2 in bias2_sqrt])
+        torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr * b2 / b1 for b1, b2 in zip(bias1, bias2_sqrt)])
 
     def _state_for(self, p: Tensor) -> dict:
         state = self.state[p]

@@ -2,6 +2,7 @@
 
 Each kind lives in its own module with ``add_arguments(parser)`` and ``run_cli(args)``;
 modules are imported only when their kind is used (accounting needs torch, profile does not).
+Shared helpers for the markdown they write live here too.
 """
 
 from __future__ import annotations
@@ -37,20 +38,23 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One subcommand per report kind, each with its own options."""
-    sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for kind, (module_name, help_text) in KINDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:  # a broken report module must fail loudly
-                raise
-            continue  # a report module that is not part of this checkout (yet)
-        kind_parser = sub.add_parser(kind, help=help_text, description=help_text,
+    """The report kind, then that kind's own options (parsed by its module, imported only when used)."""
+    kinds = "; ".join(f"{kind}: {help_text}" for kind, (_, help_text) in KINDS.items())
+    parser.add_argument("kind", choices=KINDS, metavar="KIND", help=f"which report ({kinds})")
+    parser.add_argument("options", nargs=argparse.REMAINDER,
+                        help="options of that report; see `scratchlm report KIND --help`")
+
+
+def kind_parser(kind: str) -> tuple[argparse.ArgumentParser, object]:
+    """The parser of one report kind and the module that writes it."""
+    module_name, help_text = KINDS[kind]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"scratchlm report {kind}", description=help_text,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        module.add_arguments(kind_parser)
-        kind_parser.set_defaults(report_module=module)
+    module.add_arguments(parser)
+    return parser, module
 
 
 def run_cli(args: argparse.Namespace) -> int | None:
-    return args.report_module.run_cli(args)
+    parser, module = kind_parser(args.kind)
+    return module.run_cli(parser.parse_args(args.options))

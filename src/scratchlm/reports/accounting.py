@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +44,12 @@ GPT2_CONFIGS: dict[str, ModelConfig] = {
 # The FLOPs of one forward pass, grouped as the report shows them.
 COMPONENTS = ("attention projections", "attention scores + weighted sum", "feed-forward", "LM head")
 
-# AdamW's element-wise update per parameter (see scratchlm.optim.AdamW):
-#   m ← β1·m + (1-β1)·g            3 FLOPs (2 mul, 1 add)
-#   v ← β2·v + (1-β2)·g²           4 FLOPs (3 mul, 1 add)
-#   θ ← θ - αt·m / (√v + ε)        5 FLOPs (sqrt, add, div, mul, sub)
-#   θ ← θ - α·λ·θ                  2 FLOPs (mul, sub; α·λ is a scalar computed once)
+# AdamW's element-wise update per parameter, as scratchlm.optim.AdamW computes it
+# (scalars such as α/(1-β1ᵗ) are computed once per tensor and not counted):
+#   θ ← θ·(1 - α·λ)                              1 FLOP  (decoupled weight decay)
+#   m ← m + (1-β1)·(g - m)                       3 FLOPs
+#   v ← β2·v + (1-β2)·g²                         4 FLOPs
+#   θ ← θ - α/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + ε)    6 FLOPs (sqrt, div, add, div, mul, add)
 ADAMW_FLOPS_PER_PARAMETER = 14
 
 # The A100 budget of CS336's training-time question.
@@ -304,13 +304,16 @@ def _shares_section(models: dict, plot_name: str | None) -> list[str]:
 
 
 def _share_observations(models: dict) -> list[str]:
-    """A sentence on how the shares move, computed from the first, last and longest-context models."""
+    """Sentences on how the shares move from the smallest to the widest model, and with a longer context."""
     names = list(models)
-    first, widest = names[0], max(names[:-1] if len(names) > 1 else names,
-                                  key=lambda n: models[n]["config"]["d_model"])
+    first = names[0]
+    widest = max(names, key=lambda n: models[n]["config"]["d_model"])  # first of the widest: default context
     longest = max(names, key=lambda n: models[n]["config"]["context_length"])
-    share = lambda name, component: _pct(models[name]["flop_shares"][component])  # noqa: E731
-    scores, ffn, head = COMPONENTS[1], COMPONENTS[2], COMPONENTS[3]
+
+    def share(name: str, component: str) -> str:
+        return _pct(models[name]["flop_shares"][component])
+
+    scores, ffn, head = COMPONENTS[1:]
     lines = [f"From {first} to {widest} the feed-forward share goes from {share(first, ffn)} to "
              f"{share(widest, ffn)} and the LM head's from {share(first, head)} to {share(widest, head)}: "
              "layer matmuls grow with d_model², the LM head only with d_model."]

@@ -76,10 +76,6 @@ def read_profile(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a stage profile ({error})") from None
 
 
-def _larger(a: float | None, b: float | None) -> float | None:
-    return max((x for x in (a, b) if x is not None), default=None)
-
-
 def collect_stage_records(results_dir: str | Path = "results", *,
                           exclude_rules: tuple[str, ...] = ()) -> list[StageRecord]:
     """One record per job found under ``<results>/benchmarks`` or ``<results>/profiles``, in finishing order.
@@ -102,8 +98,8 @@ def collect_stage_records(results_dir: str | Path = "results", *,
     for path in sorted(results_dir.glob("benchmarks/*/*.tsv")):
         entry, bench = record(path), read_benchmark(path)
         entry.wall_s = bench["wall_s"] if bench["wall_s"] is not None else entry.wall_s
-        entry.cpu_s = _larger(entry.cpu_s, bench["cpu_s"])
-        entry.peak_rss_mb = _larger(entry.peak_rss_mb, bench["peak_rss_mb"])
+        entry.cpu_s = _max_known([entry.cpu_s, bench["cpu_s"]])
+        entry.peak_rss_mb = _max_known([entry.peak_rss_mb, bench["peak_rss_mb"]])
     kept = [r for r in records.values() if r.rule not in exclude_rules]
     return sorted(kept, key=lambda r: (r.finished, r.rule, r.job))
 
@@ -112,37 +108,69 @@ def _cell(value: float | None, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
-def render_markdown(records: list[StageRecord], *, plot_name: str | None = None) -> str:
-    """Table of every job plus totals and the biggest consumers."""
+def _sum_known(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _max_known(values: list[float | None]) -> float | None:
+    return max((v for v in values if v is not None), default=None)
+
+
+def by_rule(records: list[StageRecord]) -> list[StageRecord]:
+    """One record per rule: wall and CPU summed over its jobs, the largest peak RSS; in finishing order."""
+    groups: dict[str, list[StageRecord]] = {}
+    for r in records:
+        groups.setdefault(r.rule, []).append(r)
+    merged = [StageRecord(rule, "all" if len(jobs) == 1 else f"{len(jobs)} jobs",
+                          wall_s=_sum_known([j.wall_s for j in jobs]), cpu_s=_sum_known([j.cpu_s for j in jobs]),
+                          peak_rss_mb=_max_known([j.peak_rss_mb for j in jobs]),
+                          processes=_max_known([j.processes for j in jobs]), finished=max(j.finished for j in jobs))
+              for rule, jobs in groups.items()]
+    return sorted(merged, key=lambda r: (r.finished, r.rule))
+
+
+def _table(records: list[StageRecord]) -> list[str]:
+    """Markdown table of the records with a total row (time summed, memory maximum)."""
     total_wall = sum(r.wall_s or 0 for r in records)
     total_cpu = sum(r.cpu_s or 0 for r in records)
-    peak = max(records, key=lambda r: r.peak_rss_mb or 0)
+    peak = max((r.peak_rss_mb for r in records if r.peak_rss_mb is not None), default=None)
     rows = [[r.label, _cell(r.wall_s, ",.1f"), _cell(r.cpu_s, ",.1f"),
              _cell(r.cpu_s / r.wall_s if r.cpu_s is not None and r.wall_s else None, ".2f"),
              _cell(r.peak_rss_mb, ",.0f"), r.processes or "n/a"] for r in records]
     rows.append(["**total**", f"**{total_wall:,.1f}** ({format_duration(total_wall)})",
-                 f"**{total_cpu:,.1f}** ({format_duration(total_cpu)})", "",
-                 f"**{_cell(peak.peak_rss_mb, ',.0f')}** (max)", ""])
+                 f"**{total_cpu:,.1f}** ({format_duration(total_cpu)})", "", f"**{_cell(peak, ',.0f')}** (max)", ""])
+    return markdown_table(["stage", "wall (s)", "CPU (s)", "CPU / wall", "peak RSS (MiB)", "processes"], rows)
+
+
+def _where_it_goes(stages: list[StageRecord]) -> list[str]:
+    total_wall = sum(r.wall_s or 0 for r in stages)
+    if total_wall <= 0:
+        return []
+    slowest = sorted(stages, key=lambda r: r.wall_s or 0, reverse=True)[:3]
+    biggest = max(stages, key=lambda r: r.peak_rss_mb or 0)
+    shares = ", ".join(f"{r.rule} {100 * (r.wall_s or 0) / total_wall:.0f}%" for r in slowest)
+    return [f"Where the wall time goes (summed over jobs; parallel jobs overlap): {shares}. "
+            f"Most memory: {biggest.rule}, {_cell(biggest.peak_rss_mb, ',.0f')} MiB.", ""]
+
+
+def render_markdown(records: list[StageRecord], *, plot_name: str | None = None) -> str:
+    """Per-stage summary (with the chart), then every job."""
+    stages = by_rule(records)
     lines = ["# Pipeline profile", "",
              "Every stage's cost, from its Snakemake benchmark (`results/benchmarks/`) and its own process-tree "
              "profile (`results/profiles/`). Wall time is the whole job as Snakemake timed it (interpreter "
              "start-up included); CPU time and peak RSS cover the job's whole process tree, worker processes "
-             "included. Jobs are listed in the order they finished. This report cannot include its own cost, "
-             "nor that of the index written after it: their benchmarks are written when they finish.", "",
-             *markdown_table(["stage", "wall (s)", "CPU (s)", "CPU / wall", "peak RSS (MiB)", "processes"], rows),
-             ""]
-    if total_wall > 0:
-        slowest = sorted(records, key=lambda r: r.wall_s or 0, reverse=True)[:3]
-        shares = ", ".join(f"{r.label} {100 * (r.wall_s or 0) / total_wall:.0f}%" for r in slowest)
-        lines += [f"Where the wall time goes (summed over jobs; parallel jobs overlap): {shares}. "
-                  f"Most memory: {peak.label}, {_cell(peak.peak_rss_mb, ',.0f')} MiB.", ""]
+             "included. Stages and jobs are listed in the order they finished. This report cannot include its "
+             "own cost, nor that of the index written after it: their benchmarks are written when they finish.",
+             "", "## By stage", "", *_table(stages), "", *_where_it_goes(stages)]
     if plot_name:
         lines += [f"![wall time, CPU time and peak RSS of every stage]({plot_name})", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + ["## By job", "", *_table(records), ""])
 
 
 def plot_profile(records: list[StageRecord], path: str | Path) -> None:
-    """Two bar charts side by side: wall and CPU seconds, and peak RSS, one bar group per job."""
+    """Two bar charts side by side: wall and CPU seconds, and peak RSS, one bar group per record."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +203,7 @@ def write_profile_report(results_dir: str | Path, markdown_path: str | Path, plo
     if not records:
         raise FileNotFoundError(f"no stage benchmarks or profiles under {Path(results_dir) / 'benchmarks'} "
                                 f"or {Path(results_dir) / 'profiles'}; run the pipeline first")
-    plot_profile(records, plot_path)
+    plot_profile(by_rule(records), plot_path)
     with atomic_open(markdown_path, "w") as handle:
         handle.write(render_markdown(records, plot_name=relative_link(plot_path, markdown_path)))
     return records

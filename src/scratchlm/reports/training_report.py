@@ -103,12 +103,12 @@ def _summary_table(runs: list[dict]) -> list[str]:
     rows = []
     for run in runs:
         s = run["summary"]
-        mfu = f"{100 * run['mfu']:.1f}%" if run["mfu"] is not None else "n/a (peak unknown)"
+        mfu = f"{100 * run['mfu']:.3g}%" if run["mfu"] is not None else "n/a (peak unknown)"
         rows.append([run["name"], s.get("corpus", "n/a"), f"{s.get('parameters', 0):,}", f"{s.get('steps', 0):,}",
                      f"{s.get('tokens', 0):,}", _fmt(s.get("wall_s"), ",.0f"), _fmt(s.get("tokens_per_s"), ",.0f"),
                      f"{run['device_name']} ({run['precision']})", _fmt(s.get("final_val_loss"), ".4f"),
                      _fmt(s.get("best_val_loss"), ".4f"), _fmt(s.get("unigram_entropy"), ".3f"),
-                     f"{run['achieved_flops'] / 1e12:.2f}", mfu])
+                     f"{run['achieved_flops'] / 1e12:.3g}", mfu])
     header = ["run", "corpus", "parameters", "steps", "tokens", "wall (s)", "tokens/s", "device",
               "final val loss", "best val loss", "unigram entropy", "model TFLOP/s", "MFU"]
     return markdown_table(header, rows)

@@ -3,10 +3,12 @@ and cutting a file into chunks at special-token boundaries (so no document is sp
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import regex
@@ -148,21 +150,21 @@ def iter_document_blocks(path: str | os.PathLike, start: int, end: int, split_to
     before a ``split_token`` (so no document is cut); without a split token, one block."""
     with open(path, "rb") as handle:
         handle.seek(start)
-        remaining, carry = end - start, b""
+        remaining, carry = end - start, bytearray()  # bytearray: a huge document grows in O(n)
         while remaining > 0:
             data = handle.read(min(block_size, remaining))
             if not data:
                 break
             remaining -= len(data)
+            # Search only the new bytes (and a token straddling the old/new border).
+            search_from = max(1, len(carry) - len(split_token) + 1) if split_token else 0
             carry += data
-            cut = carry.rfind(split_token, 1) if split_token and remaining > 0 else -1
+            cut = carry.rfind(split_token, search_from) if split_token and remaining > 0 else -1
             if cut > 0:
-                yield carry[:cut]
-                carry = carry[cut:]
-            elif remaining <= 0:
-                break
+                yield bytes(carry[:cut])
+                del carry[:cut]
         if carry:
-            yield carry
+            yield bytes(carry)
 
 
 def count_file_range(path: str | os.PathLike, start: int, end: int, special_tokens: Sequence[str],
@@ -181,3 +183,33 @@ def count_file_range(path: str | os.PathLike, start: int, end: int, special_toke
     result.counts = {token.encode("utf-8"): count for token, count in counts.items()}
     result.seconds = time.perf_counter() - began
     return result
+
+
+# --- CLI: scratchlm pretokenize --------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``scratchlm pretokenize``."""
+    parser.add_argument("input", type=Path, help="UTF-8 text file, documents separated by the first special token")
+    parser.add_argument("--output", type=Path, required=True, help="Parquet shard to write (token, count)")
+    parser.add_argument("--special-tokens", nargs="*", default=["<|endoftext|>"], help="special tokens")
+    parser.add_argument("--num-shards", type=int, default=1, help="cut the file into this many shards at documents")
+    parser.add_argument("--shard", type=int, default=0, help="which shard (0-based) to count")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Count the pre-tokens of one shard of a file into a Parquet shard."""
+    from scratchlm.tokenizer.shards import write_shard  # pyarrow only where needed
+
+    if not args.input.is_file():
+        raise FileNotFoundError(f"{args.input}: no such file")
+    if args.special_tokens:
+        bounds = find_chunk_boundaries(args.input, args.num_shards, args.special_tokens[0].encode("utf-8"))
+    else:
+        bounds = [0, args.input.stat().st_size]
+    if not 0 <= args.shard < len(bounds) - 1:
+        raise ValueError(f"{args.input}: shard {args.shard} out of range (the file cuts into {len(bounds) - 1})")
+    chunk = write_shard(args.input, args.output, start=bounds[args.shard], end=bounds[args.shard + 1],
+                        special_tokens=args.special_tokens)
+    print(f"{len(chunk.counts)} distinct pre-tokens from {chunk.num_bytes} bytes in {chunk.seconds:.1f}s "
+          f"-> {args.output} ({chunk.invalid_utf8} invalid UTF-8 sequences replaced)")
+    return 0

@@ -74,11 +74,27 @@ def write_shard(input_path: str | os.PathLike, output: str | os.PathLike, *, sta
                       "count": pa.array(list(chunk.counts.values()), pa.int64())}, schema=SCHEMA)
     meta = {"input": str(input_path), "start": start, "end": end, "num_bytes": chunk.num_bytes,
             "invalid_utf8": chunk.invalid_utf8, "seconds": chunk.seconds,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "peak_rss_bytes": peak_rss_bytes()}
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta)})
     with atomic_path(output) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return chunk
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process.
+
+    Linux's VmHWM belongs to this program alone; ``ru_maxrss`` survives fork + exec, so a job
+    started by a big Snakemake process would report Snakemake's peak instead.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def shard_metadata(path: str | os.PathLike) -> dict:

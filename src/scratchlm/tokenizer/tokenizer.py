@@ -1,19 +1,24 @@
 """Byte-level BPE encoder/decoder, id-for-id compatible with GPT-2 / tiktoken given the same vocab.
 
 Encoding is: split off special tokens (longest first), cut the rest into GPT-2 pre-tokens, and
-turn each pre-token into ids by applying the merges in creation order. Text repeats its
-pre-tokens (Zipf), so pre-token -> ids is cached and a cache hit costs one dict lookup, done
-in C by ``map``; the Python BPE loop only runs on new pre-tokens.
+turn each pre-token into ids by applying the merges in creation order. Text repeats itself
+(Zipf), so ids are cached per "segment" (see ``SEGMENT_RE``) and per pre-token, as packed
+uint32 bytes: encoding a stretch of text whose segments are all cached is one regex pass and
+one ``b"".join`` over cache lookups, all in C. New segments are also encoded in bulk (one
+regex pass over all of them), so Python-level work happens only per new pre-token (BPE).
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import re
-from itertools import chain, repeat
+from array import array
+from itertools import repeat
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import regex
 
 from scratchlm.tokenizer.pretokenize import GPT2_REGEX, special_tokens_regex
@@ -36,7 +41,18 @@ SEGMENT_RE = re.compile(f"[{WHITESPACE}]*[^{WHITESPACE}]+|[{WHITESPACE}]+")
 _LAST_CUT = regex.compile(r"\S\s", flags=regex.REVERSE)
 
 _NO_MERGE = 1 << 62  # rank of a pair that has no merge
+_LONG_PRETOKEN = 128  # bytes from which BPE uses the O(n log n) merge loop
 _MAX_CACHED_CHARS = 64  # longer segments (base64, long runs of symbols) are rare: not worth memory
+_MAX_ID = 1 << 24  # ids are packed as uint32 whose high byte is 0, which makes _SENTINEL unambiguous
+_IDS = "I"  # array typecode of packed ids (uint32, native byte order)
+_SENTINEL = b"\xff" * 4  # packed value that no id < _MAX_ID can produce, even straddling two ids
+# New segments are encoded together: joined by "\x00", which these patterns always match alone
+# (and which is then looked up as _SENTINEL). A segment ends with a non-space, so no pre-token
+# of it would run into the separator, and none starts before it: each segment pre-tokenizes as
+# it would alone. Segments that contain "\x00" or end with a space are encoded one by one.
+_BATCH_ASCII_RE = re.compile("\x00|" + ASCII_PRETOKEN_RE.pattern.replace("A-Za-z0-9]", "A-Za-z0-9\x00]"))
+_BATCH_RE = regex.compile("\x00|" + GPT2_REGEX.pattern.replace(r"\p{N}]", r"\p{N}\x00]"))
+assert array(_IDS).itemsize == 4
 
 
 def pretokenize(text: str) -> list[str]:
@@ -48,18 +64,34 @@ def pretokenize(text: str) -> list[str]:
     return ASCII_PRETOKEN_RE.findall(text) if text.isascii() else GPT2_REGEX.findall(text)
 
 
-class _Cache(dict):
-    """text -> tuple of ids; a missing key is computed, and kept unless it is long."""
+def _pack(ids: Iterable[int]) -> bytes:
+    return array(_IDS, ids).tobytes()
 
-    def __init__(self, compute: Callable[[str], tuple[int, ...]]) -> None:
+
+class _PretokenCache(dict):
+    """pre-token -> packed ids; a missing pre-token is BPE-encoded and kept.
+
+    A pre-token that is itself a token made by a merge comes out as that one token, without
+    running the merge loop (tiktoken does the same). For a vocab trained by BPE this is what
+    the merges give anyway: the token was built from these bytes by merges inside a pre-token,
+    which replay identically on the pre-token alone (a test checks it on every reference vocab).
+    """
+
+    def __init__(self, bpe: Callable[[bytes], tuple[int, ...]], merged_ids: dict[bytes, int]) -> None:
         super().__init__()
-        self._compute = compute
+        self._bpe = bpe
+        self._merged_ids = merged_ids
+        self.clear()
 
-    def __missing__(self, key: str) -> tuple[int, ...]:
-        ids = self._compute(key)
-        if len(key) <= _MAX_CACHED_CHARS:
-            self[key] = ids
-        return ids
+    def clear(self) -> None:
+        super().clear()
+        self["\x00"] = _SENTINEL  # the batch separator, see _BATCH_RE
+
+    def __missing__(self, pretoken: str) -> bytes:
+        data = pretoken.encode("utf-8")
+        whole = self._merged_ids.get(data)
+        packed = self[pretoken] = _pack((whole,) if whole is not None else self._bpe(data))
+        return packed
 
 
 class Tokenizer:
@@ -85,14 +117,17 @@ class Tokenizer:
                 new_id = max(self.vocab, default=-1) + 1
                 self.vocab[new_id] = special.encode("utf-8")
                 self._ids[special.encode("utf-8")] = new_id
-        self._special_ids = {special: self._ids[special.encode("utf-8")] for special in self.special_tokens}
+        self._special_ids = {special: _pack([self._ids[special.encode("utf-8")]]) for special in self.special_tokens}
         pattern = special_tokens_regex(self.special_tokens)
         # A capturing group makes split() return [text, special, text, special, ..., text].
         self._special_split = regex.compile(f"({pattern.pattern})") if pattern else None
+        if max(self.vocab, default=0) >= _MAX_ID:
+            raise ValueError(f"token ids must be below {_MAX_ID:,}, got {max(self.vocab):,}")
         self._byte_ids, self._ranks, self._merged = self._merge_tables()
         self.cache_entries = cache_entries
-        self._pretokens = _Cache(self._encode_pretoken)
-        self._segments = _Cache(self._encode_segment)
+        merged_ids = {self.vocab[token_id]: token_id for token_id in self._merged}
+        self._pretokens = _PretokenCache(self._bpe, merged_ids)
+        self._segments: dict[str, bytes] = {}  # segment -> packed ids
 
     def __reduce__(self):
         # Sent to worker processes as its definition; each rebuilds its tables and caches.
@@ -139,8 +174,13 @@ class Tokenizer:
             raise KeyError(f"token {token!r} is not in the vocabulary") from None
 
     def _bpe(self, data: bytes) -> tuple[int, ...]:
-        """Ids of one pre-token: repeatedly merge the adjacent pair that was merged first in training."""
+        """Ids of one pre-token: repeatedly merge the adjacent pair that was merged first in training
+        (the leftmost of equals, as tiktoken does)."""
         ids = list(map(self._byte_ids.__getitem__, data))
+        return tuple(self._merge_long(ids) if len(ids) > _LONG_PRETOKEN else self._merge_short(ids))
+
+    def _merge_short(self, ids: list[int]) -> list[int]:
+        """The merge loop with every step in C: O(n^2), fastest for the usual short pre-token."""
         rank_of = self._ranks.get
         # pair_ranks[i] is the rank of (ids[i], ids[i + 1]); a merge only changes its neighbours.
         pair_ranks = list(map(rank_of, zip(ids, ids[1:]), repeat(_NO_MERGE)))
@@ -148,36 +188,89 @@ class Tokenizer:
             best = min(pair_ranks)
             if best == _NO_MERGE:
                 break
-            at = pair_ranks.index(best)  # leftmost first, as tiktoken does
-            new_id = self._merged[best]
-            ids[at:at + 2] = (new_id,)
-            del pair_ranks[at]
+            at = pair_ranks.index(best)
+            new_id = ids[at] = self._merged[best]
+            del ids[at + 1], pair_ranks[at]
             if at < len(pair_ranks):
                 pair_ranks[at] = rank_of((new_id, ids[at + 1]), _NO_MERGE)
             if at:
                 pair_ranks[at - 1] = rank_of((ids[at - 1], new_id), _NO_MERGE)
-        return tuple(ids)
+        return ids
 
-    def _encode_pretoken(self, pretoken: str) -> tuple[int, ...]:
-        return self._bpe(pretoken.encode("utf-8"))
-
-    def _encode_segment(self, segment: str) -> tuple[int, ...]:
-        return tuple(chain.from_iterable(map(self._pretokens.__getitem__, pretokenize(segment))))
+    def _merge_long(self, ids: list[int]) -> list[int]:
+        """The same merges in O(n log n), for long pre-tokens (symbol runs, base64 blobs): a heap of
+        (rank, position) over a linked list; entries whose pair has changed since are skipped."""
+        rank_of, end = self._ranks.get, len(ids)
+        after, before = list(range(1, end + 1)), list(range(-1, end - 1))
+        heap = [(rank, at) for at, pair in enumerate(zip(ids, ids[1:])) if (rank := rank_of(pair)) is not None]
+        heapq.heapify(heap)
+        while heap:
+            rank, at = heapq.heappop(heap)
+            right = after[at]
+            if ids[at] is None or right == end or rank_of((ids[at], ids[right])) != rank:
+                continue  # stale: a neighbouring merge came first
+            ids[at], ids[right] = self._merged[rank], None
+            after[at] = after[right]
+            if after[at] != end:
+                before[after[at]] = at
+                if (new_rank := rank_of((ids[at], ids[after[at]]))) is not None:
+                    heapq.heappush(heap, (new_rank, at))
+            if before[at] >= 0 and (new_rank := rank_of((ids[before[at]], ids[at]))) is not None:
+                heapq.heappush(heap, (new_rank, before[at]))
+        return [token_id for token_id in ids if token_id is not None]
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``; special tokens in it become their single ids."""
-        ids: list[int] = []
-        lookup = self._segments.__getitem__
+        return array(_IDS, self._encode_packed(text)).tolist()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """``encode(text)`` as a uint32 array, without making a Python int per id."""
+        return np.frombuffer(self._encode_packed(text), dtype=np.uint32)
+
+    def _encode_packed(self, text: str) -> bytes:
         parts = self._special_split.split(text) if self._special_split else [text]
-        for index, part in enumerate(parts):
-            if index % 2:
-                ids.append(self._special_ids[part])
-            elif part:
-                ids += chain.from_iterable(map(lookup, SEGMENT_RE.findall(part)))
+        packed = [self._special_ids[part] if index % 2 else self._encode_ordinary(part)
+                  for index, part in enumerate(parts)]
         for cache in (self._segments, self._pretokens):
             if len(cache) > self.cache_entries:
                 cache.clear()  # bounded memory; frequent entries come straight back
-        return ids
+        return b"".join(packed)
+
+    def _encode_ordinary(self, text: str) -> bytes:
+        """Packed ids of text without special tokens."""
+        segments = SEGMENT_RE.findall(text)
+        try:
+            return b"".join(map(self._segments.__getitem__, segments))
+        except KeyError:
+            pass
+        new = set(segments).difference(self._segments)
+        # Only the last segment can end with a space; a "\x00" in the text is not the separator.
+        if "\x00" in text:
+            self._add_segments(set(), odd=new)
+        elif segments[-1][-1].isspace() and segments[-1] in new:
+            self._add_segments(new - {segments[-1]}, odd={segments[-1]})
+        else:
+            self._add_segments(new, odd=set())
+        packed = b"".join(map(self._segments.__getitem__, segments))
+        if max(map(len, new)) > _MAX_CACHED_CHARS:
+            for segment in new:
+                if len(segment) > _MAX_CACHED_CHARS:
+                    del self._segments[segment]
+        return packed
+
+    def _add_segments(self, plain: set[str], *, odd: set[str]) -> None:
+        """Cache the ids of new segments: ``plain`` ones in one regex pass per script, ``odd`` ones
+        (ending with a space, or holding "\x00") one by one."""
+        for batch, pattern in (([s for s in plain if s.isascii()], _BATCH_ASCII_RE),
+                               ([s for s in plain if not s.isascii()], _BATCH_RE)):
+            if batch:
+                pieces = pattern.findall("\x00".join(batch) + "\x00")
+                groups = b"".join(map(self._pretokens.__getitem__, pieces)).split(_SENTINEL)
+                self._segments.update(zip(batch, groups))
+        for segment in odd:  # "\x00" here is text, not the separator
+            self._segments[segment] = b"".join(
+                _pack(self._bpe(b"\x00")) if piece == "\x00" else self._pretokens[piece]
+                for piece in pretokenize(segment))
 
     def encode_iterable(self, iterable: Iterable[str], *, batch_chars: int = 1 << 16) -> Iterator[int]:
         """Lazily encode a stream of text (e.g. an open file): same ids as ``encode("".join(...))``.

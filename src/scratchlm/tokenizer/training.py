@@ -7,7 +7,9 @@ loop keeps
 * ``pair_counts``: adjacent pair -> summed count over all words,
 * ``pair_words``: adjacent pair -> ids of the words that contain it (may hold stale ids
   and repeats, skipped when visited),
-* a heap of ``(-count, reversed bytes key, pair)`` with lazy invalidation,
+* a heap of ``(-count, reversed bytes key, pair)`` with lazy invalidation (an entry whose
+  count went down is re-pushed when it reaches the top; the heap is rebuilt from the live
+  counts once it has grown 4x, so stale entries cannot pile up),
 
 so each merge only touches the words that contain the merged pair.
 """
@@ -19,11 +21,10 @@ import heapq
 import json
 import logging
 import os
-import resource
 import time
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from scratchlm.fileio import atomic_open
 from scratchlm.progress import format_bytes
@@ -34,15 +35,16 @@ from scratchlm.tokenizer.serialization import (
     load_gpt2_format,
     save_gpt2_format,
     save_pickle,
-    token_to_text,
 )
-from scratchlm.tokenizer.shards import read_shards, shard_metadata
+from scratchlm.tokenizer.shards import peak_rss_bytes, read_shards, shard_metadata
 
 log = logging.getLogger(__name__)
 
 Pair = tuple[int, int]
 # Below this size a worker pool costs more than it saves.
 MIN_PARALLEL_BYTES = 4 << 20
+# The heap is never rebuilt below this size (rebuilding a small heap buys nothing).
+MIN_COMPACT = 1 << 16
 
 
 def train_bpe(input_path: str | os.PathLike, vocab_size: int, special_tokens: Sequence[str],
@@ -76,7 +78,10 @@ def default_workers() -> int:
 
 def count_file(input_path: str | os.PathLike, special_tokens: Sequence[str], *, num_workers: int | None = None,
                min_parallel_bytes: int = MIN_PARALLEL_BYTES) -> ChunkCounts:
-    """Count the pre-tokens of a whole file, split at documents over ``num_workers`` processes."""
+    """Count the pre-tokens of a whole file, split at documents over ``num_workers`` processes.
+
+    Without special tokens there is no safe place to cut, so the file is counted in one process.
+    """
     if not os.path.isfile(input_path):
         raise FileNotFoundError(f"{input_path}: no such file")
     workers = num_workers or default_workers()
@@ -118,7 +123,7 @@ def train_from_counts(counts: PretokenCounts, vocab_size: int,
     merger = _Merger(counts)
     merges: Merges = []
     for _ in range(vocab_size - 256 - len(special_tokens)):
-        pair = merger.best_pair(tokens)
+        pair = merger.best_pair()
         if pair is None:
             break  # every pre-token is a single token: nothing left to merge
         left, right = tokens[pair[0]], tokens[pair[1]]
@@ -159,14 +164,27 @@ class _Merger:
                 if not indices or indices[-1] != index:
                     indices.append(index)
         self.keys: list[str] = [reversed_key(bytes([b])) for b in range(256)]
+        self.heap: list[tuple] = []
+        self.compact_at = 0
+        self._compact()
+
+    def _compact(self) -> None:
+        """Drop dead pairs (count 0) from the index and rebuild the heap from live counts.
+
+        Stale heap entries and the index of dead pairs only cost memory, so this runs when
+        three in four heap entries are stale: amortised O(1) per push.
+        """
+        self.pair_counts = {pair: count for pair, count in self.pair_counts.items() if count > 0}
+        self.pair_words = {pair: words for pair, words in self.pair_words.items() if pair in self.pair_counts}
         self.heap = [self._entry(pair, count) for pair, count in self.pair_counts.items()]
         heapq.heapify(self.heap)
+        self.compact_at = max(4 * len(self.heap), MIN_COMPACT)
 
     def _entry(self, pair: Pair, count: int) -> tuple:
         # Max count first; among equal counts the greater (bytes_a, bytes_b) first.
         return (-count, self.keys[pair[0]], self.keys[pair[1]], pair)
 
-    def best_pair(self, tokens: list[bytes]) -> Pair | None:
+    def best_pair(self) -> Pair | None:
         """Pop the most frequent pair; stale heap entries are fixed up or dropped on the way."""
         heap, pair_counts = self.heap, self.pair_counts
         while heap:
@@ -194,36 +212,21 @@ class _Merger:
         words, counts, pair_counts, pair_words = self.words, self.counts, self.pair_counts, self.pair_words
         gained: dict[Pair, int] = {}  # new pairs (all contain new_id) -> count
         for index in pair_words.pop(pair):
-            word = words[index]
-            count = counts[index]
-            n, done, i = len(word), 0, -1  # word[done:] is not copied to `merged` yet
-            merged: list[int] = []
+            word, count = words[index], counts[index]
             added: list[Pair] = []
-            while True:
-                try:
-                    i = word.index(first, i + 1)  # list.index scans in C
-                except ValueError:
-                    break
-                if i + 1 == n or word[i + 1] != second:
-                    continue
-                if done and i > done:  # the previous occurrence's right neighbour is a plain token
-                    added.append((new_id, word[done]))
-                merged.extend(word[done:i])
+            if word.count(first) == 1:  # the common case: one occurrence, merged in place
+                i = word.index(first)
+                if i + 1 == len(word) or word[i + 1] != second:
+                    continue  # stale index entry: an earlier merge consumed the pair here
                 if i:
-                    if i != done:  # back to back (A B A B): (B, A) went as the previous right pair
-                        pair_counts[(word[i - 1], first)] -= count
-                    added.append((merged[-1], new_id))
-                if i + 2 < n:
+                    pair_counts[(word[i - 1], first)] -= count
+                    added.append((word[i - 1], new_id))
+                if i + 2 < len(word):
                     pair_counts[(second, word[i + 2])] -= count
-                merged.append(new_id)
-                done = i + 2
-                i += 1
-            if not done:
-                continue  # stale index entry: an earlier merge already consumed the pair here
-            if done < n:
-                added.append((new_id, word[done]))
-                merged.extend(word[done:])
-            words[index] = merged
+                    added.append((new_id, word[i + 2]))
+                word[i:i + 2] = (new_id,)
+            elif not _merge_all(word, pair, new_id, count, pair_counts, added):
+                continue
             for new in added:
                 gained[new] = gained.get(new, 0) + count
                 # A word may be listed twice for one pair (A B x A B); the second visit finds
@@ -235,15 +238,41 @@ class _Merger:
         for new, count in gained.items():
             pair_counts[new] = count  # pairs with new_id did not exist before this merge
             heapq.heappush(heap, (-count, keys[new[0]], keys[new[1]], new))
+        if len(heap) > self.compact_at:
+            self._compact()
 
 
-def merge_counts(parts: Iterable[PretokenCounts]) -> PretokenCounts:
-    """Sum several ``{pre-token: count}`` tables."""
-    total: PretokenCounts = {}
-    for part in parts:
-        for token, count in part.items():
-            total[token] = total.get(token, 0) + count
-    return total
+def _merge_all(word: list[int], pair: Pair, new_id: int, count: int, pair_counts: dict[Pair, int],
+               added: list[Pair]) -> bool:
+    """Merge every non-overlapping ``pair`` in ``word`` in place, left to right; False if none.
+
+    Lost neighbour pairs are decremented in ``pair_counts``; gained ones go to ``added``.
+    """
+    first, second = pair
+    merged: list[int] = []
+    n, done, i = len(word), 0, -1  # word[done:] is not copied to `merged` yet
+    for _ in range(word.count(first)):  # visit every `first` once
+        i = word.index(first, i + 1)
+        if i < done or i + 1 == n or word[i + 1] != second:
+            continue  # (i < done: the right half of an (A, A) just merged)
+        if done and i > done:  # the previous occurrence's right neighbour is a plain token
+            added.append((new_id, word[done]))
+        merged.extend(word[done:i])
+        if i:
+            if i != done:  # back to back (A B A B): (B, A) went as the previous right pair
+                pair_counts[(word[i - 1], first)] -= count
+            added.append((merged[-1], new_id))
+        if i + 2 < n:
+            pair_counts[(second, word[i + 2])] -= count
+        merged.append(new_id)
+        done = i + 2
+    if not done:
+        return False
+    if done < n:
+        added.append((new_id, word[done]))
+        merged.extend(word[done:])
+    word[:] = merged
+    return True
 
 
 # --- Pipeline stage: shards in, tokenizer files + summary out --------------------------------
@@ -270,11 +299,12 @@ def train_from_shards(shards: Sequence[str | os.PathLike], *, vocab_size: int, s
         "vocab_size": len(vocab), "requested_vocab_size": vocab_size, "num_merges": len(merges),
         "special_tokens": list(special_tokens), "input_bytes": chunk.num_bytes,
         "invalid_utf8": chunk.invalid_utf8, "distinct_pretokens": len(chunk.counts), "shards": len(shards),
-        "longest_tokens": [token_to_text(token) for token in sorted(vocab.values(), key=len, reverse=True)[:10]],
+        "longest_tokens": [token.decode("utf-8", errors="backslashreplace")
+                           for token in sorted((a + b for a, b in merges), key=len, reverse=True)[:10]],
         "timing_s": {"pretokenize_total": round(chunk.seconds, 3), "reduce_shards": round(reduced - began, 3),
                      "merge": round(merged - reduced, 3)},
         "peak_rss_mb": {"pretokenize_shard_max": round(_max_shard_rss(shards) / 2**20, 1),
-                        "train": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
+                        "train": round(peak_rss_bytes() / 2**20, 1)},
     }
     with atomic_open(summary_json, "w") as handle:
         json.dump(summary, handle, indent=2, ensure_ascii=False)
@@ -306,9 +336,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="UTF-8 text file, documents separated by the first special token")
     parser.add_argument("--vocab-size", type=int, required=True, help="total size: specials + 256 bytes + merges")
     parser.add_argument("--special-tokens", nargs="*", default=["<|endoftext|>"], help="special tokens, in id order")
-    parser.add_argument("--workers", type=int, default=None, help="pre-tokenization processes (default: all cores)")
+    parser.add_argument("--workers", type=int, default=None, help="pre-tokenization processes (none: all cores)")
     parser.add_argument("--output-dir", type=Path, default=Path("results"), help="where to write the tokenizer")
-    parser.add_argument("--name", default=None, help="file name prefix (default: the input's stem)")
+    parser.add_argument("--name", default=None, help="file name prefix (none: the input's stem)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -320,7 +350,7 @@ def run_cli(args: argparse.Namespace) -> int:
     write_tokenizer(vocab, merges, special_tokens=args.special_tokens, vocab_pkl=out / f"{name}_vocab.pkl",
                     merges_pkl=out / f"{name}_merges.pkl", vocab_json=out / "tokenizers" / f"{name}-vocab.json",
                     merges_txt=out / "tokenizers" / f"{name}-merges.txt")
-    longest = max(vocab.values(), key=len)
+    longest = max((a + b for a, b in merges), key=len, default=b"")
     print(f"{len(vocab)} tokens ({len(merges)} merges) in {time.perf_counter() - began:.1f}s -> {out}; "
-          f"longest token {token_to_text(longest)!r}")
+          f"longest token {longest.decode('utf-8', errors='backslashreplace')!r}")
     return 0

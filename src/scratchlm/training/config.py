@@ -50,7 +50,6 @@ DEFAULTS: dict[str, Any] = {
     "compile": False,
     "seed": 0,
     "wandb": {"enabled": False, "project": "scratchlm"},
-    "slurm_partition": "gpu",  # partition of the GPU nodes the train rule is submitted to
 }
 
 # Settings that may be null besides their default, and the type they have otherwise.

@@ -117,6 +117,27 @@ def select_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def device_name(device: torch.device) -> str:
+    """The accelerator's product name (e.g. for peak-FLOP/s tables), or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return _cpu_model() or platform.processor() or platform.machine()
+    return device.type
+
+
+def _cpu_model() -> str | None:
+    """The "model name" line of /proc/cpuinfo (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """bf16 autocast on CUDA (``auto``) or when asked (``bf16``); None means plain fp32."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
@@ -127,7 +148,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 def configure_backend(device: torch.device) -> None:
     """TF32 matmuls on CUDA: ~fp32 accuracy for the fp32 parts at tensor-core speed."""
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.allow_tf32 = True
 
 
@@ -269,12 +290,15 @@ class Trainer:
                 for _ in range(self.settings["eval_batches"])]
 
     def lr_at(self, step: int) -> float:
-        """Warm-up then cosine decay reaching min_lr exactly at the last step (index steps - 1)."""
+        """Learning rate of the step after ``step`` completed ones: warm-up, then cosine to min_lr at the last step.
+
+        The schedule is evaluated at the 1-based step number, so the first step already has a
+        non-zero rate and the last one (number ``steps``) has exactly min_lr.
+        """
         max_lr = self.settings["optimizer"]["lr"]
         schedule = self.settings["schedule"]
         warmup = int(schedule["warmup_fraction"] * self.steps)
-        last = max(self.steps - 1, warmup)
-        return get_lr_cosine_schedule(step, max_lr, max_lr * schedule["min_lr_ratio"], warmup, last)
+        return get_lr_cosine_schedule(step + 1, max_lr, max_lr * schedule["min_lr_ratio"], warmup, self.steps)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -376,6 +400,7 @@ class Trainer:
         wandb_run = _start_wandb(self.settings, self.run_name)
         clock = _Clock(self.state.step, self.state.elapsed_s)
         progress = Progress(f"train {self.run_name}", total=self.steps - self.state.step, unit="steps")
+        speed = ""  # tokens/s of the latest metrics line
         with stop_signals() as received, progress:
             while self.state.step < self.steps:
                 loss, lr, grad_norm = self.train_step()
@@ -385,13 +410,14 @@ class Trainer:
                 line = self._metrics_line(clock, lr, grad_norm) if self._is_log_step(step) else {}
                 if line:
                     self._log(line, wandb_run)
-                progress.update(1, extra=f"step {step}/{self.steps} loss {loss:.3f} lr {lr:.2e}")
+                    speed = f"{line['tokens_per_s']:,.0f} tok/s"
+                progress.update(1, extra=f"step {step}/{self.steps} loss {loss:.3f} lr {lr:.2e} {speed}")
                 if on_step is not None:
                     on_step(step, line)
-                if step % self.settings["checkpoint_interval"] == 0 or step == self.steps:
-                    self.save()
-                if received:
+                stopping = bool(received) and step < self.steps  # a signal at the last step just finishes
+                if stopping or step % self.settings["checkpoint_interval"] == 0 or step == self.steps:
                     path = self.save()
+                if stopping:
                     raise TrainingInterrupted(f"run {self.run_name!r} stopped by signal {received[0]} at step {step}; "
                                               f"checkpoint {path} saved, run again to resume", received[0])
         if wandb_run is not None:
@@ -435,8 +461,7 @@ class Trainer:
     def resolved_config(self) -> dict:
         s = self.settings
         training_keys = ("batch_size", "steps", "tokens", "eval_interval", "eval_batches", "log_interval",
-                         "checkpoint_interval", "keep_last", "device", "precision", "compile", "wandb",
-                         "slurm_partition")
+                         "checkpoint_interval", "keep_last", "device", "precision", "compile", "wandb")
         return {"run": self.run_name, "model": self.model_config.to_dict(), "optimizer": s["optimizer"],
                 "schedule": s["schedule"], "training": {**{k: s[k] for k in training_keys},
                                                         "total_steps": self.steps, "resolved_device": str(self.device)},
@@ -458,6 +483,7 @@ class Trainer:
             "final_train_loss": self.state.history[-1]["train_loss"], "unigram_entropy": self.unigram_entropy,
             "steps": self.state.step, "tokens": tokens, "wall_s": round(self.state.elapsed_s, 2),
             "tokens_per_s": round(tokens / max(self.state.elapsed_s, 1e-9), 1), "device": str(self.device),
+            "device_name": device_name(self.device),
             "precision": "bf16" if self.amp_dtype else "fp32",
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
@@ -490,13 +516,16 @@ def _start_wandb(settings: dict, run_name: str) -> Any:
 
 
 def train(settings: dict, data: dict, run_dir: str | Path, *, run_name: str | None = None, resume: bool = True,
-          on_step: Callable[[int, dict], None] | None = None) -> dict:
+          threads: int | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Train one run into ``run_dir``; returns the summary (also written to summary.json).
 
     ``settings`` is a resolved run (``config.resolve_run``); ``data`` has ``train`` and ``valid``
     (.npy paths), ``vocab_size`` and optionally ``vocab``/``merges`` (tokenizer paths, recorded in
-    model.json). ``on_step(step, metrics_line)`` is called after every step (tests use it).
+    model.json). ``threads`` sets torch's CPU threads. ``on_step(step, metrics_line)`` is called
+    after every step (tests use it).
     """
+    if threads:
+        torch.set_num_threads(threads)
     run_dir = Path(run_dir)
     trainer = Trainer(settings, data, run_dir, run_name=run_name or run_dir.name)
     if not resume and trainer.checkpoint_dir.exists():
@@ -537,7 +566,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one setting, e.g. --set optimizer.lr=3e-4 --set model.num_layers=2")
     parser.add_argument("--results", default="results",
                         help="folder with the encoded splits ({corpus}_{split}.npy) and tokenizers")
-    parser.add_argument("--run-dir", default=None, help="run folder (default: RESULTS/runs/RUN)")
+    parser.add_argument("--run-dir", default=None, help="run folder; RESULTS/runs/RUN when not given")
     parser.add_argument("--fresh", action="store_true", help="discard existing checkpoints instead of resuming")
 
 

@@ -1,0 +1,163 @@
+"""Encode a text corpus into one uint16 ``.npy`` array, in parallel and in constant memory.
+
+The file is cut into chunks just before a document separator (the first special token), so
+every chunk encodes exactly as it would inside the whole text. Worker processes encode
+chunks; the parent writes their ids in order straight into the output while at most
+``2 * workers`` chunks are in flight, so memory does not grow with the corpus. The ``.npy``
+header is written first with a placeholder length and rewritten at the end (numpy leaves
+room in the header for that), so ``np.load(path, mmap_mode="r")`` works on the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import math
+import os
+import time
+from collections import deque
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from scratchlm.fileio import atomic_path
+from scratchlm.progress import Progress, format_bytes
+from scratchlm.tokenizer.pretokenize import decode_utf8, find_chunk_boundaries
+from scratchlm.tokenizer.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DTYPE = np.dtype("<u2")
+MAX_IDS = 1 << 16  # uint16 holds ids 0..65535
+
+Task = tuple[str, int, int]  # (path, start byte, end byte)
+
+
+def npy_header(count: int) -> bytes:
+    """The ``.npy`` header of a 1-D little-endian uint16 array of ``count`` ids.
+
+    >>> len(npy_header(0)) == len(npy_header(10**15))  # room to rewrite the length in place
+    True
+    """
+    buffer = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(DTYPE), "fortran_order": False, "shape": (count,)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def check_fits_uint16(tokenizer: Tokenizer, source: str | os.PathLike) -> None:
+    """Refuse a tokenizer whose ids do not fit uint16 (the arrays training reads)."""
+    largest = max(tokenizer.vocab)
+    if largest >= MAX_IDS:
+        raise ValueError(f"{source}: token ids go up to {largest}, but encoded corpora are uint16 "
+                         f"(ids below {MAX_IDS}); use a vocab of at most {MAX_IDS} tokens")
+
+
+def encode_range(tokenizer: Tokenizer, path: str | os.PathLike, start: int, end: int) -> np.ndarray:
+    """Ids of bytes ``[start, end)`` of ``path`` as a uint16 array (invalid UTF-8 becomes U+FFFD)."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(end - start)
+    text, invalid = decode_utf8(data)
+    if invalid:
+        log.warning("%s: %d invalid UTF-8 sequences in bytes %d-%d replaced by U+FFFD", path, invalid, start, end)
+    return tokenizer.encode_array(text).astype(DTYPE)
+
+
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _init_worker(tokenizer: Tokenizer) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
+
+
+def _encode_task(task: Task) -> np.ndarray:
+    return encode_range(_worker_tokenizer, *task)
+
+
+def encoded_in_order(tokenizer: Tokenizer, tasks: Iterable[Task], workers: int) -> Iterator[np.ndarray]:
+    """Ids of each task, in task order, with at most ``2 * workers`` chunks in memory."""
+    if workers == 1:
+        for task in tasks:
+            yield encode_range(tokenizer, *task)
+        return
+    # fork: workers inherit the tokenizer and its tables instead of rebuilding them.
+    with get_context("fork").Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+        in_flight: deque = deque()
+        for task in tasks:
+            in_flight.append(pool.apply_async(_encode_task, (task,)))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().get()
+        while in_flight:
+            yield in_flight.popleft().get()
+
+
+def encode_file(tokenizer: Tokenizer, text_path: str | os.PathLike, output_path: str | os.PathLike,
+                *, workers: int = 1, chunk_bytes: int = 4 << 20, show_progress: bool = True) -> int:
+    """Encode ``text_path`` into ``output_path`` (uint16 ``.npy``); returns the number of ids."""
+    check_fits_uint16(tokenizer, text_path)
+    if workers < 1 or chunk_bytes < 1:
+        raise ValueError(f"workers and chunk_bytes must be >= 1, got {workers} and {chunk_bytes}")
+    size = os.path.getsize(text_path)
+    if tokenizer.special_tokens:
+        # At least one chunk per worker, so small corpora use every core too.
+        num_chunks = max(workers, math.ceil(size / chunk_bytes))
+        bounds = find_chunk_boundaries(text_path, num_chunks, tokenizer.special_tokens[0].encode("utf-8"))
+    else:
+        log.warning("%s: no special tokens, so no document boundary to cut at: one chunk", text_path)
+        bounds = [0, size]
+    tasks = [(str(text_path), start, end) for start, end in zip(bounds, bounds[1:])]
+    started, count = time.perf_counter(), 0
+    with atomic_path(output_path) as tmp, open(tmp, "wb") as out:
+        out.write(npy_header(0))
+        progress = Progress(f"encode {Path(text_path).name}", total=size) if show_progress else None
+        for (_, start, end), ids in zip(tasks, encoded_in_order(tokenizer, tasks, min(workers, len(tasks)))):
+            ids.tofile(out)
+            count += len(ids)
+            if progress:
+                progress.update(end - start, extra=f"{count:,} tokens")
+        if progress:
+            progress.close()
+        out.seek(0)
+        out.write(npy_header(count))
+        out.flush()
+        os.fsync(out.fileno())
+    seconds = time.perf_counter() - started
+    log.info("%s: %s -> %s ids (%.2f bytes/id) in %.1fs, %s/s with %d workers", text_path, format_bytes(size),
+             f"{count:,}", size / max(count, 1), seconds, format_bytes(size / max(seconds, 1e-9)), workers)
+    return count
+
+
+def encode_corpus(text_path: str | os.PathLike, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
+                  output_path: str | os.PathLike, *, special_tokens: Sequence[str] = ("<|endoftext|>",),
+                  workers: int = 1, chunk_mb: float = 4.0) -> int:
+    """Load a tokenizer (``.pkl`` or GPT-2 files) and encode one corpus file with it."""
+    if not Path(text_path).is_file():
+        raise FileNotFoundError(f"corpus file not found: {text_path}")
+    tokenizer = Tokenizer.from_files(vocab_path, merges_path, list(special_tokens))
+    check_fits_uint16(tokenizer, vocab_path)
+    return encode_file(tokenizer, text_path, output_path, workers=workers, chunk_bytes=int(chunk_mb * 2**20))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``scratchlm encode``."""
+    parser.add_argument("input", help="UTF-8 corpus text file")
+    parser.add_argument("output", help="output .npy file (uint16 ids)")
+    parser.add_argument("--vocab", required=True, help="vocab file: our .pkl or a GPT-2 vocab.json")
+    parser.add_argument("--merges", required=True, help="merges file: our .pkl or a GPT-2 merges.txt")
+    parser.add_argument("--special-tokens", nargs="+", default=["<|endoftext|>"], metavar="TOKEN",
+                        help="special tokens; the first one separates documents")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument("--chunk-mb", type=float, default=4.0, help="MiB of text per task sent to a worker")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``scratchlm encode``."""
+    encode_corpus(args.input, args.vocab, args.merges, args.output,
+                  special_tokens=args.special_tokens, workers=args.workers,
+                  chunk_mb=args.chunk_mb)
+    return 0

@@ -1,0 +1,143 @@
+"""Encode stage (parallel, streaming uint16 .npy) and the tokenizer report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scratchlm.cli import main
+from scratchlm.reports.tokenizer_report import sample_documents, write_tokenizer_report
+from scratchlm.tokenizer import Tokenizer
+from scratchlm.tokenizer.encode import encode_corpus, encode_file, encoded_in_order, npy_header
+from scratchlm.tokenizer.serialization import load_gpt2_format, load_pickle, save_pickle
+
+EOT = "<|endoftext|>"
+
+
+@pytest.fixture(scope="module")
+def tinystories_pkl(reference_tokenizers_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """The reference TinyStories 10K tokenizer, saved the way the pipeline saves ours."""
+    vocab, merges = load_gpt2_format(reference_tokenizers_dir / "tinystories-10k-vocab.json",
+                                     reference_tokenizers_dir / "tinystories-10k-merges.txt", special_tokens=[EOT])
+    folder = tmp_path_factory.mktemp("tokenizer")
+    save_pickle(vocab, folder / "vocab.pkl")
+    save_pickle(merges, folder / "merges.pkl")
+    return folder / "vocab.pkl", folder / "merges.pkl"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tinystories_pkl) -> Tokenizer:
+    return Tokenizer.from_files(*tinystories_pkl, [EOT])
+
+
+@pytest.fixture(scope="module")
+def corpus(fixtures_dir, tmp_path_factory) -> Path:
+    """About 60 KB of documents (English, German, addresses, stories) separated by <|endoftext|>."""
+    stories = (fixtures_dir / "tinystories_sample.txt").read_text(encoding="utf-8").split(EOT)
+    others = [(fixtures_dir / name).read_text(encoding="utf-8") for name in ("german.txt", "address.txt")]
+    documents = (stories + others) * 8
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(EOT.join(documents), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_parallel_encode_equals_tokenizer_encode(tokenizer, corpus, tmp_path, workers):
+    output = tmp_path / "ids.npy"
+    count = encode_file(tokenizer, corpus, output, workers=workers, chunk_bytes=4096, show_progress=False)
+    expected = tokenizer.encode(corpus.read_text(encoding="utf-8"))
+    ids = np.load(output, mmap_mode="r")
+    assert ids.dtype == np.uint16 and ids.shape == (count,)
+    assert ids.tolist() == expected
+    assert list(tmp_path.iterdir()) == [output]  # no temporary file left behind
+
+
+def test_header_leaves_room_for_the_final_length():
+    assert len(npy_header(0)) == len(npy_header(10**15)) == 128
+
+
+def test_at_most_two_chunks_per_worker_in_flight(tokenizer, corpus):
+    """The memory bound: results wait in the parent only for a window of 2 x workers tasks."""
+    size = corpus.stat().st_size
+    pulled = 0
+
+    def tasks():
+        nonlocal pulled
+        for start in range(0, size, 1000):
+            pulled += 1
+            yield str(corpus), start, start  # empty ranges: only the scheduling is under test
+
+    received = 0
+    for ids in encoded_in_order(tokenizer, tasks(), workers=2):
+        received += 1
+        assert len(ids) == 0 and pulled - received < 2 * 2
+    assert received == pulled > 10
+
+
+def test_cli_encodes_and_reports_errors_in_one_line(tinystories_pkl, corpus, tmp_path, capsys):
+    vocab, merges = tinystories_pkl
+    output = tmp_path / "out.npy"
+    argv = ["encode", str(corpus), str(output), "--vocab", str(vocab), "--merges", str(merges), "--workers", "2"]
+    assert main(argv) == 0
+    tokenizer = Tokenizer.from_files(vocab, merges, [EOT])
+    assert np.load(output).tolist() == tokenizer.encode(corpus.read_text(encoding="utf-8"))
+    assert main(["encode", str(tmp_path / "missing.txt"), str(output), "--vocab", str(vocab),
+                 "--merges", str(merges)]) == 1
+    assert "missing.txt" in capsys.readouterr().err
+
+
+def test_vocab_too_large_for_uint16_is_refused(tmp_path, corpus):
+    vocab = {i: bytes([i]) for i in range(256)} | {70_000: b"ab"}
+    save_pickle(vocab, tmp_path / "vocab.pkl")
+    save_pickle([(b"a", b"b")], tmp_path / "merges.pkl")
+    with pytest.raises(ValueError, match=r"vocab\.pkl: token ids go up to 70001.*uint16"):
+        encode_corpus(corpus, tmp_path / "vocab.pkl", tmp_path / "merges.pkl", tmp_path / "out.npy")
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_sample_documents_is_seeded_and_uniform_without_replacement(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text(EOT.join(f"\ndocument {i}\n" for i in range(100)) + EOT + "\n\n", encoding="utf-8")
+    first = sample_documents(path, EOT, 10, seed=1)
+    assert first == sample_documents(path, EOT, 10, seed=1) != sample_documents(path, EOT, 10, seed=2)
+    assert len(set(first)) == 10 and all(doc.strip().startswith("document ") for doc in first)
+    assert len(sample_documents(path, EOT, 1000, seed=1)) == 100
+
+
+def test_tokenizer_report(tinystories_pkl, fixtures_dir, corpus, tmp_path):
+    results = tmp_path / "results"
+    (results / "data").mkdir(parents=True)
+    vocab, merges = tinystories_pkl
+    gpt2 = Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt", [EOT])
+    for name, (tok_vocab, tok_merges) in {"ts": (load_pickle(vocab), load_pickle(merges)),
+                                          "gpt2": (gpt2.vocab, gpt2.merges)}.items():
+        save_pickle(tok_vocab, results / f"{name}_vocab.pkl")
+        save_pickle(tok_merges, results / f"{name}_merges.pkl")
+    (results / "data" / "ts_valid.txt").write_bytes(corpus.read_bytes())
+    english = (fixtures_dir / "corpus.en").read_text(encoding="utf-8")
+    (results / "data" / "gpt2_valid.txt").write_text(english.replace("\n\n", f"\n{EOT}\n"), encoding="utf-8")
+    encode_corpus(results / "data" / "ts_valid.txt", results / "ts_vocab.pkl", results / "ts_merges.pkl",
+                  results / "ts_valid.npy")
+
+    markdown, json_path = results / "reports" / "tokenizer.md", results / "reports" / "tokenizer.json"
+    stats = write_tokenizer_report(results, {"ts": [EOT], "gpt2": [EOT]}, markdown, json_path,
+                                   documents=5, throughput_mb=0.05, workers=16)
+    assert json.loads(json_path.read_text()) == stats
+    ts, big = stats["tokenizers"]["ts"], stats["tokenizers"]["gpt2"]
+    assert ts["vocab_size"] == 10_000 and big["vocab_size"] == 50_257
+    # Each tokenizer compresses its own kind of text best; the web tokenizer wins on web text.
+    assert 1 < ts["bytes_per_token"]["gpt2"] < big["bytes_per_token"]["gpt2"]
+    assert ts["encoded"]["valid"]["tokens"] == len(np.load(results / "ts_valid.npy"))
+    assert "train" not in ts["encoded"]
+    lengths = [token["bytes"] for token in big["longest_tokens"]]
+    assert lengths == sorted(lengths, reverse=True) and len(lengths) == 10
+    throughput = ts["throughput"]
+    assert throughput["warm_mb_s"] > 0
+    assert throughput["pile_hours_16_processes"] == pytest.approx(throughput["pile_hours_1_process"] / 16)
+    text = markdown.read_text(encoding="utf-8")
+    for heading in ("## Compression", "## Throughput", "## Encoded corpora", "## Longest tokens"):
+        assert heading in text
+

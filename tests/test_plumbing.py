@@ -1,0 +1,218 @@
+"""Shared plumbing: atomic files, progress lines, process-tree profiling, stage(), serialization."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.pipeline import profile_path, stage
+from scratchlm.progress import Progress, format_bytes, format_duration
+from scratchlm.tokenizer.serialization import (
+    load_gpt2_format,
+    load_pickle,
+    save_gpt2_format,
+    save_pickle,
+)
+
+# ---------------------------------------------------------------- fileio
+
+
+def test_atomic_path_keeps_old_file_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-written")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_open_replaces_on_success_and_makes_parents(tmp_path):
+    target = tmp_path / "sub" / "dir" / "out.bin"
+    with atomic_open(target, "wb") as handle:
+        handle.write(b"new")
+        assert not target.exists()  # nothing under the final name until the block ends
+    assert target.read_bytes() == b"new"
+    with pytest.raises(ValueError, match="for writing"):
+        with atomic_open(target, "r"):
+            pass
+
+
+# ---------------------------------------------------------------- progress
+
+
+def test_format_helpers():
+    assert format_bytes(100) == "100 B"
+    assert format_bytes(1536) == "1.5 KB"
+    assert format_bytes(3 * 2**30) == "3.0 GB"
+    assert format_duration(65) == "01:05"
+    assert format_duration(3725) == "1:02:05"
+
+
+def test_progress_lines():
+    stream = io.StringIO()
+    with Progress("download x", total=2048, stream=stream, min_interval=0) as progress:
+        progress.update(1024, extra="attempt 1")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2  # one per update (min_interval=0), one at close; no \r off a terminal
+    assert lines[0].startswith("download x |  50.0% 1.0 KB/2.0 KB |")
+    assert "eta" in lines[0] and lines[0].endswith("| attempt 1")
+    items = Progress("docs", unit="docs", stream=io.StringIO())
+    items.update(3)
+    assert items.line().startswith("docs | 3 docs ")
+
+
+# ---------------------------------------------------------------- profiling
+
+CHILD_RSS_SCRIPT = textwrap.dedent(
+    """
+    import json, subprocess, sys
+    from scratchlm.profiling import ProcessTreeMonitor
+    child = "b = bytearray(200 * 2**20); sum(range(10**7))"  # 200 MiB, then a fixed amount of CPU work
+    with ProcessTreeMonitor("t", interval=0.02) as monitor:
+        subprocess.run([sys.executable, "-c", child], check=True)
+    p = monitor.profile
+    print(json.dumps({"tree": p.peak_rss_bytes, "main": p.peak_rss_main_bytes,
+                      "procs": p.peak_processes, "cpu": p.cpu_s, "wall": p.wall_s}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_process_tree_monitor_counts_children():
+    # A fresh interpreter, so ru_maxrss of this test process cannot mask the measurement.
+    out = subprocess.run([sys.executable, "-c", CHILD_RSS_SCRIPT], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    prof = json.loads(out)
+    assert prof["procs"] >= 2
+    assert prof["tree"] >= 200 * 2**20  # the child's 200 MiB buffer is counted (this interpreter: ~20 MiB)
+    assert prof["cpu"] >= 0.15  # CPU time of the exited child is included
+
+
+# ---------------------------------------------------------------- pipeline.stage
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    yield
+    root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+
+
+def test_stage_logs_and_profiles(tmp_path, monkeypatch, restore_logging):
+    monkeypatch.chdir(tmp_path)
+    smk = SimpleNamespace(rule="demo_rule", log=["results/logs/demo_rule/demo_train.log"],
+                          wildcards={"corpus": "demo", "split": "train"}, threads=3)
+    with stage(smk):
+        print("printed to stdout")
+        print("written to stderr", file=sys.stderr)
+        logging.getLogger("scratchlm.test").info("a log record")
+    log_text = Path(smk.log[0]).read_text()
+    for expected in ("printed to stdout", "written to stderr", "a log record", "stage demo_rule done"):
+        assert expected in log_text
+    record = json.loads((tmp_path / "results/profiles/demo_rule/demo_train.json").read_text())
+    assert record["stage"] == "demo_rule"
+    assert record["extra"] == {"wildcards": {"corpus": "demo", "split": "train"}, "threads": 3}
+    assert record["wall_s"] >= 0 and record["peak_rss_bytes"] > 0
+    assert record["peak_rss_mb"] == pytest.approx(record["peak_rss_bytes"] / 2**20, abs=0.1)
+
+
+def test_profile_path_without_wildcards():
+    assert profile_path("index", {}) == Path("results/profiles/index/all.json")
+
+
+def test_stage_error_propagates_and_writes_no_profile(tmp_path, monkeypatch, restore_logging):
+    monkeypatch.chdir(tmp_path)
+    smk = SimpleNamespace(rule="boom", log=["boom.log"], wildcards={}, threads=1)
+    with pytest.raises(RuntimeError, match="failed"):
+        with stage(smk):
+            raise RuntimeError("failed")
+    assert not (tmp_path / "results/profiles/boom/all.json").exists()
+
+
+# ---------------------------------------------------------------- serialization
+
+
+@pytest.fixture(scope="module")
+def gpt2(fixtures_dir):
+    return load_gpt2_format(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt",
+                            special_tokens=["<|endoftext|>"])
+
+
+def test_load_gpt2_tokenizer(gpt2):
+    vocab, merges = gpt2
+    assert len(vocab) == 50257 and len(merges) == 50000
+    assert vocab[50256] == b"<|endoftext|>"
+    assert {vocab[i] for i in range(256)} >= {bytes([b]) for b in range(33, 127)}
+    assert set(vocab.values()) >= {bytes([b]) for b in range(256)}  # every single byte is a token
+    assert merges[0] == (b" ", b"t")
+    tokens = set(vocab.values())
+    assert all(left + right in tokens for left, right in merges)  # each merge makes a vocab entry
+
+
+def test_gpt2_format_round_trip(gpt2, fixtures_dir, tmp_path):
+    vocab, merges = gpt2
+    save_gpt2_format(vocab, merges, tmp_path / "v.json", tmp_path / "m.txt", special_tokens=["<|endoftext|>"])
+    original = json.loads((fixtures_dir / "gpt2_vocab.json").read_text(encoding="utf-8"))
+    assert json.loads((tmp_path / "v.json").read_text(encoding="utf-8")) == original
+    assert load_gpt2_format(tmp_path / "v.json", tmp_path / "m.txt", special_tokens=["<|endoftext|>"]) == gpt2
+
+
+def test_bad_merges_line_names_the_file(fixtures_dir, tmp_path):
+    (tmp_path / "m.txt").write_text("#version: 0.2\nĠ t\nonly-one-token\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"m.txt:3: expected two tokens"):
+        load_gpt2_format(fixtures_dir / "gpt2_vocab.json", tmp_path / "m.txt")
+
+
+def test_pickle_round_trip(tmp_path):
+    vocab = {0: b"\x00", 1: b" the", 2: b"<|endoftext|>"}
+    merges = [(b" ", b"t"), (b"h", b"e")]
+    save_pickle(vocab, tmp_path / "vocab.pkl")
+    save_pickle(merges, tmp_path / "merges.pkl")
+    assert load_pickle(tmp_path / "vocab.pkl") == vocab
+    assert load_pickle(tmp_path / "merges.pkl") == merges
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_restricted_unpickler_rejects_code(tmp_path):
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({0: _Exploit(marker)}))
+    with pytest.raises(ValueError, match=r"evil.pkl: refusing to load (posix|os)\.system"):
+        load_pickle(tmp_path / "evil.pkl")
+    assert not marker.exists()
+    (tmp_path / "set.pkl").write_bytes(pickle.dumps({b"a", b"b"}))
+    with pytest.raises(ValueError, match="unexpected set"):
+        load_pickle(tmp_path / "set.pkl")
+    (tmp_path / "cut.pkl").write_bytes(pickle.dumps({1: b"x" * 100})[:20])
+    with pytest.raises(ValueError, match="cut.pkl: .*truncated"):
+        load_pickle(tmp_path / "cut.pkl")
+
+
+def test_atomic_outputs_get_umask_permissions_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "shared.txt") as handle:
+            handle.write("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o644

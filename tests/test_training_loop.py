@@ -1,0 +1,283 @@
+"""The training stage: config resolution, an end-to-end tiny run, resume, faults, device handling."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from scratchlm.cli import main as cli_main
+from scratchlm.training import loop
+from scratchlm.training.checkpoint import read_checkpoint
+from scratchlm.training.config import DEFAULTS, parse_assignment, resolve_run, total_steps
+from scratchlm.training.loop import (
+    TrainingDiverged,
+    TrainingInterrupted,
+    autocast_dtype,
+    configure_backend,
+    load_trained_model,
+    select_device,
+    train,
+)
+from scratchlm.training.plots import plot_comparison
+
+VOCAB = 32
+TINY_RUN = {
+    "corpus": "tiny",
+    "model": {"context_length": 16, "d_model": 16, "num_layers": 1, "num_heads": 2},
+    "optimizer": {"lr": 1.0e-2},
+    "schedule": {"warmup_fraction": 0.25},
+    "batch_size": 4,
+    "steps": 12,
+    "eval_interval": 6,
+    "eval_batches": 2,
+    "log_interval": 1,
+    "checkpoint_interval": 4,
+    "keep_last": 2,
+    "device": "cpu",
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine spinning threads cost seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_settings(**overrides) -> dict:
+    return resolve_run({"runs": {"tiny": TINY_RUN}}, "tiny", [overrides])
+
+
+@pytest.fixture()
+def data(tmp_path) -> dict:
+    """A learnable stream: runs of consecutive ids (next = previous + 1), random run starts."""
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, VOCAB, size=400)
+    tokens = ((starts[:, None] + np.arange(8)) % VOCAB).reshape(-1).astype(np.uint16)
+    paths = {}
+    for split, part in (("train", tokens[:2800]), ("valid", tokens[2800:])):
+        paths[split] = tmp_path / f"tiny_{split}.npy"
+        np.save(paths[split], part)
+    return {"corpus": "tiny", "train": str(paths["train"]), "valid": str(paths["valid"]), "vocab_size": VOCAB}
+
+
+def losses(run_dir) -> list[tuple[int, float]]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(line["step"], line["train_loss"]) for line in lines]
+
+
+def sigterm_at(stop_step: int):
+    def hook(step: int, _line: dict) -> None:
+        if step == stop_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return hook
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+def test_runs_deep_merge_onto_defaults_and_overrides():
+    project = {"training": {"batch_size": 8, "optimizer": {"lr": 0.5}},
+               "runs": {"a": {"corpus": "c", "optimizer": {"weight_decay": 0.0}}}}
+    settings = resolve_run(project, "a", [parse_assignment("optimizer.lr=3e-4"), parse_assignment("model.d_ff=64")])
+    assert settings["batch_size"] == 8
+    assert settings["optimizer"] == {**DEFAULTS["optimizer"], "lr": 3e-4, "weight_decay": 0.0}
+    assert settings["model"]["d_ff"] == 64 and settings["model"]["d_model"] == DEFAULTS["model"]["d_model"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"optimizer": {"lr_max": 1.0}}, "unknown training setting 'optimizer.lr_max'"),
+    ({"batch": 3}, "unknown training setting 'batch'"),
+    ({"batch_size": "big"}, "'batch_size' must be int"),
+    ({"batch_size": 0}, "'batch_size' must be a positive integer"),
+    ({"model": 3}, "'model' must be a mapping"),
+])
+def test_bad_settings_fail_clearly(override, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_run({"runs": {"a": {"corpus": "c"}}}, "a", [override])
+
+
+def test_unknown_run_lists_the_configured_ones():
+    with pytest.raises(ValueError, match="unknown run 'nope'.*a, b"):
+        resolve_run({"runs": {"a": {"corpus": "c"}, "b": {"corpus": "c"}}}, "nope")
+
+
+def test_project_config_runs_and_schema_defaults(project_root):
+    """config.yaml's runs resolve (ts-base = 327.68M tokens in 10K steps) and the schema defaults equal DEFAULTS."""
+    from snakemake.utils import validate
+
+    project = yaml.safe_load((project_root / "config.yaml").read_text())
+    steps = {run: total_steps(resolve_run(project, run)) for run in project["runs"]}
+    assert steps["ts-base"] == 10_000 and steps["ts-small"] == 5_000
+    assert resolve_run(project, "demo")["corpus"] == "demo"
+    ts_base = resolve_run(project, "ts-base")
+    architecture = {**ts_base["model"], "vocab_size": project["corpora"]["tinystories"]["vocab_size"]}
+    assert architecture.items() >= {"vocab_size": 10_000, "context_length": 256, "d_model": 512, "num_layers": 4,
+                                    "num_heads": 16, "d_ff": 1344}.items()
+    minimal = {"targets": {}, "corpora": project["corpora"]}
+    validate(minimal, str(project_root / "workflow/schemas/config.schema.yaml"))
+    assert minimal["training"] == DEFAULTS
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_tiny_run_end_to_end(tmp_path, data):
+    run_dir = tmp_path / "run"
+    summary = train(tiny_settings(), data, run_dir)
+    for name in ("config.json", "metrics.jsonl", "model.pt", "model.json", "summary.json", "curves.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert [step for step, _ in losses(run_dir)] == list(range(1, 13))
+    lrs = [json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] > 0 and max(lrs) == pytest.approx(1e-2) and lrs[-1] == pytest.approx(1e-3)  # cosine ends at min_lr
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["vocab_size"] == VOCAB and config["data"]["corpus"] == "tiny"
+    assert {"git_revision", "versions", "seed", "optimizer", "training"} <= set(config)
+    assert summary == json.loads((run_dir / "summary.json").read_text())
+    # The model learned the successor rule: clearly below the unigram entropy (ln 32).
+    assert summary["unigram_entropy"] == pytest.approx(math.log(VOCAB), abs=0.02)
+    assert summary["final_val_loss"] < summary["unigram_entropy"] - 0.3
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_0000008.pt", "step_0000012.pt"]
+
+    model, meta = load_trained_model(run_dir)
+    assert meta["step"] == 12 and not model.training
+    saved = read_checkpoint(run_dir / "model.pt")["model"]
+    assert all(torch.equal(saved[name], value) for name, value in model.state_dict().items())
+
+
+def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, data):
+    train(tiny_settings(), data, tmp_path / "straight")
+    with pytest.raises(TrainingInterrupted, match="stopped by signal"):
+        train(tiny_settings(), data, tmp_path / "resumed", on_step=sigterm_at(7))
+    assert (tmp_path / "resumed/checkpoints/step_0000007.pt").exists()
+    assert not (tmp_path / "resumed/model.pt").exists()
+    train(tiny_settings(), data, tmp_path / "resumed")
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert [s for s, _ in resumed] == list(range(1, 13))
+    np.testing.assert_allclose([l for _, l in resumed], [l for _, l in straight], rtol=1e-5)
+
+
+def test_finished_run_trains_again_from_scratch(tmp_path, data):
+    run_dir = tmp_path / "run"
+    first = train(tiny_settings(steps=4, checkpoint_interval=2), data, run_dir)
+    second = train(tiny_settings(steps=4, checkpoint_interval=2), data, run_dir)
+    assert len(losses(run_dir)) == 4
+    assert second["final_val_loss"] == pytest.approx(first["final_val_loss"], rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------- faults
+
+
+def test_corrupt_checkpoint_fails_with_its_name(tmp_path, data):
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_settings(), data, run_dir, on_step=sigterm_at(5))
+    latest = run_dir / "checkpoints/step_0000005.pt"
+    latest.write_bytes(latest.read_bytes()[:100])
+    with pytest.raises(ValueError, match="step_0000005.pt"):
+        train(tiny_settings(), data, run_dir)
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path, data):
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_settings(), data, run_dir, on_step=sigterm_at(5))
+    with pytest.raises(ValueError, match=r"different settings \(model\)"):
+        train(tiny_settings(model={"d_model": 32}), data, run_dir)
+    train(tiny_settings(model={"d_model": 32}), data, run_dir, resume=False)  # --fresh
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
+    calls = []
+
+    def nan_after_six(logits, targets):
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, -2), targets.flatten())
+        return loss * float("nan") if len(calls) > 6 else loss
+
+    monkeypatch.setattr(loop, "cross_entropy", nan_after_six)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 7: loss nan.*step_0000004.pt"):
+        train(tiny_settings(eval_interval=100), data, run_dir)
+    checkpoint = read_checkpoint(run_dir / "checkpoints/step_0000004.pt")
+    assert checkpoint["iteration"] == 4
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+    assert not (run_dir / "model.pt").exists()
+
+
+def test_token_ids_beyond_vocab_are_rejected(tmp_path, data):
+    np.save(data["train"], np.array([1, 2, 3, 40] * 50, dtype=np.uint16))
+    with pytest.raises(ValueError, match=r"tiny_train.npy: token id 40 >= vocab size 32"):
+        train(tiny_settings(), data, tmp_path / "run")
+
+
+def test_missing_split_names_the_file(tmp_path, data):
+    data["valid"] = str(tmp_path / "absent.npy")
+    with pytest.raises(FileNotFoundError, match="absent.npy"):
+        train(tiny_settings(), data, tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------------- devices
+
+
+def test_device_auto_prefers_cuda_then_mps(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        select_device("cuda:1")
+
+
+def test_cuda_precision_and_tf32():
+    cuda = torch.device("cuda")
+    assert autocast_dtype(cuda, "auto") is torch.bfloat16
+    assert autocast_dtype(cuda, "fp32") is None
+    assert autocast_dtype(torch.device("cpu"), "auto") is None
+    assert autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        configure_backend(torch.device("cpu"))
+        assert torch.get_float32_matmul_precision() == "highest"
+        configure_backend(cuda)
+        assert torch.get_float32_matmul_precision() == "high"  # TF32 matmuls
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+# ------------------------------------------------------------------------------ CLI and plots
+
+
+def test_cli_trains_a_configured_run(tmp_path, data, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    for split in ("train", "valid"):
+        os.replace(data[split], results / f"tiny_{split}.npy")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"corpora": {"tiny": {"vocab_size": VOCAB}}, "runs": {"tiny": TINY_RUN}}))
+    args = ["train", "tiny", "--config-file", str(config), "--results", str(results), "--set", "steps=3"]
+    assert cli_main(args) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 3
+    assert cli_main([*args, "--set", "optimizer.betas=0.9"]) == 1
+    assert "optimizer.betas' must be list" in capsys.readouterr().err
+    overrides = tmp_path / "two-steps.yaml"
+    overrides.write_text("steps: 2\nmodel: {num_layers: 2}\n")
+    assert cli_main([*args[:6], "--config", str(overrides), "--run-dir", str(tmp_path / "other")]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+    assert json.loads((tmp_path / "other/config.json").read_text())["model"]["num_layers"] == 2
+
+    plot_comparison([results / "runs/tiny"], tmp_path / "compare.png")
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,58 @@
+# Encoded corpora (results/{corpus}_{split}.npy: uint16 ids, documents separated by the first
+# special token's id) and the tokenizer report (results/reports/tokenizer.md + .json).
+
+ENCODE_CODE = ["tokenizer/tokenizer.py", "tokenizer/pretokenize.py", "tokenizer/serialization.py"]
+
+
+rule encode:
+    output:
+        f"{RESULTS}/{{corpus}}_{{split}}.npy",
+    input:
+        text=f"{RESULTS}/data/{{corpus}}_{{split}}.txt",
+        vocab=f"{RESULTS}/{{corpus}}_vocab.pkl",
+        merges=f"{RESULTS}/{{corpus}}_merges.pkl",
+        code=src_files(*ENCODE_CODE, "tokenizer/encode.py"),
+    params:
+        special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
+        chunk_mb=config["encode"]["chunk_mb"],
+    threads: config["encode"]["workers"]
+    log:
+        f"{RESULTS}/logs/encode/{{corpus}}_{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/encode/{{corpus}}_{{split}}.tsv"
+    wildcard_constraints:
+        corpus=name_pattern(list(config["corpora"])),
+        split="train|valid",
+    script:
+        "../scripts/encode.py"
+
+
+rule tokenizer_report:
+    output:
+        markdown=f"{RESULTS}/reports/tokenizer.md",
+        json=f"{RESULTS}/reports/tokenizer.json",
+    input:
+        vocab=expand(f"{RESULTS}/{{corpus}}_vocab.pkl", corpus=target_corpora()),
+        merges=expand(f"{RESULTS}/{{corpus}}_merges.pkl", corpus=target_corpora()),
+        valid=expand(f"{RESULTS}/data/{{corpus}}_valid.txt", corpus=target_corpora()),
+        encoded=expand(f"{RESULTS}/{{corpus}}_{{split}}.npy", corpus=target_corpora(), split=["train", "valid"]),
+        code=src_files(*ENCODE_CODE, "reports/tokenizer_report.py"),
+    params:
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.markdown)),
+        special_tokens={corpus: corpus_config(corpus)["special_tokens"] for corpus in target_corpora()},
+        documents=config["encode"]["report_documents"],
+        throughput_mb=config["encode"]["report_throughput_mb"],
+        workers=config["encode"]["workers"],
+        seed=config["encode"]["report_seed"],
+    log:
+        f"{RESULTS}/logs/tokenizer_report/all.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tokenizer_report/all.tsv"
+    script:
+        "../scripts/tokenizer_report.py"
+
+
+ALL_TARGETS.extend(
+    expand(f"{RESULTS}/{{corpus}}_{{split}}.npy", corpus=target_corpora(), split=["train", "valid"])
+    + rules.tokenizer_report.output
+)

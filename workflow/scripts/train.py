@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from scratchlm.pipeline import stage
+from scratchlm.training.loop import train
+
+with stage(snakemake):
+    train(
+        snakemake.params.settings,
+        {
+            "corpus": snakemake.params.settings["corpus"],
+            "train": snakemake.input.train,
+            "valid": snakemake.input.valid,
+            "vocab": snakemake.input.vocab,
+            "merges": snakemake.input.merges,
+            "vocab_size": snakemake.params.vocab_size,
+        },
+        Path(snakemake.output.model_pt).parent,
+        run_name=snakemake.wildcards.run,
+        threads=snakemake.threads,
+    )
