@@ -113,6 +113,11 @@ def test_softmax_silu_match_torch_and_survive_large_inputs():
     assert_close(softmax(x, dim=0), torch.softmax(x, dim=0), atol=1e-6)
     assert_close(silu(x), F.silu(x), atol=1e-6)
     assert torch.isfinite(softmax(torch.tensor([1e4, 0.0, -1e4]), dim=0)).all()
+    x, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weights = seeded_randn(1, 3, 7)
+    (softmax(x, dim=-1) * weights).sum().backward()
+    (torch.softmax(x_ref, dim=-1) * weights).sum().backward()
+    assert_close(x.grad, x_ref.grad, atol=1e-6)
 
 
 def test_cross_entropy_matches_torch_over_batch_dims():

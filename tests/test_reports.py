@@ -194,7 +194,8 @@ def _write_run(runs_dir, name, *, device="cpu", precision="fp32", tokens_per_s=1
     (run / "summary.json").write_text(json.dumps({
         "run": name, "corpus": "demo", "final_val_loss": 3.8, "best_val_loss": 3.75, "final_val_perplexity": 44.7,
         "unigram_entropy": 5.1, "steps": 30, "tokens": 15360, "wall_s": 15.4, "tokens_per_s": tokens_per_s,
-        "device": device, "precision": precision, "parameters": 12345}))
+        "device": "cpu" if device == "cpu" else "cuda", "device_name": device, "precision": precision,
+        "parameters": 12345}))
     (run / "curves.png").write_bytes(PNG)
     if samples:
         (run / "samples.md").write_text("# samples\n")

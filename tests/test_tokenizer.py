@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from scratchlm.tokenizer import Tokenizer
 from scratchlm.tokenizer.pretokenize import GPT2_PATTERN, GPT2_REGEX
 from scratchlm.tokenizer.serialization import save_pickle
-from scratchlm.tokenizer.tokenizer import _BATCH_ASCII_RE, _BATCH_RE, SEGMENT_RE, WHITESPACE, pretokenize
+from scratchlm.tokenizer.pretokenize import pretokenize
+from scratchlm.tokenizer.tokenizer import _BATCH_ASCII_RE, _BATCH_RE, SEGMENT_RE, WHITESPACE
 
 EOT = "<|endoftext|>"
 FIXTURE_TEXTS = [

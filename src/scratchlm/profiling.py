@@ -61,6 +61,22 @@ def _tree_rss(proc: psutil.Process) -> tuple[int, int, int]:
     return total, root_rss, 1 + len(children)
 
 
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux VmHWM; ``ru_maxrss`` elsewhere).
+
+    VmHWM belongs to this program alone, whereas ``ru_maxrss`` survives fork + exec: a job
+    started by a large Snakemake process would report Snakemake's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 class ProcessTreeMonitor:
     """Context manager that samples the RSS of this process and all its descendants.
 
@@ -105,10 +121,8 @@ class ProcessTreeMonitor:
         self._stop.set()
         self._thread.join()
         self._sample()
-        # ru_maxrss (KiB on Linux) catches a spike of the main process between samples.
-        self.profile.peak_rss_main_bytes = max(
-            self.profile.peak_rss_main_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        )
+        # The high-water mark catches a spike of the main process between samples.
+        self.profile.peak_rss_main_bytes = max(self.profile.peak_rss_main_bytes, peak_rss_bytes())
         self.profile.peak_rss_bytes = max(self.profile.peak_rss_bytes, self.profile.peak_rss_main_bytes)
         self.profile.wall_s = time.perf_counter() - self._start_wall
         self.profile.cpu_s = self._cpu_seconds() - self._start_cpu

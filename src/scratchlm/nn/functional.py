@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-from einops import einsum
 from torch import Tensor
 
 
@@ -40,13 +39,9 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     >>> softmax(torch.tensor([1000.0, 1000.0]), dim=0)
     tensor([0.5000, 0.5000])
     """
-    return _softmax_(x - x.amax(dim=dim, keepdim=True), dim)
-
-
-def _softmax_(shifted: Tensor, dim: int) -> Tensor:
-    """Softmax of ``shifted`` computed in place (it must be a temporary nobody else needs)."""
-    shifted.exp_()
-    return shifted.div_(shifted.sum(dim=dim, keepdim=True))
+    shifted = x - x.amax(dim=dim, keepdim=True)
+    exp = shifted.exp_()  # in place on the fresh temporary; autograd keeps exp as the saved result
+    return exp / exp.sum(dim=dim, keepdim=True)
 
 
 def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -180,14 +180,20 @@ def plot_profile(records: list[StageRecord], path: str | Path) -> None:
     positions = range(len(records))
     fig, (time_ax, rss_ax) = plt.subplots(1, 2, sharey=True, figsize=(11, 0.35 * len(records) + 1.8))
     height = 0.4
-    time_ax.barh([p - height / 2 for p in positions], [r.wall_s or 0 for r in records], height, label="wall")
-    time_ax.barh([p + height / 2 for p in positions], [r.cpu_s or 0 for r in records], height, label="CPU")
+    # Labelled bars: a 1-second stage next to a 10-minute one is invisible otherwise.
+    wall = time_ax.barh([p - height / 2 for p in positions], [r.wall_s or 0 for r in records], height, label="wall")
+    cpu = time_ax.barh([p + height / 2 for p in positions], [r.cpu_s or 0 for r in records], height, label="CPU")
+    for bars in (wall, cpu):
+        time_ax.bar_label(bars, fmt="%.1f", fontsize="x-small", padding=2)
     time_ax.set_xlabel("seconds")
     time_ax.set_title("time")
-    time_ax.legend(fontsize="small")
-    rss_ax.barh(list(positions), [r.peak_rss_mb or 0 for r in records], 2 * height, color="tab:green")
+    time_ax.legend(fontsize="small", loc="lower right")
+    rss = rss_ax.barh(list(positions), [r.peak_rss_mb or 0 for r in records], 2 * height, color="tab:green")
+    rss_ax.bar_label(rss, fmt="%.0f", fontsize="x-small", padding=2)
     rss_ax.set_xlabel("MiB")
     rss_ax.set_title("peak RSS of the process tree")
+    for ax in (time_ax, rss_ax):
+        ax.margins(x=0.15)  # room for the labels
     time_ax.set_yticks(list(positions), labels, fontsize="small")
     time_ax.invert_yaxis()  # first job on top, like the table
     fig.tight_layout()

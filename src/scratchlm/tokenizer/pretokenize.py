@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +17,24 @@ import regex
 # GPT-2's pre-tokenizer pattern (as used by CS336 and tiktoken's "gpt2" encoding).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_REGEX = regex.compile(GPT2_PATTERN)
+
+
+# GPT2_PATTERN specialised to ASCII text for the stdlib `re` engine, about twice as fast as
+# `regex` on it. Whitespace is spelled out because `re`'s \s also matches \x1c-\x1f, which are
+# not Unicode White_Space (and so are not \s for `regex` and tiktoken).
+ASCII_WHITESPACE = r"\t\n\x0b\x0c\r "
+ASCII_PRETOKEN_RE = re.compile(
+    rf"'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{ASCII_WHITESPACE}A-Za-z0-9]+|[{ASCII_WHITESPACE}]+(?![^{ASCII_WHITESPACE}])|[{ASCII_WHITESPACE}]+"
+)
+
+
+def pretokenize(text: str) -> list[str]:
+    """GPT-2 pre-tokens of ``text`` (which holds no special tokens).
+
+    >>> pretokenize("Hello, wörld!  ok")
+    ['Hello', ',', ' wörld', '!', ' ', ' ok']
+    """
+    return ASCII_PRETOKEN_RE.findall(text) if text.isascii() else GPT2_REGEX.findall(text)
 
 
 def special_tokens_regex(special_tokens: Sequence[str]) -> "regex.Pattern[str] | None":
@@ -140,7 +159,7 @@ def count_pretokens(text: str, special_tokens: Sequence[str]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for piece, is_special in split_on_special_tokens(text, special_tokens):
         if not is_special:
-            counts.update(GPT2_REGEX.findall(piece))
+            counts.update(pretokenize(piece))
     return counts
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.profiling import peak_rss_bytes
 from scratchlm.tokenizer.pretokenize import ChunkCounts, count_file_range, find_chunk_boundaries
 
 SCHEMA = pa.schema([("token", pa.binary()), ("count", pa.int64())])
@@ -79,22 +79,6 @@ def write_shard(input_path: str | os.PathLike, output: str | os.PathLike, *, sta
     with atomic_path(output) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return chunk
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process.
-
-    Linux's VmHWM belongs to this program alone; ``ru_maxrss`` survives fork + exec, so a job
-    started by a big Snakemake process would report Snakemake's peak instead.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def shard_metadata(path: str | os.PathLike) -> dict:

@@ -21,18 +21,17 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import regex
 
-from scratchlm.tokenizer.pretokenize import GPT2_REGEX, special_tokens_regex
+from scratchlm.tokenizer.pretokenize import (
+    ASCII_PRETOKEN_RE,
+    ASCII_WHITESPACE,
+    GPT2_REGEX,
+    pretokenize,
+    special_tokens_regex,
+)
 from scratchlm.tokenizer.serialization import Merges, Vocab, load_gpt2_format, load_pickle
 
-# GPT2_PATTERN specialised to ASCII text for the stdlib `re` engine, about twice as fast as
-# `regex` on it. Whitespace is spelled out because `re`'s \s also matches \x1c-\x1f, which are
-# not Unicode White_Space (and so are not \s for `regex` and tiktoken).
-_ASCII_WS = r"\t\n\x0b\x0c\r "
-ASCII_PRETOKEN_RE = re.compile(
-    rf"'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_ASCII_WS}A-Za-z0-9]+|[{_ASCII_WS}]+(?![^{_ASCII_WS}])|[{_ASCII_WS}]+"
-)
 # Unicode White_Space, i.e. what \s means to `regex` (and so to GPT2_PATTERN).
-WHITESPACE = _ASCII_WS + "\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+WHITESPACE = ASCII_WHITESPACE + "\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # No GPT-2 pre-token contains a non-space followed by a space, so text cut at every such step
 # pre-tokenizes exactly as the whole does. The pieces between the cuts ("segments": a run of
 # spaces then a run of non-spaces, like " world." or "\n\nThe") are the cache keys of `encode`:
@@ -53,15 +52,6 @@ _SENTINEL = b"\xff" * 4  # packed value that no id < _MAX_ID can produce, even s
 _BATCH_ASCII_RE = re.compile("\x00|" + ASCII_PRETOKEN_RE.pattern.replace("A-Za-z0-9]", "A-Za-z0-9\x00]"))
 _BATCH_RE = regex.compile("\x00|" + GPT2_REGEX.pattern.replace(r"\p{N}]", r"\p{N}\x00]"))
 assert array(_IDS).itemsize == 4
-
-
-def pretokenize(text: str) -> list[str]:
-    """GPT-2 pre-tokens of ``text`` (which holds no special tokens).
-
-    >>> pretokenize("Hello, wörld!  ok")
-    ['Hello', ',', ' wörld', '!', ' ', ' ok']
-    """
-    return ASCII_PRETOKEN_RE.findall(text) if text.isascii() else GPT2_REGEX.findall(text)
 
 
 def _pack(ids: Iterable[int]) -> bytes:

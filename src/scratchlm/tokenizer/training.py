@@ -36,7 +36,8 @@ from scratchlm.tokenizer.serialization import (
     save_gpt2_format,
     save_pickle,
 )
-from scratchlm.tokenizer.shards import peak_rss_bytes, read_shards, shard_metadata
+from scratchlm.profiling import peak_rss_bytes
+from scratchlm.tokenizer.shards import read_shards, shard_metadata
 
 log = logging.getLogger(__name__)
 
