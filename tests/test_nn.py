@@ -39,9 +39,9 @@ def snapshot(fixtures_dir, name: str) -> torch.Tensor:
         return torch.from_numpy(data["array"])
 
 
-def seeded_randn(seed: int, *shape: int) -> torch.Tensor:
+def seeded_randn(seed: int, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     torch.manual_seed(seed)
-    return torch.randn(*shape)
+    return torch.randn(*shape, dtype=dtype)
 
 
 # --- an independent reference: torch.nn.functional ops on the same state dict ---------------------
@@ -200,6 +200,21 @@ def test_attention_broadcasts_keys_and_mask_over_batch_dims():
     assert_close(out, expected)
     out.sum().backward()
     assert kv.grad.shape == kv.shape and q.grad.shape == q.shape
+
+
+@pytest.mark.parametrize("chunk_entries", [1, 100, 1 << 20])
+def test_attention_chunking_is_invisible(monkeypatch, chunk_entries):
+    from scratchlm.nn import functional
+
+    monkeypatch.setattr(functional, "_CHUNK_ENTRIES", chunk_entries)
+    q, k, v = (seeded_randn(seed, 5, 2, 6, 4, dtype=torch.float64).requires_grad_() for seed in (1, 2, 3))
+    mask = torch.ones(6, 6, dtype=torch.bool).tril()
+    assert torch.autograd.gradcheck(lambda *qkv: scaled_dot_product_attention(*qkv, mask), (q, k, v))
+    flat = (seeded_randn(4, 6, 4).requires_grad_(), seeded_randn(5, 9, 4), seeded_randn(6, 9, 4))
+    out = scaled_dot_product_attention(*flat)  # no batch dims at all
+    assert_close(out, F.scaled_dot_product_attention(*flat))
+    out.sum().backward()
+    assert flat[0].grad.shape == (6, 4)
 
 
 def test_cross_entropy_on_low_precision_logits():

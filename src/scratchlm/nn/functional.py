@@ -51,46 +51,73 @@ def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor |
     (broadcastable) -> (..., queries, d_v). A query row that may attend to nothing gives NaN, as
     in the reference definition.
     """
+    if max(Q.dim(), K.dim(), V.dim(), mask.dim() if mask is not None else 0) == 2:
+        return _Attention.apply(Q.unsqueeze(0), K, V, mask).squeeze(0)  # the chunking needs a batch dim
     return _Attention.apply(Q, K, V, mask)
 
 
+# (queries × keys) entries handled at once: 4 MiB in float32, so a chunk's scores stay in cache
+# through the mask/max/exp/sum passes and its buffers are reused from the heap (one allocation
+# of the whole matrix would be a fresh mmap, page-faulted in on every call).
+_CHUNK_ENTRIES = 1 << 20
+
+
 class _Attention(torch.autograd.Function):
-    """Attention with a hand-written backward that touches the (queries × keys) matrices as little as possible.
+    """Attention with a hand-written backward, computed in chunks of the leading (batch) dim.
 
     Generic autograd would keep scores, masked scores and probabilities and run ~15 passes over
     them. Here they are built in place and never normalised: with E = exp(S - max) and row sums
-    r, O = (E V) / r, and the division lands on the small (queries × d_v) side. Backward uses
+    r, O = (E V) / r, so the division lands on the small (queries × d_v) side. Backward uses
     dS = P ⊙ (dP - rowsum(dO ⊙ O)) (since rowsum(dP ⊙ P) = rowsum(dO ⊙ O)), again with 1/r
     folded into dO.
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        batch_shape = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2],
+                                             mask.shape[:-2] if mask is not None else ())
+        q_, k_, v_ = (t.expand(*batch_shape, *t.shape[-2:]) for t in (q, k, v))
+        masked_out = None if mask is None else (~mask).expand(*batch_shape, *mask.shape[-2:])
         scale = 1.0 / math.sqrt(q.shape[-1])
-        scores = (q * scale) @ k.transpose(-2, -1)  # (..., queries, keys); scaling q is the cheaper side
-        if mask is not None:
-            full_shape = torch.broadcast_shapes(scores.shape, mask.shape)
-            if full_shape != scores.shape:  # a mask with more batch dims than Q and K
-                scores = scores.expand(full_shape).contiguous()
-            scores.masked_fill_(~mask, float("-inf"))
-        exp_scores = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # E, in place
-        row_sum = exp_scores.sum(dim=-1, keepdim=True)  # (..., queries, 1)
-        out = (exp_scores @ v).div_(row_sum)  # (..., queries, d_v)
+        outs, exps, sums = [], [], []
+        for rows in _chunks(batch_shape, q.shape[-2] * k.shape[-2]):
+            scores = (q_[rows] * scale) @ k_[rows].transpose(-2, -1)  # (chunk, ..., queries, keys)
+            if masked_out is not None:
+                scores.masked_fill_(masked_out[rows], float("-inf"))
+            exp_scores = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # E, in place
+            row_sum = exp_scores.sum(dim=-1, keepdim=True)  # (chunk, ..., queries, 1)
+            outs.append((exp_scores @ v_[rows]).div_(row_sum))
+            exps.append(exp_scores)
+            sums.append(row_sum)
+        out = torch.cat(outs)  # (*batch_shape, queries, d_v)
         ctx.scale = scale
-        ctx.save_for_backward(q, k, v, exp_scores, row_sum, out)
+        ctx.save_for_backward(q, k, v, out, *exps, *sums)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        q, k, v, exp_scores, row_sum, out = ctx.saved_tensors
-        grad_out = grad_out / row_sum  # dO / r, so that E stands in for P below
-        grad_v = exp_scores.transpose(-2, -1) @ grad_out
-        grad_scores = grad_out @ v.transpose(-2, -1)  # dP / r, turned into dS in place
-        grad_scores.sub_((grad_out * out).sum(dim=-1, keepdim=True)).mul_(exp_scores)
-        grad_q = (grad_scores @ k).mul_(ctx.scale)
-        grad_k = (grad_scores.transpose(-2, -1) @ q).mul_(ctx.scale)
+        q, k, v, out, *saved = ctx.saved_tensors
+        exps, sums = saved[:len(saved) // 2], saved[len(saved) // 2:]
+        batch_shape = out.shape[:-2]
+        q_, k_, v_ = (t.expand(*batch_shape, *t.shape[-2:]) for t in (q, k, v))
+        grads_q, grads_k, grads_v = [], [], []
+        for rows, exp_scores, row_sum in zip(_chunks(batch_shape, q.shape[-2] * k.shape[-2]), exps, sums):
+            grad_o = grad_out[rows] / row_sum  # dO / r, so that E stands in for P below
+            grads_v.append(exp_scores.transpose(-2, -1) @ grad_o)
+            grad_scores = grad_o @ v_[rows].transpose(-2, -1)  # dP / r, turned into dS in place
+            grad_scores.sub_((grad_o * out[rows]).sum(dim=-1, keepdim=True)).mul_(exp_scores)
+            grads_q.append((grad_scores @ k_[rows]).mul_(ctx.scale))
+            grads_k.append((grad_scores.transpose(-2, -1) @ q_[rows]).mul_(ctx.scale))
         # Inputs broadcast over leading dims get their gradients summed back to their shapes.
-        return grad_q.sum_to_size(q.shape), grad_k.sum_to_size(k.shape), grad_v.sum_to_size(v.shape), None
+        return (torch.cat(grads_q).sum_to_size(q.shape), torch.cat(grads_k).sum_to_size(k.shape),
+                torch.cat(grads_v).sum_to_size(v.shape), None)
+
+
+def _chunks(batch_shape: torch.Size, entries_per_matrix: int) -> list[slice]:
+    """Slices of the first batch dim holding about ``_CHUNK_ENTRIES`` score entries each."""
+    per_row = entries_per_matrix * math.prod(batch_shape[1:])
+    step = max(1, _CHUNK_ENTRIES // max(1, per_row))
+    return [slice(i, i + step) for i in range(0, batch_shape[0], step)]
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ import math
 
 def get_lr_cosine_schedule(it: int, max_lr: float, min_lr: float, warmup_iters: int,
                            cosine_cycle_iters: int) -> float:
-    """Learning rate at iteration ``it``: 0 → max_lr over warmup_iters, cosine to min_lr at cosine_cycle_iters, then min_lr.
+    """Learning rate at ``it``: linear 0 → max_lr over warmup_iters, cosine to min_lr at cosine_cycle_iters, then flat.
 
     >>> [round(get_lr_cosine_schedule(t, 1.0, 0.1, 2, 4), 3) for t in range(6)]
     [0.0, 0.5, 1.0, 0.55, 0.1, 0.1]

@@ -279,8 +279,8 @@ def _parameters_section(models: dict) -> list[str]:
     rows = [[name, m["config"]["num_layers"], m["config"]["d_model"], m["config"]["num_heads"], m["config"]["d_ff"],
              m["config"]["context_length"], f"{m['parameters']['total']:,}", _gb(m["parameters_fp32_bytes"])]
             for name, m in models.items()]
-    return ["## Parameters and float32 memory", "",
-            *markdown_table(["model", "layers", "d_model", "heads", "d_ff", "context", "parameters", "float32"], rows), ""]
+    header = ["model", "layers", "d_model", "heads", "d_ff", "context", "parameters", "float32"]
+    return ["## Parameters and float32 memory", "", *markdown_table(header, rows), ""]
 
 
 def _matmul_section(name: str, model: dict) -> list[str]:
@@ -341,7 +341,8 @@ def _memory_section(models: dict, detail: str) -> list[str]:
     return ["## AdamW training memory (float32)", "",
             "Parameters, gradients and the two AdamW moments are fixed (b = 16 bytes a parameter); the "
             "activations saved for backward grow with the batch (a per sequence, at the full context).", "",
-            *markdown_table(["model", "a (per sequence)", "b (fixed)", "memory", f"largest batch in {budget}"], rows), "",
+            *markdown_table(["model", "a (per sequence)", "b (fixed)", "memory", f"largest batch in {budget}"],
+                            rows), "",
             f"### {detail}: memory by component", "", *markdown_table(["component", "size"], parts), ""]
 
 
