@@ -417,3 +417,13 @@ def test_small_model_overfits_one_batch():
         loss.backward()
         optimizer.step()
     assert initial > 3.5 and loss.item() < 0.02
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    """`compile: true` must work: RoPE switches to real arithmetic when traced by torch.compile."""
+    torch.manual_seed(0)
+    model = TransformerLM(vocab_size=64, context_length=16, d_model=32, num_layers=1, num_heads=2)
+    token_ids = torch.randint(0, 64, (2, 16))
+    compiled = torch.compile(model)
+    torch.testing.assert_close(compiled(token_ids), model(token_ids), atol=1e-5, rtol=1e-5)

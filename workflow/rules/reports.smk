@@ -40,7 +40,7 @@ rule training_report:
     input:
         summaries=expand(f"{RESULTS}/runs/{{run}}/summary.json", run=target_runs()),
         run_files=RUN_FILES,
-        code=src_files(*REPORT_CODE, "reports/accounting", "reports/training_report", "nn"),
+        code=src_files(*REPORT_CODE, "reports/accounting", "reports/training_report", "training/plots", "nn"),
     output:
         markdown=f"{REPORTS}/training.md",
         plot=report(f"{REPORTS}/training.png", category="Training"),

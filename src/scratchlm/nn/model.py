@@ -180,14 +180,26 @@ class RotaryPositionalEmbedding(nn.Module):
         # Derived from the constructor arguments, so not part of the state dict.
         rotation = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # (max_seq_len, d_k/2)
         self.register_buffer("rotation", rotation, persistent=False)
+        self.register_buffer("rotation_cos", angles.cos().float(), persistent=False)  # for torch.compile
+        self.register_buffer("rotation_sin", angles.sin().float(), persistent=False)
 
     def forward(self, x: Tensor, token_positions: Tensor) -> Tensor:
         """x (..., seq, d_k), token_positions (..., seq) broadcastable to x's leading dims."""
+        if torch.compiler.is_compiling():
+            return self._rotate_real(x, token_positions)
         rotation = self.rotation[token_positions]  # (..., seq, d_k/2)
         compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         pairs = _as_complex_pairs(x.to(compute_dtype))  # (..., seq, d_k/2) complex
         rotated = torch.view_as_real(pairs * rotation.to(pairs.dtype))  # (..., seq, d_k/2, 2)
         return rotated.flatten(-2).to(x.dtype)
+
+    def _rotate_real(self, x: Tensor, token_positions: Tensor) -> Tensor:
+        """The same rotation in real arithmetic: torch.compile cannot trace complex views, and
+        its fused kernel makes the complex trick unnecessary there."""
+        cos = self.rotation_cos[token_positions].to(x.dtype)  # (..., seq, d_k/2)
+        sin = self.rotation_sin[token_positions].to(x.dtype)
+        x_even, x_odd = x[..., 0::2], x[..., 1::2]
+        return torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1).flatten(-2)
 
 
 def _as_complex_pairs(x: Tensor) -> Tensor:

@@ -15,10 +15,11 @@ import argparse
 import json
 from pathlib import Path
 
-from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.fileio import atomic_open
 from scratchlm.nn.model import ModelConfig
 from scratchlm.reports import markdown_table, relative_link
 from scratchlm.reports.accounting import training_flops_per_token
+from scratchlm.training.plots import plot_comparison, read_metrics
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s from NVIDIA's data sheets. "fp32" is the
 # TF32 rate on GPUs that have it, since training enables TF32 matmuls on CUDA. Matched as a
@@ -57,20 +58,6 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path}: invalid JSON ({error})") from None
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The lines of a metrics.jsonl file (none if it does not exist)."""
-    if not path.is_file():
-        return []
-    lines = []
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if text.strip():
-            try:
-                lines.append(json.loads(text))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: invalid JSON line ({error})") from None
-    return lines
-
-
 def load_run(run_dir: str | Path) -> dict:
     """One run's summary, config, metrics and MFU, plus the paths of its curves and samples if present."""
     run_dir = Path(run_dir)
@@ -84,10 +71,12 @@ def load_run(run_dir: str | Path) -> dict:
     precision = summary.get("precision", "fp32")
     peak = device_peak_flops(device_name, precision)
     flops_per_token = training_flops_per_token(model)
+    metrics = run_dir / "metrics.jsonl"
     achieved = summary.get("tokens_per_s", 0) * flops_per_token
     return {
         "name": summary.get("run", run_dir.name), "dir": run_dir, "summary": summary, "model": model,
-        "metrics": read_metrics(run_dir / "metrics.jsonl"), "device_name": device_name, "precision": precision,
+        "metrics": read_metrics(metrics) if metrics.is_file() else [],
+        "device_name": device_name, "precision": precision,
         "flops_per_token": flops_per_token, "achieved_flops": achieved,
         "mfu": achieved / peak if peak else None,
         "curves": run_dir / "curves.png" if (run_dir / "curves.png").is_file() else None,
@@ -146,28 +135,6 @@ def render_markdown(runs: list[dict], markdown_path: str | Path, *, plot_path: s
     return "\n".join(lines)
 
 
-def plot_validation_loss(runs: list[dict], path: str | Path) -> None:
-    """Validation loss against tokens seen, one line per run, to compare runs on one axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for run in runs:
-        evals = [line for line in run["metrics"] if "val_loss" in line]
-        ax.plot([line["tokens"] for line in evals], [line["val_loss"] for line in evals], marker=".", label=run["name"])
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("Validation loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
 def find_runs(runs_dir: str | Path) -> list[Path]:
     """Run folders under ``runs_dir`` that have a summary.json (finished runs), by name."""
     return sorted(path.parent for path in Path(runs_dir).glob("*/summary.json"))
@@ -178,7 +145,7 @@ def write_training_report(run_dirs: list[str | Path], markdown_path: str | Path,
     if not run_dirs:
         raise FileNotFoundError("no finished runs to report (no run folder with a summary.json)")
     runs = [load_run(path) for path in run_dirs]
-    plot_validation_loss(runs, plot_path)
+    plot_comparison(run_dirs, plot_path, x="tokens")
     with atomic_open(markdown_path, "w") as handle:
         handle.write(render_markdown(runs, markdown_path, plot_path=plot_path))
     return runs
