@@ -28,7 +28,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Speed/memory benchmarks (ours next to a peer, same run); see benchmarks/README.md.
+# Speed/memory benchmarks (ours next to a peer, same run); see README, "Tests and benchmarks".
 bench: $(STAMP)
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
