@@ -161,3 +161,49 @@ def test_lint_finds_nothing_beyond_conda_and_containers():
     lint_titles = re.findall(r"^\s+\* (.+)$", output, flags=re.MULTILINE)
     assert lint_titles, output[-3000:]  # the linter ran (it always asks for conda/containers)
     assert [title for title in lint_titles if "conda environment or container" not in title] == []
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A plain HTTP server on 127.0.0.1 serving ``tmp_path / "www"``; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=root))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    thread.join()
+
+
+def test_downloaded_gzip_corpus_trains_a_tokenizer(http_server, tmp_path):
+    """`snakemake results/owt_vocab.pkl` with the corpus behind a URL, as on a networked machine."""
+    import gzip
+
+    from scratchlm.data.demo import write_demo_corpus
+
+    base_url, www = http_server
+    for split in ("train", "valid"):
+        text_path = tmp_path / f"{split}.txt"
+        write_demo_corpus(text_path, split=split, seed=7, size_mb=0.1)
+        (www / f"owt_{split}.txt.gz").write_bytes(gzip.compress(text_path.read_bytes()))
+    config = tiny_config()
+    config["corpora"] = {"owt": {
+        "train": {"url": f"{base_url}/owt_train.txt.gz"}, "valid": {"url": f"{base_url}/owt_valid.txt.gz"},
+        "special_tokens": ["<|endoftext|>"], "vocab_size": 300}}
+    config["targets"] = {"corpora": ["owt"], "runs": []}
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workdir, "results/owt_vocab.pkl")
+    assert (workdir / "results/data/owt_train.txt").read_bytes() == (tmp_path / "train.txt").read_bytes()
+    assert len(pickle.loads((workdir / "results/owt_vocab.pkl").read_bytes())) == 300
