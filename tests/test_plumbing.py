@@ -216,3 +216,10 @@ def test_atomic_outputs_get_umask_permissions_not_0600(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_write_json_is_utf8_with_a_final_newline(tmp_path):
+    from scratchlm.fileio import write_json
+
+    write_json(tmp_path / "data.json", {"token": "é"}, ensure_ascii=False)
+    assert (tmp_path / "data.json").read_bytes() == '{\n  "token": "é"\n}\n'.encode("utf-8")

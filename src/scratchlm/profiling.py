@@ -7,17 +7,15 @@ seconds with psutil, and also adds the CPU time of children that have already ex
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import psutil
 
-from scratchlm.fileio import atomic_open
+from scratchlm.fileio import write_json
 
 
 @dataclass
@@ -40,9 +38,7 @@ class StageProfile:
     def to_json(self, path: str | os.PathLike) -> None:
         """Write the profile as JSON (atomically)."""
         record = asdict(self) | {"peak_rss_mb": round(self.peak_rss_mb, 1)}
-        with atomic_open(path, "w") as handle:
-            json.dump(record, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        write_json(path, record, sort_keys=True)
 
 
 def _tree_rss(proc: psutil.Process) -> tuple[int, int, int]:

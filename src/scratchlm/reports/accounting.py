@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.fileio import atomic_open, atomic_path, write_json
 from scratchlm.nn.model import ModelConfig
 from scratchlm.reports import markdown_table, relative_link
 
@@ -408,9 +407,7 @@ def write_accounting_report(markdown_path: str | Path, json_path: str | Path, pl
     plot_flop_shares(report, plot_path)
     with atomic_open(markdown_path, "w") as handle:
         handle.write(render_markdown(report, plot_name=relative_link(plot_path, markdown_path)))
-    with atomic_open(json_path, "w") as handle:
-        json.dump(report, handle, indent=2)
-        handle.write("\n")
+    write_json(json_path, report)
     return report
 
 

@@ -4,7 +4,6 @@ and the time it projects for the Pile, encoded corpus sizes, vocabulary and long
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import random
@@ -14,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from scratchlm.fileio import atomic_open
+from scratchlm.fileio import atomic_open, write_json
 from scratchlm.reports import markdown_table
 from scratchlm.tokenizer.pretokenize import decode_utf8, iter_document_blocks
 from scratchlm.tokenizer.tokenizer import Tokenizer
@@ -183,9 +182,7 @@ def write_tokenizer_report(results: str | os.PathLike, corpora: dict[str, list[s
     """Write ``tokenizer.md`` and ``tokenizer.json`` for the tokenizers of ``corpora`` (name -> specials)."""
     stats = tokenizer_stats(results, corpora, documents=documents, throughput_mb=throughput_mb,
                             workers=workers, seed=seed)
-    with atomic_open(json_path, "w") as handle:
-        json.dump(stats, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
+    write_json(json_path, stats, ensure_ascii=False)
     with atomic_open(markdown_path, "w", encoding="utf-8") as handle:
         handle.write(render_markdown(stats))
     return stats

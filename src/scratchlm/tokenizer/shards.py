@@ -18,7 +18,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.fileio import atomic_path, write_json
 from scratchlm.profiling import peak_rss_bytes
 from scratchlm.tokenizer.pretokenize import ChunkCounts, count_file_range, find_chunk_boundaries
 
@@ -37,8 +37,7 @@ def plan_shards(input_path: str | os.PathLike, plan_path: str | os.PathLike, *,
         boundaries = [0, size]
     plan = {"input": str(input_path), "size": size, "special_tokens": list(special_tokens),
             "boundaries": boundaries}
-    with atomic_open(plan_path, "w") as handle:
-        json.dump(plan, handle, indent=1)
+    write_json(plan_path, plan, indent=1)
     return plan
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import logging
 import os
 import time
@@ -26,7 +25,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
 
-from scratchlm.fileio import atomic_open
+from scratchlm.fileio import write_json
 from scratchlm.progress import format_bytes
 from scratchlm.tokenizer.pretokenize import ChunkCounts, PretokenCounts, count_file_range, find_chunk_boundaries
 from scratchlm.tokenizer.serialization import (
@@ -307,9 +306,7 @@ def train_from_shards(shards: Sequence[str | os.PathLike], *, vocab_size: int, s
         "peak_rss_mb": {"pretokenize_shard_max": round(_max_shard_rss(shards) / 2**20, 1),
                         "train": round(peak_rss_bytes() / 2**20, 1)},
     }
-    with atomic_open(summary_json, "w") as handle:
-        json.dump(summary, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
+    write_json(summary_json, summary, ensure_ascii=False)
     log.info("trained %d merges in %.1fs (reduce %.1fs)", len(merges), merged - reduced, reduced - began)
     return summary
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.fileio import atomic_open, atomic_path, write_json
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
@@ -188,12 +188,6 @@ def package_versions() -> dict[str, str | None]:
 
     return {"scratchlm": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "cuda": torch.version.cuda}
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_open(path) as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
 
 
 # ------------------------------------------------------------------------------------- signals
