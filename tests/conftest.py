@@ -1,8 +1,12 @@
-"""Shared test fixtures: the read-only data in ../shared beside the project root."""
+"""Shared test fixtures: the read-only data in ../shared beside the project root, a local HTTP server."""
 
 from __future__ import annotations
 
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -31,3 +35,72 @@ def reference_tokenizers_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"test data missing: {path}")
     return path
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves ``server.files``; misbehaves as configured on the server object."""
+
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        srv = self.server
+        srv.requests.append((self.path, self.headers.get("Range")))
+        if srv.failures_left > 0:
+            srv.failures_left -= 1
+            self.send_error(503)
+            return
+        body = srv.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if match and srv.honor_range:
+            start = int(match.group(1))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        payload = body[start:]
+        if srv.stall:
+            srv.release.wait(5)  # send nothing: the client's read times out
+            return
+        if srv.drops_left > 0:  # hang up half-way through the body
+            srv.drops_left -= 1
+            payload = payload[: len(payload) // 2]
+            self.close_connection = True
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.files: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.honor_range = True
+        self.drops_left = 0
+        self.failures_left = 0
+        self.stall = False
+        self.release = threading.Event()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+@pytest.fixture
+def http_server() -> Iterator[_Server]:
+    """An HTTP server on 127.0.0.1 serving ``.files`` (path -> bytes); it can drop, stall or fail requests."""
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield srv
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()

@@ -50,11 +50,16 @@ def tiny_config() -> dict:
     return config
 
 
-def snakemake(workdir: Path, *args: str) -> str:
-    """Run snakemake on the project's Snakefile in ``workdir``; return its combined output."""
+def run_snakemake(workdir: Path, *args: str, timeout: int = 540) -> subprocess.CompletedProcess:
+    """Run snakemake on the project's Snakefile in ``workdir`` with its config.yaml."""
     command = [str(SNAKEMAKE), "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=540)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def snakemake(workdir: Path, *args: str) -> str:
+    """``run_snakemake`` that must succeed; returns its combined output."""
+    result = run_snakemake(workdir, *args)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     return output
@@ -146,43 +151,17 @@ def test_a_config_typo_fails_with_the_key_named(tmp_path):
     config = tiny_config()
     config["corpora"]["demo"]["vocab_sise"] = 300
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    command = [str(SNAKEMAKE), "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--directory", str(tmp_path),
-               "--configfile", str(tmp_path / "config.yaml"), "--dry-run"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = run_snakemake(tmp_path, "--dry-run", timeout=120)
     assert result.returncode != 0
     assert "vocab_sise" in result.stdout + result.stderr
 
 
 def test_lint_finds_nothing_beyond_conda_and_containers():
-    command = [str(SNAKEMAKE), "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--directory", str(PROJECT_ROOT),
-               "--lint"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = run_snakemake(PROJECT_ROOT, "--lint", timeout=120)
     output = result.stdout + result.stderr
     lint_titles = re.findall(r"^\s+\* (.+)$", output, flags=re.MULTILINE)
     assert lint_titles, output[-3000:]  # the linter ran (it always asks for conda/containers)
     assert [title for title in lint_titles if "conda environment or container" not in title] == []
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """A plain HTTP server on 127.0.0.1 serving ``tmp_path / "www"``; yields its base URL."""
-    import functools
-    import http.server
-    import threading
-
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=root))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    thread.join()
 
 
 def test_downloaded_gzip_corpus_trains_a_tokenizer(http_server, tmp_path):
@@ -191,14 +170,13 @@ def test_downloaded_gzip_corpus_trains_a_tokenizer(http_server, tmp_path):
 
     from scratchlm.data.demo import write_demo_corpus
 
-    base_url, www = http_server
     for split in ("train", "valid"):
         text_path = tmp_path / f"{split}.txt"
         write_demo_corpus(text_path, split=split, seed=7, size_mb=0.1)
-        (www / f"owt_{split}.txt.gz").write_bytes(gzip.compress(text_path.read_bytes()))
+        http_server.files[f"/owt_{split}.txt.gz"] = gzip.compress(text_path.read_bytes())
     config = tiny_config()
     config["corpora"] = {"owt": {
-        "train": {"url": f"{base_url}/owt_train.txt.gz"}, "valid": {"url": f"{base_url}/owt_valid.txt.gz"},
+        "train": {"url": http_server.url("/owt_train.txt.gz")}, "valid": {"url": http_server.url("/owt_valid.txt.gz")},
         "special_tokens": ["<|endoftext|>"], "vocab_size": 300}}
     config["targets"] = {"corpora": ["owt"], "runs": []}
     workdir = tmp_path / "work"
