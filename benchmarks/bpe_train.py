@@ -23,24 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-from scratchlm.profiling import ProcessTreeMonitor
+from _docs_corpus import docs_corpus
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH_DIR = ROOT / ".bench"
-DOCS = BENCH_DIR / "docs_train.txt"
-MAKE_DOCS = ROOT.parent / "shared" / "bench" / "make-docs-corpus.sh"
+from scratchlm.profiling import ProcessTreeMonitor
+from scratchlm.tokenizer.pretokenize import GPT2_PATTERN
+
 EOT = "<|endoftext|>"
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 # Scale of the corpora users compare with (issue 3): bytes and distinct pre-tokens.
 SCALES = {"TinyStories (10K)": (2.1e9, 60e3), "OpenWebText (32K)": (11.9e9, 6.6e6)}
-
-
-def ensure_docs_corpus() -> Path:
-    """Build the docs corpus once (under a lock shared with other engineers)."""
-    if not DOCS.exists():
-        command = f"test -s {DOCS} || {MAKE_DOCS} {BENCH_DIR}"
-        subprocess.run(["flock", "/tmp/docs-corpus.lock", "bash", "-c", command], check=True)
-    return DOCS
 
 
 def run_ours(path: str, vocab_size: int, workers: int, profile: bool) -> dict:
@@ -147,7 +137,7 @@ def main() -> None:
         result = RUNNERS[args.child](str(args.input), args.vocab_size, args.workers, args.profile)
         print(json.dumps(result))
         return
-    args.input = args.input or ensure_docs_corpus()
+    args.input = args.input or docs_corpus("train")
     results: dict[str, list[dict]] = {"ours": [], "peer": []}
     for round_no in range(args.rounds):
         order = ("ours", "peer") if round_no % 2 == 0 else ("peer", "ours")

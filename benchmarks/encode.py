@@ -27,26 +27,17 @@ from pathlib import Path
 
 import tiktoken
 
+from _docs_corpus import BENCH_DIR, docs_corpus
+
 from scratchlm.profiling import ProcessTreeMonitor
 from scratchlm.tokenizer.pretokenize import GPT2_PATTERN
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_DIR = ROOT / ".bench"
-MAKE_DOCS = ROOT.parent / "shared" / "bench" / "make-docs-corpus.sh"
 REFERENCE = ROOT.parent / "shared" / "reference-tokenizers"
 EOT = "<|endoftext|>"
 # Train splits users encode, in bytes, and the best Python peers' times on 32 workers (issue 4).
 CORPORA = {"TinyStories train": (2.23e9, 84.0), "OpenWebText train": (11.92e9, 508.0)}
-
-
-def ensure_docs_corpus() -> Path:
-    """Build the docs corpus once (under a lock shared with other engineers)."""
-    docs = BENCH_DIR / "docs_valid.txt"
-    if not docs.exists():
-        command = f"test -s {docs} || {MAKE_DOCS} {BENCH_DIR}"
-        subprocess.run(["flock", "/tmp/docs-corpus.lock", "bash", "-c", command], check=True)
-    return docs
 
 
 def load_pair(name: str) -> tuple[Tokenizer, tiktoken.Encoding]:
@@ -148,7 +139,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile one cold pass instead")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    docs = ensure_docs_corpus()
+    docs = docs_corpus("valid")
     if args.profile:
         import cProfile
         import pstats
