@@ -25,7 +25,7 @@ import numpy as np
 
 from scratchlm.fileio import atomic_path
 from scratchlm.progress import Progress, format_bytes
-from scratchlm.tokenizer.pretokenize import decode_utf8, find_chunk_boundaries
+from scratchlm.tokenizer.pretokenize import decode_utf8, default_workers, find_chunk_boundaries
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merges", required=True, help="merges file: our .pkl or a GPT-2 merges.txt")
     parser.add_argument("--special-tokens", nargs="+", default=["<|endoftext|>"], metavar="TOKEN",
                         help="special tokens; the first one separates documents")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="worker processes")
     parser.add_argument("--chunk-mb", type=float, default=4.0, help="MiB of text per task sent to a worker")
 
 

@@ -66,6 +66,11 @@ def split_on_special_tokens(text: str, special_tokens: Sequence[str]) -> Iterato
         yield text[start:], False
 
 
+def default_workers() -> int:
+    """CPU cores this process may use (its affinity mask, e.g. a SLURM allocation, not the whole node)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def find_chunk_boundaries(path: str | os.PathLike, num_chunks: int, split_token: bytes,
                           *, probe_size: int = 1 << 16) -> list[int]:
     """Byte offsets cutting ``path`` into about ``num_chunks`` pieces, each cut placed at the

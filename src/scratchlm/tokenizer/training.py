@@ -27,7 +27,13 @@ from typing import Sequence
 
 from scratchlm.fileio import write_json
 from scratchlm.progress import format_bytes
-from scratchlm.tokenizer.pretokenize import ChunkCounts, PretokenCounts, count_file_range, find_chunk_boundaries
+from scratchlm.tokenizer.pretokenize import (
+    ChunkCounts,
+    PretokenCounts,
+    count_file_range,
+    default_workers,
+    find_chunk_boundaries,
+)
 from scratchlm.tokenizer.serialization import (
     Merges,
     Vocab,
@@ -69,11 +75,6 @@ def check_vocab_size(vocab_size: int, special_tokens: Sequence[str]) -> None:
     if vocab_size < minimum:
         raise ValueError(f"vocab_size {vocab_size} is too small: the 256 bytes and "
                          f"{len(special_tokens)} special tokens alone need {minimum}")
-
-
-def default_workers() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def count_file(input_path: str | os.PathLike, special_tokens: Sequence[str], *, num_workers: int | None = None,
