@@ -223,3 +223,13 @@ def test_write_json_is_utf8_with_a_final_newline(tmp_path):
 
     write_json(tmp_path / "data.json", {"token": "é"}, ensure_ascii=False)
     assert (tmp_path / "data.json").read_bytes() == '{\n  "token": "é"\n}\n'.encode("utf-8")
+
+
+def test_read_json_names_a_broken_file(tmp_path):
+    from scratchlm.fileio import read_json
+
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    (tmp_path / "broken.json").write_text('{"a": ')
+    assert read_json(tmp_path / "ok.json") == {"a": 1}
+    with pytest.raises(ValueError, match=r"broken\.json: invalid JSON"):
+        read_json(tmp_path / "broken.json")

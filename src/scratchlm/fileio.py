@@ -58,6 +58,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
             os.fsync(handle.fileno())
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a ValueError naming the file if it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: invalid JSON ({error})") from None
+
+
 def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2, sort_keys: bool = False,
                ensure_ascii: bool = True) -> None:
     """Write ``data`` as UTF-8 JSON (with a final newline) through :func:`atomic_open`."""

@@ -7,10 +7,9 @@ Built from what exists under the results folder, so it also works after a partia
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from scratchlm.fileio import atomic_open
+from scratchlm.fileio import atomic_open, read_json
 from scratchlm.reports import markdown_table, relative_link
 
 # (file under results/, title, what it shows)
@@ -37,10 +36,7 @@ def _reports_section(results: Path, index_path: Path) -> list[str]:
 
 def _run_row(run_dir: Path, index_path: Path) -> list[str]:
     summary_path = run_dir / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{summary_path}: invalid JSON ({error})") from None
+    summary = read_json(summary_path) if summary_path.is_file() else {}
     loss = summary.get("final_val_loss")
     files = [(run_dir / "curves.png", "curves"), (run_dir / "samples.md", "samples"),
              (run_dir / "metrics.jsonl", "metrics"), (run_dir / "config.json", "config")]

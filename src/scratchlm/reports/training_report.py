@@ -12,10 +12,9 @@ rate uses the run's overall tokens/s (evaluation time included, so it is a lower
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from scratchlm.fileio import atomic_open
+from scratchlm.fileio import atomic_open, read_json
 from scratchlm.nn.model import ModelConfig
 from scratchlm.reports import markdown_table, relative_link
 from scratchlm.reports.accounting import training_flops_per_token
@@ -52,10 +51,7 @@ def device_peak_flops(device_name: str | None, precision: str) -> float | None:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing (has the run finished?)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: invalid JSON ({error})") from None
+    return read_json(path)
 
 
 def load_run(run_dir: str | Path) -> dict:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from scratchlm.fileio import atomic_open, atomic_path, write_json
+from scratchlm.fileio import atomic_open, atomic_path, read_json, write_json
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
@@ -538,7 +538,7 @@ def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu
     meta_path = run_dir / "model.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"no trained model in {run_dir} (missing {meta_path.name}; has the run finished?)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path)
     model = TransformerLM.from_config(ModelConfig.from_dict(meta["model"]), device=device)
     checkpoint = read_checkpoint(run_dir / "model.pt", map_location=device)
     try:
