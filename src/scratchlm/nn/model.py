@@ -180,8 +180,6 @@ class RotaryPositionalEmbedding(nn.Module):
         # Derived from the constructor arguments, so not part of the state dict.
         rotation = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # (max_seq_len, d_k/2)
         self.register_buffer("rotation", rotation, persistent=False)
-        self.register_buffer("rotation_cos", angles.cos().float(), persistent=False)  # for torch.compile
-        self.register_buffer("rotation_sin", angles.sin().float(), persistent=False)
 
     def forward(self, x: Tensor, token_positions: Tensor) -> Tensor:
         """x (..., seq, d_k), token_positions (..., seq) broadcastable to x's leading dims."""
@@ -196,8 +194,8 @@ class RotaryPositionalEmbedding(nn.Module):
     def _rotate_real(self, x: Tensor, token_positions: Tensor) -> Tensor:
         """The same rotation in real arithmetic: torch.compile cannot trace complex views, and
         its fused kernel makes the complex trick unnecessary there."""
-        cos = self.rotation_cos[token_positions].to(x.dtype)  # (..., seq, d_k/2)
-        sin = self.rotation_sin[token_positions].to(x.dtype)
+        rotation = self.rotation[token_positions]  # (..., seq, d_k/2) complex
+        cos, sin = rotation.real.to(x.dtype), rotation.imag.to(x.dtype)
         x_even, x_odd = x[..., 0::2], x[..., 1::2]
         return torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1).flatten(-2)
 
