@@ -61,11 +61,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
+        if srv.send_length:
+            self.send_header("Content-Length", str(len(body) - start))
+        else:  # the body ends when the connection closes, as with some old servers
+            self.close_connection = True
         self.end_headers()
         payload = body[start:]
         if srv.stall:
             srv.release.wait(5)  # send nothing: the client's read times out
+            return
+        if srv.stall_after_half:  # half the body, then silence (the client times out or is killed)
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            srv.release.wait(5)
             return
         if srv.drops_left > 0:  # hang up half-way through the body
             srv.drops_left -= 1
@@ -88,6 +96,8 @@ class _Server(ThreadingHTTPServer):
         self.drops_left = 0
         self.failures_left = 0
         self.stall = False
+        self.stall_after_half = False
+        self.send_length = True
         self.release = threading.Event()
 
     def url(self, path: str) -> str:

@@ -107,10 +107,13 @@ def test_truncated_gzip_is_an_error(http_server, tmp_path):
 
 
 def test_full_disk_leaves_nothing(http_server, tmp_path, monkeypatch):
+    from scratchlm.data import download as module
+
     http_server.files["/c.txt"] = DATA
     real_open = open
     # Every write to /dev/full fails with ENOSPC, as a full disk does.
-    monkeypatch.setattr(fileio, "open", lambda path, mode, **kw: real_open("/dev/full", mode, **kw), raising=False)
+    monkeypatch.setattr(module, "open", lambda path, mode, **kw: real_open("/dev/full", mode.replace("+", ""), **kw),
+                        raising=False)
     with pytest.raises(DownloadError, match="disk full"):
         download(http_server.url("/c.txt"), tmp_path / "out.txt", **fast())
     assert_no_leftovers(tmp_path)
@@ -140,3 +143,92 @@ def test_cli(http_server, tmp_path, capsys):
     assert "HTTP 404" in capsys.readouterr().err
     assert main(["download", str(tmp_path / "absent.txt"), str(tmp_path / "x.txt")]) == 1
     assert "absent.txt" in capsys.readouterr().err
+
+
+# --- completeness policy and resuming across processes (issue 11) ---------------------------
+
+
+def test_truncated_transfer_without_length_is_refused(http_server, tmp_path):
+    """No Content-Length, connection closed half-way: once accepted as the whole file."""
+    http_server.files["/c.txt"] = DATA
+    http_server.send_length, http_server.drops_left = False, 1
+    with pytest.raises(DownloadError, match="nothing proves the file is complete"):
+        download(http_server.url("/c.txt"), tmp_path / "out.txt", **fast())
+    assert_no_leftovers(tmp_path)
+
+
+def test_unverifiable_transfer_passes_with_sha256_or_opt_in(http_server, tmp_path):
+    http_server.files["/c.txt"] = DATA
+    http_server.send_length = False
+    download(http_server.url("/c.txt"), tmp_path / "a.txt", sha256=hashlib.sha256(DATA).hexdigest(), **fast())
+    download(http_server.url("/c.txt"), tmp_path / "b.txt", allow_unverified=True, **fast())
+    assert (tmp_path / "a.txt").read_bytes() == DATA == (tmp_path / "b.txt").read_bytes()
+    http_server.drops_left = 1  # a cut-off body fails its checksum
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        download(http_server.url("/c.txt"), tmp_path / "c.txt", sha256=hashlib.sha256(DATA).hexdigest(), **fast())
+    assert_no_leftovers(tmp_path, "a.txt", "b.txt")
+
+
+def test_gzip_without_length_is_proven_by_its_trailer(http_server, tmp_path):
+    http_server.files["/c.gz"] = gzip.compress(DATA)
+    http_server.send_length = False
+    download(http_server.url("/c.gz"), tmp_path / "out.txt", **fast())
+    assert (tmp_path / "out.txt").read_bytes() == DATA
+    http_server.drops_left = 1
+    with pytest.raises(DownloadError, match="ends early"):
+        download(http_server.url("/c.gz"), tmp_path / "cut.txt", **fast())
+
+
+def test_failed_download_resumes_in_a_later_call(http_server, tmp_path):
+    http_server.files["/c.txt"] = DATA
+    http_server.stall_after_half = True
+    with pytest.raises(DownloadError, match="run again to resume"):
+        download(http_server.url("/c.txt"), tmp_path / "out.txt", **fast(timeout_s=0.3, retries=1))
+    kept = (tmp_path / ".out.txt.part").stat().st_size
+    assert 0 < kept <= len(DATA) // 2
+    http_server.stall_after_half = False
+    download(http_server.url("/c.txt"), tmp_path / "out.txt", **fast())
+    assert (tmp_path / "out.txt").read_bytes() == DATA
+    assert http_server.requests[-1] == ("/c.txt", f"bytes={kept}-")
+    assert_no_leftovers(tmp_path, "out.txt")
+
+
+def test_sigkilled_download_resumes_from_its_partial_file(http_server, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    http_server.files["/c.txt"] = DATA
+    http_server.stall_after_half = True
+    out = tmp_path / "out.txt"
+    child = subprocess.Popen([sys.executable, "-m", "scratchlm.cli", "download", http_server.url("/c.txt"), str(out),
+                              "--timeout-s", "30"], stderr=subprocess.DEVNULL)
+    part = tmp_path / ".out.txt.part"
+    deadline = time.monotonic() + 20
+    while not (part.exists() and part.stat().st_size >= len(DATA) // 4) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    kept = part.stat().st_size
+    assert 0 < kept <= len(DATA) // 2 and not out.exists()
+    http_server.stall_after_half = False
+    download(http_server.url("/c.txt"), out, **fast())
+    assert out.read_bytes() == DATA
+    assert http_server.requests[-1] == ("/c.txt", f"bytes={kept}-")
+    assert_no_leftovers(tmp_path, "out.txt")
+
+
+def test_partial_file_of_another_source_is_not_resumed(http_server, tmp_path):
+    http_server.files["/a.txt"], http_server.files["/b.txt"] = DATA, DATA[::-1]
+    (tmp_path / ".out.txt.part").write_bytes(DATA[:1000])
+    (tmp_path / ".out.txt.part.source").write_text(http_server.url("/a.txt") + "\n")
+    download(http_server.url("/b.txt"), tmp_path / "out.txt", **fast())
+    assert (tmp_path / "out.txt").read_bytes() == DATA[::-1]
+    assert http_server.requests == [("/b.txt", None)]
+
+
+def test_local_directory_is_named_as_such(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        download(str(tmp_path), tmp_path / "x.txt")

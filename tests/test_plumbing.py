@@ -233,3 +233,56 @@ def test_read_json_names_a_broken_file(tmp_path):
     assert read_json(tmp_path / "ok.json") == {"a": 1}
     with pytest.raises(ValueError, match=r"broken\.json: invalid JSON"):
         read_json(tmp_path / "broken.json")
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_on_next_write(tmp_path):
+    """A SIGKILLed writer leaves .NAME.HOST.PID.*.tmp; the next write of NAME removes it, not live ones."""
+    import socket
+    import subprocess
+    import sys
+
+    from scratchlm.fileio import _temp_prefix
+
+    target = tmp_path / "model.pt"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        prefix = _temp_prefix(target).replace(f".{__import__('os').getpid()}.", ".{}.")
+        stale = tmp_path / (prefix.format(dead.pid) + "abc.tmp")
+        live = tmp_path / (prefix.format(alive.pid) + "def.tmp")
+        other_host = tmp_path / f".model.pt.not-{socket.gethostname()}.{dead.pid}.ghi.tmp"
+        for path in (stale, live, other_host):
+            path.write_bytes(b"x" * 100)
+        with atomic_open(target, "wb") as handle:
+            handle.write(b"new")
+        assert target.read_bytes() == b"new"
+        assert not stale.exists() and live.exists() and other_host.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_unwritable_output_folder_is_one_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    from scratchlm import fileio
+
+    def refuse(*args, dir=None, **kwargs):  # what a read-only folder (or file system) answers
+        raise PermissionError(errno.EACCES, "Permission denied", dir)
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", refuse)
+    with pytest.raises(fileio.OutputError, match=r"ro: cannot write output out.txt \(Permission denied\)"):
+        with atomic_open(tmp_path / "ro" / "out.txt") as handle:
+            handle.write("x")
+
+
+def test_stage_user_error_is_one_line_and_exit_1(tmp_path, monkeypatch, restore_logging):
+    monkeypatch.chdir(tmp_path)
+    smk = SimpleNamespace(rule="encode", log=["encode.log"], wildcards={}, threads=1)
+    with pytest.raises(SystemExit) as stop:
+        with stage(smk):
+            open(tmp_path)  # a corpus path that is a directory
+    assert stop.value.code == 1
+    lines = [line for line in (tmp_path / "encode.log").read_text().splitlines() if "ERROR" in line]
+    assert len(lines) == 1 and lines[0].endswith(f"encode: error: {tmp_path}: Is a directory")

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from scratchlm.cli import main as cli_main
+from scratchlm.fileio import LockedError
 from scratchlm.training import loop
 from scratchlm.training.checkpoint import read_checkpoint
 from scratchlm.training.config import DEFAULTS, parse_assignment, resolve_run, total_steps
@@ -100,10 +101,27 @@ def test_runs_deep_merge_onto_defaults_and_overrides():
     ({"batch_size": "big"}, "'batch_size' must be int"),
     ({"batch_size": 0}, "'batch_size' must be a positive integer"),
     ({"model": 3}, "'model' must be a mapping"),
+    # Once accepted here and found only when the train job started (or never: grad_clip 0).
+    ({"optimizer": {"lr": -1e-3}}, "run 'a': training setting 'optimizer.lr' must be > 0"),
+    ({"optimizer": {"grad_clip": 0}}, "'optimizer.grad_clip' must be > 0, or null"),
+    ({"optimizer": {"betas": [0.9, 1.5]}}, "'optimizer.betas' must be two numbers in"),
+    ({"model": {"context_length": 0}}, "run 'a': model option context_length must be a positive integer"),
+    ({"model": {"num_heads": 7}}, "d_model=512 is not divisible by num_heads=7"),
+    ({"device": "gpu"}, "'device' must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
 ])
 def test_bad_settings_fail_clearly(override, message):
     with pytest.raises(ValueError, match=message):
         resolve_run({"runs": {"a": {"corpus": "c"}}}, "a", [override])
+
+
+def test_run_whose_corpus_is_not_configured_is_named():
+    with pytest.raises(ValueError, match=r"run 'a': corpus 'c' is not configured under `corpora:` \(configured: d\)"):
+        resolve_run({"corpora": {"d": {}}, "runs": {"a": {"corpus": "c"}}}, "a")
+
+
+def test_grad_clip_null_disables_clipping(tmp_path, data):
+    summary = train(tiny_settings(steps=3, optimizer={"grad_clip": None}), data, tmp_path / "run")
+    assert summary["steps"] == 3
 
 
 def test_unknown_run_lists_the_configured_ones():
@@ -166,12 +184,91 @@ def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, data):
     np.testing.assert_allclose([l for _, l in resumed], [l for _, l in straight], rtol=1e-5)
 
 
-def test_finished_run_trains_again_from_scratch(tmp_path, data):
+def test_finished_run_is_left_alone_and_fresh_moves_it_aside(tmp_path, data):
+    """Re-running a finished run once deleted its checkpoints and metrics and trained it again."""
+    run_dir, settings = tmp_path / "run", tiny_settings(steps=4, checkpoint_interval=2)
+    first = train(settings, data, run_dir)
+    before = {path: path.stat().st_mtime_ns for path in run_dir.rglob("*") if path.name != ".lock"}
+    steps = []
+    again = train(settings, data, run_dir, on_step=lambda step, _: steps.append(step))
+    assert again == first and steps == []
+    assert {path: path.stat().st_mtime_ns for path in run_dir.rglob("*") if path.name != ".lock"} == before
+
+    third = train(tiny_settings(steps=4, checkpoint_interval=2, seed=1), data, run_dir, fresh=True)
+    (replaced,) = (run_dir / "replaced").iterdir()
+    assert json.loads((replaced / "summary.json").read_text()) == first
+    assert (replaced / "checkpoints/step_0000004.pt").is_file() and (replaced / "model.pt").is_file()
+    assert third["final_val_loss"] != first["final_val_loss"] and len(losses(run_dir)) == 4
+
+
+def test_finished_run_with_other_settings_needs_fresh(tmp_path, data):
     run_dir = tmp_path / "run"
-    first = train(tiny_settings(steps=4, checkpoint_interval=2), data, run_dir)
-    second = train(tiny_settings(steps=4, checkpoint_interval=2), data, run_dir)
-    assert len(losses(run_dir)) == 4
-    assert second["final_val_loss"] == pytest.approx(first["final_val_loss"], rel=1e-5)
+    train(tiny_settings(steps=4), data, run_dir)
+    with pytest.raises(ValueError, match=r"different settings \(optimizer\).*--fresh"):
+        train(tiny_settings(steps=4, optimizer={"lr": 0.001}), data, run_dir)
+    assert (run_dir / "model.pt").is_file() and not (run_dir / "replaced").exists()
+    # The pipeline (a changed config reran the job) moves the old run aside and trains again.
+    train(tiny_settings(steps=4, optimizer={"lr": 0.001}), data, run_dir, replace_finished=True)
+    assert len(list((run_dir / "replaced").iterdir())) == 1
+    assert json.loads((run_dir / "config.json").read_text())["optimizer"]["lr"] == 0.001
+
+
+def test_finished_run_missing_final_files_writes_them_without_training(tmp_path, data):
+    run_dir = tmp_path / "run"
+    first = train(tiny_settings(steps=4), data, run_dir)
+    for name in ("model.pt", "summary.json", "curves.png"):
+        (run_dir / name).unlink()
+    steps = []
+    assert train(tiny_settings(steps=4), data, run_dir, on_step=lambda step, _: steps.append(step)) == first
+    assert steps == [] and (run_dir / "model.pt").is_file() and (run_dir / "curves.png").is_file()
+
+
+def test_second_trainer_on_a_run_folder_is_refused(tmp_path, data):
+    """Two trainers at once (or a requeued job beside the old one) used to interleave metrics.jsonl."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from scratchlm.fileio import exclusive_lock\n"
+         f"with exclusive_lock({str(run_dir / '.lock')!r}, what='x'):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError, match=rf"run folder .*run is in use by pid {holder.pid} on host"):
+            train(tiny_settings(steps=2), data, run_dir)
+        assert not (run_dir / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    train(tiny_settings(steps=2), data, run_dir)  # the kernel released the dead holder's lock
+    assert [step for step, _ in losses(run_dir)] == [1, 2]
+
+
+def test_sighup_checkpoints_like_sigterm(tmp_path, data):
+    def hangup_at_3(step, _line):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    with pytest.raises(TrainingInterrupted, match=f"stopped by signal {int(signal.SIGHUP)} at step 3"):
+        train(tiny_settings(), data, tmp_path / "run", on_step=hangup_at_3)
+    assert (tmp_path / "run/checkpoints/step_0000003.pt").is_file()
+
+
+def test_model_json_tokenizer_paths_work_from_any_directory(tmp_path, data, fixtures_dir, monkeypatch):
+    from scratchlm.generation import load_run
+
+    project = tmp_path / "project"
+    (project / "results").mkdir(parents=True)
+    for name in ("gpt2_vocab.json", "gpt2_merges.txt"):
+        (project / "results" / name).write_bytes((fixtures_dir / name).read_bytes())
+    monkeypatch.chdir(project)
+    data = {**data, "vocab": "results/gpt2_vocab.json", "merges": "results/gpt2_merges.txt", "vocab_size": 50257}
+    train(tiny_settings(steps=1, model={"d_model": 8, "num_heads": 2}), data, "results/runs/tiny")
+    assert json.loads((project / "results/runs/tiny/model.json").read_text())["vocab"] == "../../gpt2_vocab.json"
+    monkeypatch.chdir(tmp_path)
+    model, tokenizer, _ = load_run("project/results/runs/tiny", device="cpu")
+    assert tokenizer.encode("hello world") == [31373, 995]
 
 
 # ------------------------------------------------------------------------------------- faults
@@ -193,7 +290,7 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path, data):
         train(tiny_settings(), data, run_dir, on_step=sigterm_at(5))
     with pytest.raises(ValueError, match=r"different settings \(model\)"):
         train(tiny_settings(model={"d_model": 32}), data, run_dir)
-    train(tiny_settings(model={"d_model": 32}), data, run_dir, resume=False)  # --fresh
+    train(tiny_settings(model={"d_model": 32}), data, run_dir, fresh=True)
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
@@ -212,6 +309,37 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeyp
     assert checkpoint["iteration"] == 4
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
     assert not (run_dir / "model.pt").exists()
+
+
+def test_non_finite_state_is_never_checkpointed(tmp_path, data, monkeypatch):
+    real_step = loop.Trainer.train_step
+
+    def poisoned_at_8(self):
+        result = real_step(self)
+        if self.state.step == 8:  # e.g. an overflow that the loss did not show yet
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(loop.Trainer, "train_step", poisoned_at_8)
+    with pytest.raises(TrainingDiverged, match=r"non-finite weights .* step_0000008.pt was not written.*"
+                                               r"last good checkpoint: .*step_0000004.pt"):
+        train(tiny_settings(), data, tmp_path / "run")
+    assert not (tmp_path / "run/checkpoints/step_0000008.pt").exists()
+
+
+def test_divergence_names_the_newest_finite_checkpoint(tmp_path, data, monkeypatch):
+    """A checkpoint holding NaN optimizer state was once named the 'last good checkpoint'."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_settings(), data, run_dir, on_step=sigterm_at(9))
+    latest = run_dir / "checkpoints/step_0000009.pt"
+    payload = torch.load(latest, weights_only=True)
+    for state in payload["optimizer"]["state"].values():
+        state["exp_avg_sq"].fill_(float("nan"))
+    torch.save(payload, latest)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 11: loss nan.*last good checkpoint: .*step_0000008.pt"):
+        train(tiny_settings(), data, run_dir)
 
 
 def test_token_ids_beyond_vocab_are_rejected(tmp_path, data):

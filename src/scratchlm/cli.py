@@ -61,15 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         _top_parser().parse_args(argv or ["--help"])
         return 2
-    from scratchlm.pipeline import configure_logging
+    from scratchlm.pipeline import USER_ERRORS, configure_logging, describe_error
 
     parser, module = build_command_parser(argv[0])
     args = parser.parse_args(argv[1:])
     configure_logging()
     try:
         result = module.run_cli(args)
-    except (FileNotFoundError, ValueError) as error:  # user errors: one clear line, no traceback
-        print(f"scratchlm {argv[0]}: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:  # one clear line, no traceback
+        print(f"scratchlm {argv[0]}: error: {describe_error(error)}", file=sys.stderr)
         return 1
     return int(result or 0)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
 import json
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +19,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary file lives in the same directory so the final ``os.replace`` is atomic;
-    on any exception it is removed and whatever was at ``path`` before stays untouched.
+    on any exception it is removed and whatever was at ``path`` before stays untouched. Its
+    name records this host and process, so temporaries that a killed writer (SIGKILL, a node
+    lost) left behind are removed on the next write of the same output.
 
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
@@ -25,8 +31,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     'done'
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    _make_folder(final.parent)
+    remove_stale_temporaries(final)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent)
+    except OSError as error:
+        raise OutputError(f"{final.parent}: cannot write output {final.name} ({error.strerror})") from None
     os.close(fd)
     # mkstemp creates the file 0600; give the output the permissions a plain open() would,
     # so results on a shared cluster file system stay readable by the group.
@@ -35,9 +45,58 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutputError(f"{final}: disk full while writing ({error.strerror}); "
+                              f"the previous file, if any, is unchanged") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class OutputError(OSError):
+    """An output cannot be written (read-only folder, disk full); the message names the path."""
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{error.filename or folder}: cannot create output folder ({error.strerror})") from None
+
+
+def _temp_prefix(final: Path) -> str:
+    """``.{name}.{host}.{pid}.``: whose temporary it is, so stale ones can be told from live ones."""
+    host = socket.gethostname().replace(".", "_") or "host"
+    return f".{final.name}.{host}.{os.getpid()}."
+
+
+def remove_stale_temporaries(final: str | os.PathLike) -> list[Path]:
+    """Delete temporaries of ``final`` left by writers on this host that no longer run; return them.
+
+    Temporaries of live processes, and of other hosts (a shared file system), are left alone.
+    """
+    final = Path(final)
+    host = socket.gethostname().replace(".", "_") or "host"
+    removed = []
+    for candidate in final.parent.glob(f".{glob.escape(final.name)}.{glob.escape(host)}.*.tmp"):
+        pid_text = candidate.name[len(f".{final.name}.{host}."):].split(".", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            with contextlib.suppress(FileNotFoundError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _current_umask() -> int:
@@ -72,3 +131,38 @@ def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2, sort_keys
     with atomic_open(path, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
         handle.write("\n")
+
+
+class LockedError(RuntimeError):
+    """Another live process holds the lock; the message names it (pid, host)."""
+
+
+@contextmanager
+def exclusive_lock(lock_file: str | os.PathLike, *, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` for the block, or raise LockedError naming the holder.
+
+    A POSIX record lock (``fcntl.lockf``, which NFS and Lustre honour): the kernel releases it
+    when the holder exits, however it dies, so a lock is never left stale. ``what`` names the
+    locked thing in the message ("run folder results/runs/demo").
+    """
+    import fcntl
+
+    lock_file = Path(lock_file)
+    _make_folder(lock_file.parent)
+    handle = open(lock_file, "a+")
+    try:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LockedError(f"{what} is in use by {holder} (lock {lock_file}); wait for it to end or stop it") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock

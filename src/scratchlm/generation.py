@@ -224,7 +224,17 @@ def load_run(run_dir: str | Path, *, device: str = "auto",
     model, meta = load_trained_model(run_dir, device=select_device(device))
     if not (meta.get("vocab") and meta.get("merges")):
         raise ValueError(f"{Path(run_dir) / 'model.json'} names no tokenizer files (keys 'vocab' and 'merges')")
-    return model, Tokenizer.from_files(meta["vocab"], meta["merges"], special_tokens=list(special_tokens)), meta
+    vocab, merges = (tokenizer_file(run_dir, meta[key]) for key in ("vocab", "merges"))
+    return model, Tokenizer.from_files(vocab, merges, special_tokens=list(special_tokens)), meta
+
+
+def tokenizer_file(run_dir: str | Path, recorded: str) -> Path:
+    """A tokenizer path from model.json: relative to the run folder (older runs recorded it
+    relative to the project root, which is tried second)."""
+    in_run = Path(run_dir) / recorded
+    if Path(recorded).is_absolute() or in_run.exists() or not Path(recorded).exists():
+        return in_run
+    return Path(recorded)
 
 
 def write_samples(run_dir: str | Path, output: str | Path, *, valid: str | Path, prompts: Sequence[str],
@@ -286,8 +296,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="special tokens of the run's tokenizer (its corpus's special_tokens)")
 
 
+def check_prompts(prompts: Sequence[str]) -> None:
+    """Refuse prompts that are not valid UTF-8 (bytes the shell passed through as surrogates).
+
+    >>> check_prompts(["ok", "caf\udce9"])
+    Traceback (most recent call last):
+    ...
+    ValueError: prompt 2 is not valid UTF-8 (byte 0xe9 at character 3)
+    """
+    for number, prompt in enumerate(prompts, 1):
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as error:
+            byte = ord(prompt[error.start]) & 0xFF
+            raise ValueError(f"prompt {number} is not valid UTF-8 (byte {byte:#04x} at character {error.start})") from None
+
+
 def run_cli(args: argparse.Namespace) -> int:
     check_sampling(args.temperature, args.top_p)  # before the (slow) model load
+    check_prompts(args.prompt)
     model, tokenizer, _ = load_run(Path(args.results_dir) / "runs" / args.run, device=args.device,
                                    special_tokens=args.special_tokens)
     completions = generate_batch(model, tokenizer, args.prompt, args.max_new_tokens,

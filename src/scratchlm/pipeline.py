@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from scratchlm.fileio import LockedError
 from scratchlm.profiling import ProcessTreeMonitor
 
 PROFILE_DIR = Path("results/profiles")
@@ -24,6 +25,21 @@ def profile_path(rule: str, wildcards: dict[str, str]) -> Path:
     """``results/profiles/<rule>/<wildcard values joined by _>.json`` (``all`` without wildcards)."""
     name = "_".join(str(value) for value in wildcards.values()) or "all"
     return PROFILE_DIR / rule / f"{name}.json"
+
+
+# Errors of the user's making (bad input, config, files, a busy run folder): one line, no traceback.
+USER_ERRORS = (ValueError, OSError, LockedError)
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a user error; an OSError without our own message gets its path and reason.
+
+    >>> describe_error(IsADirectoryError(21, "Is a directory", "data/corpus"))
+    'data/corpus: Is a directory'
+    """
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split("\n")) or type(error).__name__
 
 
 def configure_logging(stream: Any = None) -> None:
@@ -50,7 +66,11 @@ def stage(smk: Any) -> Iterator[ProcessTreeMonitor]:
         configure_logging(sys.stderr)
         with ProcessTreeMonitor(smk.rule) as monitor:
             monitor.profile.extra = {"wildcards": wildcards, "threads": smk.threads}
-            yield monitor
+            try:
+                yield monitor
+            except USER_ERRORS as error:
+                logging.getLogger("scratchlm").error("%s: error: %s", smk.rule, describe_error(error))
+                raise SystemExit(1) from None
         monitor.profile.to_json(profile_path(smk.rule, wildcards))
         logging.getLogger("scratchlm").info(
             "stage %s done: wall %.1fs cpu %.1fs peak RSS %.0f MiB",

@@ -7,6 +7,19 @@ from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
 
+
+def check_targets():
+    """Every target names a configured corpus or run: a clear error now, not a MissingInputException."""
+    for kind, section in (("corpora", "corpora"), ("runs", "runs")):
+        for name in config["targets"].get(kind, []):
+            if name not in (config.get(section) or {}):
+                known = ", ".join(sorted(config.get(section) or {})) or "none"
+                raise ValueError(f"config: targets.{kind} names {name!r}, which is not configured under "
+                                 f"`{section}:` (configured: {known})")
+
+
+check_targets()
+
 RESULTS = "results"
 SRC = Path(workflow.basedir) / "src" / "scratchlm"
 # Each rule file appends the outputs that `snakemake` (rule all) should build.

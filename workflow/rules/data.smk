@@ -35,6 +35,7 @@ rule download:
     params:
         url=lambda wc: corpus_config(wc.corpus)[wc.split]["url"],
         sha256=lambda wc: corpus_config(wc.corpus)[wc.split].get("sha256"),
+        allow_unverified=lambda wc: corpus_config(wc.corpus)[wc.split].get("allow_unverified", False),
         retries=config["download"]["retries"],
         timeout_s=config["download"]["timeout_s"],
         backoff_s=config["download"]["backoff_s"],

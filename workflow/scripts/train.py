@@ -16,5 +16,8 @@ with stage(snakemake):
         },
         Path(snakemake.output.model_pt).parent,
         run_name=snakemake.wildcards.run,
+        # Snakemake reruns this job only when data, code or settings changed: a finished run (or
+        # one with other settings) is moved aside and trained again; a killed one resumes.
+        replace_finished=True,
         threads=snakemake.threads,
     )

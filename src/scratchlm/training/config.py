@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # Settings that may be null besides their default, and the type they have otherwise.
-NULLABLE = {"corpus": str, "model.d_ff": int, "steps": int, "tokens": int}
+NULLABLE = {"corpus": str, "model.d_ff": int, "steps": int, "tokens": int, "optimizer.grad_clip": float}
+# Devices a run may name (whether one is present is checked when training starts).
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 POSITIVE_INTS = ("batch_size", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval", "keep_last")
 
 
@@ -122,10 +125,17 @@ def resolve_run(project: dict, run: str, overrides: list[dict] = ()) -> dict:
     if run not in runs:
         known = ", ".join(sorted(runs)) or "none"
         raise ValueError(f"unknown run {run!r}; runs configured under `runs:` in config.yaml: {known}")
-    settings = deep_merge(DEFAULTS, project.get("training") or {})
-    for layer in (runs[run] or {}, *overrides):
-        settings = deep_merge(settings, layer)
-    check_settings(settings)
+    try:
+        settings = deep_merge(DEFAULTS, project.get("training") or {})
+        for layer in (runs[run] or {}, *overrides):
+            settings = deep_merge(settings, layer)
+        check_settings(settings)
+    except ValueError as error:
+        raise ValueError(f"run {run!r}: {error}") from None
+    corpora = project.get("corpora")
+    if corpora is not None and settings["corpus"] not in corpora:
+        raise ValueError(f"run {run!r}: corpus {settings['corpus']!r} is not configured under `corpora:` "
+                         f"(configured: {', '.join(sorted(corpora)) or 'none'})")
     return settings
 
 
@@ -148,6 +158,26 @@ def check_settings(settings: dict) -> None:
         raise ValueError("schedule.min_lr_ratio must be in [0, 1]")
     if settings["precision"] not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, got {settings['precision']!r}")
+    if not re.fullmatch(DEVICE_PATTERN, settings["device"]):
+        raise ValueError(f"training setting 'device' must be auto, cpu, cuda, cuda:N or mps, got {settings['device']!r}")
+    _check_optimizer(settings["optimizer"])
+    from scratchlm.nn import ModelConfig  # the model's own checks (heads divide d_model, ...); imports torch
+
+    ModelConfig.from_dict({**settings["model"], "vocab_size": 256})  # the corpus's vocab size is checked later
+
+
+def _check_optimizer(opt: dict) -> None:
+    for key, low, high, closed in (("lr", 0, math.inf, False), ("eps", 0, math.inf, False),
+                                   ("weight_decay", 0, math.inf, True)):
+        if not (low <= opt[key] < high and (closed or opt[key] > low)):
+            raise ValueError(f"training setting 'optimizer.{key}' must be {'>=' if closed else '>'} {low}, "
+                             f"got {opt[key]!r}")
+    betas = opt["betas"]
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+        raise ValueError(f"training setting 'optimizer.betas' must be two numbers in [0, 1), got {betas!r}")
+    if opt["grad_clip"] is not None and not opt["grad_clip"] > 0:
+        raise ValueError(f"training setting 'optimizer.grad_clip' must be > 0, or null to disable clipping; "
+                         f"got {opt['grad_clip']!r}")
 
 
 def _check_types(defaults: dict, settings: dict, where: str) -> None:

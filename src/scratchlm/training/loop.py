@@ -14,9 +14,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import platform
-import re
 import shutil
+import re
 import signal
 import subprocess
 import threading
@@ -28,13 +29,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from scratchlm.fileio import atomic_open, atomic_path, read_json, write_json
+from scratchlm.fileio import atomic_open, atomic_path, exclusive_lock, read_json, write_json
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
 from scratchlm.progress import Progress
 from scratchlm.training.checkpoint import read_checkpoint, save_checkpoint
-from scratchlm.training.config import load_yaml, parse_assignment, resolve_run, total_steps
+from scratchlm.training.config import DEVICE_PATTERN, load_yaml, parse_assignment, resolve_run, total_steps
 from scratchlm.training.data import get_batch
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ CHECKPOINT_PATTERN = re.compile(r"step_(\d+)\.pt")
 # Settings a resumed run must share with its checkpoint; the rest (device, intervals, ...) may change.
 RESUME_KEYS = ("corpus", "model", "optimizer", "schedule", "batch_size", "seed")
 COUNT_CHUNK = 1 << 24  # tokens per chunk when counting a split (bounded memory for multi-GB arrays)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+LOCK_FILE = ".lock"  # in the run folder: held by the one trainer writing it
+REPLACED_DIR = "replaced"  # earlier runs moved aside by --fresh (or a changed pipeline config)
+FINAL_FILES = ("model.pt", "model.json", "summary.json", "metrics.jsonl", "curves.png", "config.json")
 EVAL_SEED = 0  # validation batches are the same for every run of a corpus, so runs compare
 
 
@@ -51,7 +56,7 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """SIGINT/SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+    """SIGINT/SIGTERM/SIGHUP arrived; a checkpoint was saved and the run can be resumed."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
@@ -109,12 +114,23 @@ def select_device(requested: str = "auto") -> torch.device:
             return torch.device("cuda")
         mps = getattr(torch.backends, "mps", None)
         return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    device = torch.device(requested)
+    device = parse_device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {requested!r} requested but CUDA is not available (torch {torch.__version__})")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {requested!r} requested but MPS is not available")
     return device
+
+
+def parse_device(text: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` as a torch.device; ValueError for anything else.
+
+    >>> parse_device("cuda:1")
+    device(type='cuda', index=1)
+    """
+    if text == "auto" or not re.fullmatch(DEVICE_PATTERN, text):
+        raise ValueError(f"unknown device {text!r}: use auto, cpu, cuda, cuda:N or mps")
+    return torch.device(text)
 
 
 def device_name(device: torch.device) -> str:
@@ -195,13 +211,16 @@ def package_versions() -> dict[str, str | None]:
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[list[int]]:
-    """Record SIGINT/SIGTERM in the yielded list instead of dying, so the loop can checkpoint first."""
+    """Record SIGINT/SIGTERM/SIGHUP in the yielded list instead of dying, so the loop can checkpoint first.
+
+    SIGHUP is what a closed terminal (or some schedulers) sends: it checkpoints like SIGTERM.
+    """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():  # handlers only work there
         yield received
         return
     previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+                for sig in STOP_SIGNALS}
     try:
         yield received
     finally:
@@ -310,7 +329,8 @@ class Trainer:
             loss = cross_entropy(self.forward(inputs), targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = clip_gradients(self.model.parameters(), self.settings["optimizer"]["grad_clip"])
+        max_norm = self.settings["optimizer"]["grad_clip"]  # None: measure the norm, never clip
+        grad_norm = clip_gradients(self.model.parameters(), math.inf if max_norm is None else max_norm)
         loss_value = loss.item()
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             self._diverged(loss_value, grad_norm, lr)  # before the update: the weights stay finite
@@ -319,11 +339,21 @@ class Trainer:
         return loss_value, lr, grad_norm
 
     def _diverged(self, loss: float, grad_norm: float, lr: float) -> None:
-        saved = checkpoint_files(self.checkpoint_dir)
-        kept = f"last good checkpoint: {saved[-1][1]}" if saved else "no checkpoint was written yet"
         raise TrainingDiverged(
             f"run {self.run_name!r} diverged at step {self.state.step + 1}: loss {loss}, grad norm {grad_norm}, "
-            f"lr {lr:.3g}; {kept}. Lower optimizer.lr or raise schedule.warmup_fraction and start the run again.")
+            f"lr {lr:.3g}; {self._last_good()} Lower optimizer.lr or raise schedule.warmup_fraction and start "
+            f"the run again.")
+
+    def _last_good(self) -> str:
+        """Names the newest checkpoint whose weights and optimizer state are all finite (each is checked)."""
+        for _, path in reversed(checkpoint_files(self.checkpoint_dir)):
+            try:
+                checkpoint = read_checkpoint(path)
+            except ValueError:
+                continue
+            if state_is_finite(checkpoint["model"], checkpoint["optimizer"]):
+                return f"last good checkpoint: {path}."
+        return "no good checkpoint was written yet."
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -347,6 +377,9 @@ class Trainer:
 
     def save(self) -> Path:
         path = self.checkpoint_dir / f"step_{self.state.step:07d}.pt"
+        if not state_is_finite(self.model.state_dict(), self.optimizer.state_dict()):
+            raise TrainingDiverged(f"run {self.run_name!r}: non-finite weights or optimizer state at step "
+                                   f"{self.state.step}; {path.name} was not written. {self._last_good()}")
         save_checkpoint(self.model, self.optimizer, self.state.step, path, extra=self._extra())
         prune_checkpoints(self.checkpoint_dir, self.settings["keep_last"])
         return path
@@ -359,10 +392,6 @@ class Trainer:
         path = saved[-1][1]
         checkpoint = read_checkpoint(path, map_location=self.device)
         extra = checkpoint["extra"]
-        if extra.get("steps") == checkpoint["iteration"]:  # a finished run: train it again from scratch
-            log.info("run %s finished before (%s); starting over", self.run_name, path)
-            shutil.rmtree(self.checkpoint_dir)
-            return False
         self._check_compatible(path, extra.get("settings", {}), extra.get("steps"))
         try:
             self.model.load_state_dict(checkpoint["model"])
@@ -374,17 +403,29 @@ class Trainer:
             self.state = RunState(checkpoint["iteration"], float(extra["elapsed_s"]), list(extra["history"]))
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise ValueError(f"{path}: checkpoint does not match this run ({type(error).__name__}: {error}); "
-                             f"delete {self.checkpoint_dir} to start the run over") from error
+                             f"pass --fresh to start the run over (the old files are moved aside)") from error
         log.info("resuming run %s from %s (step %d of %d)", self.run_name, path, self.state.step, self.steps)
         return True
 
     def _check_compatible(self, path: Path, saved: dict, saved_steps: int | None) -> None:
+        differing = self.differing_settings(saved, saved_steps)
+        if differing:
+            raise ValueError(f"{path}: checkpoint was written with different settings ({', '.join(differing)}); "
+                             f"pass --fresh to start the run over (the old files are moved to {self.run_dir / REPLACED_DIR})")
+
+    def differing_settings(self, saved: dict, saved_steps: int | None) -> list[str]:
+        """The settings (of RESUME_KEYS, plus the step count) in which a checkpoint differs from this run."""
         differing = [key for key in RESUME_KEYS if saved.get(key) != self.settings[key]]
         if saved_steps != self.steps:
             differing.append("steps/tokens")
-        if differing:
-            raise ValueError(f"{path}: checkpoint was written with different settings ({', '.join(differing)}); "
-                             f"delete {self.checkpoint_dir} (or pass --fresh) to start the run over")
+        return differing
+
+    def latest_checkpoint(self) -> tuple[Path, dict] | None:
+        """(path, extra) of the newest checkpoint, or None."""
+        saved = checkpoint_files(self.checkpoint_dir)
+        if not saved:
+            return None
+        return saved[-1][1], read_checkpoint(saved[-1][1])
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -469,7 +510,8 @@ class Trainer:
         shutil_copy(checkpoint_files(self.checkpoint_dir)[-1][1], self.run_dir / "model.pt")
         write_json(self.run_dir / "model.json", {
             "model": self.model_config.to_dict(), "corpus": self.settings["corpus"], "step": self.state.step,
-            "val_loss": final_val, "vocab": _str(self.data.get("vocab")), "merges": _str(self.data.get("merges"))})
+            "val_loss": final_val, "vocab": _relative_to(self.data.get("vocab"), self.run_dir),
+            "merges": _relative_to(self.data.get("merges"), self.run_dir)})
         tokens = self.state.step * self.settings["batch_size"] * self.model_config.context_length
         summary = {
             "run": self.run_name, "corpus": self.settings["corpus"], "final_val_loss": final_val,
@@ -488,8 +530,24 @@ class Trainer:
         return summary
 
 
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _relative_to(path: str | Path | None, run_dir: Path) -> str | None:
+    """``path`` relative to the run folder (model.json must not depend on the working directory)."""
+    return None if path is None else os.path.relpath(Path(path).resolve(), run_dir.resolve())
+
+
+def state_is_finite(*states: Any) -> bool:
+    """Whether every floating-point tensor in the (nested) state dicts is finite."""
+    for state in states:
+        if isinstance(state, torch.Tensor):
+            if state.is_floating_point() and not bool(torch.isfinite(state).all()):
+                return False
+        elif isinstance(state, dict):
+            if not state_is_finite(*state.values()):
+                return False
+        elif isinstance(state, (list, tuple)):
+            if not state_is_finite(*state):
+                return False
+    return True
 
 
 def shutil_copy(src: Path, dst: Path) -> None:
@@ -509,27 +567,81 @@ def _start_wandb(settings: dict, run_name: str) -> Any:
     return wandb.init(project=settings["wandb"]["project"], name=run_name, config=settings, resume="allow")
 
 
-def train(settings: dict, data: dict, run_dir: str | Path, *, run_name: str | None = None, resume: bool = True,
-          threads: int | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
+def train(settings: dict, data: dict, run_dir: str | Path, *, run_name: str | None = None, fresh: bool = False,
+          replace_finished: bool = False, threads: int | None = None,
+          on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Train one run into ``run_dir``; returns the summary (also written to summary.json).
 
     ``settings`` is a resolved run (``config.resolve_run``); ``data`` has ``train`` and ``valid``
     (.npy paths), ``vocab_size`` and optionally ``vocab``/``merges`` (tokenizer paths, recorded in
-    model.json). ``threads`` sets torch's CPU threads. ``on_step(step, metrics_line)`` is called
-    after every step (tests use it).
+    model.json). An unfinished run resumes from its latest checkpoint. A finished run is left as
+    it is (its summary is returned) unless ``fresh``; ``fresh`` moves the old run's files aside
+    (``replaced/{time}/`` in the run folder) and starts over. ``replace_finished`` (what the
+    pipeline asks, since Snakemake reruns a job only when its inputs changed) also starts over,
+    moving the old files aside, when the run finished or was written with other settings.
+    The run folder is locked for the whole call: a second trainer on it fails at once.
+    ``threads`` sets torch's CPU threads; ``on_step(step, metrics_line)`` is called after
+    every step (tests use it).
     """
     if threads:
         torch.set_num_threads(threads)
     run_dir = Path(run_dir)
-    trainer = Trainer(settings, data, run_dir, run_name=run_name or run_dir.name)
-    if not resume and trainer.checkpoint_dir.exists():
-        shutil.rmtree(trainer.checkpoint_dir)
-    trainer.resume()
+    with exclusive_lock(run_dir / LOCK_FILE, what=f"run folder {run_dir}"):
+        trainer = Trainer(settings, data, run_dir, run_name=run_name or run_dir.name)
+        if fresh or (replace_finished and _is_stale(trainer)):
+            move_aside(run_dir)
+        elif (finished := _finished_summary(trainer)) is not None:
+            return finished
+        trainer.resume()
+        trainer.write_run_files()
+        log.info("run %s: %d steps of %d tokens on %s, %.2fM parameters, unigram entropy %.4f nats",
+                 trainer.run_name, trainer.steps, settings["batch_size"] * trainer.model_config.context_length,
+                 trainer.device, sum(p.numel() for p in trainer.model.parameters()) / 1e6, trainer.unigram_entropy)
+        return trainer.run(on_step=on_step)
+
+
+def _is_stale(trainer: Trainer) -> bool:
+    """Whether the run folder holds a finished run or one written with other settings."""
+    latest = trainer.latest_checkpoint()
+    if latest is None:
+        return False
+    path, checkpoint = latest
+    extra = checkpoint["extra"]
+    return (extra.get("steps") == checkpoint["iteration"]
+            or bool(trainer.differing_settings(extra.get("settings", {}), extra.get("steps"))))
+
+
+def _finished_summary(trainer: Trainer) -> dict | None:
+    """For a run that already finished: its summary (final files rewritten if any is missing); else None."""
+    latest = trainer.latest_checkpoint()
+    if latest is None or latest[1]["extra"].get("steps") != latest[1]["iteration"]:
+        return None
+    path = latest[0]
+    trainer.resume()  # checks the settings match (else: a clear error suggesting --fresh)
+    if all((trainer.run_dir / name).is_file() for name in FINAL_FILES):
+        log.info("run %s already finished (%s); nothing to do (--fresh trains it again, moving this one aside)",
+                 trainer.run_name, path)
+        return read_json(trainer.run_dir / "summary.json")
+    log.info("run %s finished at %s but some final files are missing; writing them again", trainer.run_name, path)
     trainer.write_run_files()
-    log.info("run %s: %d steps of %d tokens on %s, %.2fM parameters, unigram entropy %.4f nats",
-             trainer.run_name, trainer.steps, settings["batch_size"] * trainer.model_config.context_length,
-             trainer.device, sum(p.numel() for p in trainer.model.parameters()) / 1e6, trainer.unigram_entropy)
-    return trainer.run(on_step=on_step)
+    return trainer.finish()
+
+
+def move_aside(run_dir: Path) -> Path | None:
+    """Move everything in ``run_dir`` (but its lock and earlier replaced runs) to ``replaced/{UTC time}/``."""
+    entries = [entry for entry in run_dir.iterdir() if entry.name not in (LOCK_FILE, REPLACED_DIR)]
+    if not entries:
+        return None
+    target = run_dir / REPLACED_DIR / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
+    target.mkdir(parents=True)
+    for entry in entries:
+        os.replace(entry, target / entry.name)
+    log.warning("%s: the previous run was moved to %s (delete it when no longer needed)", run_dir, target)
+    return target
 
 
 def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[TransformerLM, dict]:
@@ -561,7 +673,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default="results",
                         help="folder with the encoded splits ({corpus}_{split}.npy) and tokenizers")
     parser.add_argument("--run-dir", default=None, help="run folder; RESULTS/runs/RUN when not given")
-    parser.add_argument("--fresh", action="store_true", help="discard existing checkpoints instead of resuming")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start the run over; its existing files are moved to RUN_DIR/replaced/TIME/, not deleted")
 
 
 def corpus_data(project: dict, corpus: str, results: str | Path) -> dict:
@@ -582,7 +695,7 @@ def run_cli(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or Path(args.results) / "runs" / args.run
     try:
         summary = train(settings, corpus_data(project, settings["corpus"], args.results), run_dir,
-                        run_name=args.run, resume=not args.fresh)
+                        run_name=args.run, fresh=args.fresh)
     except TrainingInterrupted as stop:
         log.warning("%s", stop)
         return 128 + stop.signum
