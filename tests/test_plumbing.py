@@ -286,3 +286,42 @@ def test_stage_user_error_is_one_line_and_exit_1(tmp_path, monkeypatch, restore_
     assert stop.value.code == 1
     lines = [line for line in (tmp_path / "encode.log").read_text().splitlines() if "ERROR" in line]
     assert len(lines) == 1 and lines[0].endswith(f"encode: error: {tmp_path}: Is a directory")
+
+
+def test_pickle_of_shared_references_is_refused_at_once(tmp_path):
+    """A 2 KB pickle whose entries share one nested list took ~n^3 checks (seconds) before the refusal."""
+    import time
+
+    leaf = [b"x"] * 250
+    middle = [leaf] * 250
+    (tmp_path / "bomb.pkl").write_bytes(pickle.dumps({i: middle for i in range(250)}, protocol=5))
+    assert (tmp_path / "bomb.pkl").stat().st_size < 2500
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"bomb.pkl: token 0 is a list, not bytes"):
+        load_pickle(tmp_path / "bomb.pkl")
+    assert time.perf_counter() - started < 1.0  # was ~9 s; the check is now linear in the file
+
+
+@pytest.mark.parametrize("vocab_text, message", [
+    ('{"a": -1}', r"token id -1 is not an integer in \[0, 16,777,216\)"),
+    ('{"a": 0, "b": 0}', r"token id 0 is used twice"),
+    ('{"a": 0, "a": 1}', r"token 'a' appears twice \(JSON keys must be unique\)"),
+    ('{"a": "zero"}', r"token id 'zero' is not an integer"),
+])
+def test_gpt2_vocab_with_bad_ids_names_the_file_and_problem(tmp_path, vocab_text, message):
+    """Once: OverflowError for -1; duplicate ids/keys silently dropped a token and a merge got the blame."""
+    (tmp_path / "v.json").write_text(vocab_text)
+    (tmp_path / "m.txt").write_text("#version: 0.2\n")
+    with pytest.raises(ValueError, match=rf"v.json: {message}"):
+        load_gpt2_format(tmp_path / "v.json", tmp_path / "m.txt")
+
+
+def test_pickled_vocab_with_negative_id_names_the_file(tmp_path):
+    from scratchlm.tokenizer import Tokenizer
+
+    save_pickle({-1: b"a", **{i: bytes([i]) for i in range(256)}}, tmp_path / "v.pkl")
+    save_pickle([], tmp_path / "m.pkl")
+    with pytest.raises(ValueError, match=r"v.pkl: token id -1 is not an integer"):
+        Tokenizer.from_files(tmp_path / "v.pkl", tmp_path / "m.pkl")
+    with pytest.raises(ValueError, match=r"tokenizer vocab: token id -1"):
+        Tokenizer({-1: b"a"}, [])

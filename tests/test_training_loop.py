@@ -348,6 +348,18 @@ def test_token_ids_beyond_vocab_are_rejected(tmp_path, data):
         train(tiny_settings(), data, tmp_path / "run")
 
 
+@pytest.mark.parametrize("dtype, bad, message", [
+    (np.int64, 2**40, r"token id 1099511627776 >= vocab size 32 \(at position 3"),  # once: "allocate 8.00 TiB"
+    (np.int16, -1, r"token id -1 is negative \(at position 3"),
+])
+def test_out_of_range_ids_are_named_without_allocating(tmp_path, data, dtype, bad, message):
+    tokens = np.array([1, 2, 3] * 100, dtype=dtype)
+    tokens[3] = bad
+    np.save(data["train"], tokens)
+    with pytest.raises(ValueError, match=message):
+        train(tiny_settings(), data, tmp_path / "run")
+
+
 def test_missing_split_names_the_file(tmp_path, data):
     data["valid"] = str(tmp_path / "absent.npy")
     with pytest.raises(FileNotFoundError, match="absent.npy"):

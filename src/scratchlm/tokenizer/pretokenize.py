@@ -138,21 +138,10 @@ def decode_utf8(data: bytes) -> tuple[str, int]:
     >>> decode_utf8(b"ok \\xff!")
     ('ok \\ufffd!', 1)
     """
-    try:
-        return data.decode("utf-8"), 0
-    except UnicodeDecodeError:
-        pass
-    # Rare path: count the replacements one error at a time (U+FFFD may also occur legitimately).
-    parts, invalid, start = [], 0, 0
-    while True:
-        try:
-            parts.append(data[start:].decode("utf-8"))
-            return "".join(parts), invalid
-        except UnicodeDecodeError as error:
-            parts.append(data[start:start + error.start].decode("utf-8"))
-            parts.append("\ufffd")
-            invalid += 1
-            start += error.end
+    text = data.decode("utf-8", errors="replace")  # one pass in C, whatever the number of errors
+    # Every U+FFFD is a replacement except those encoded in the input (EF BF BD, always a valid
+    # sequence of its own: EF is no continuation byte, so no invalid sequence can swallow it).
+    return text, text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
 
 
 def count_pretokens(text: str, special_tokens: Sequence[str]) -> Counter[str]:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 import os
 import pickle
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable
 
 from scratchlm.fileio import atomic_open
 
 Vocab = dict[int, bytes]
+# Ids are packed as uint32 whose high byte is 0 by the encoder, so they stay below 2**24.
+MAX_TOKEN_ID = 1 << 24
 Merges = list[tuple[bytes, bytes]]
 
 
@@ -87,20 +91,24 @@ def load_gpt2_format(vocab_path: str | os.PathLike, merges_path: str | os.PathLi
     """
     specials = set(special_tokens)
     try:
-        raw = json.loads(Path(vocab_path).read_text(encoding="utf-8"))
+        pairs = json.loads(Path(vocab_path).read_text(encoding="utf-8"), object_pairs_hook=list)
     except json.JSONDecodeError as error:
         raise ValueError(f"{vocab_path}: not valid JSON ({error})") from None
-    if not isinstance(raw, dict):
+    if not isinstance(pairs, list):
         raise ValueError(f"{vocab_path}: expected a JSON object of token -> id")
+    texts = [text for text, _ in pairs]
+    if len(set(texts)) != len(texts):
+        duplicate = next(text for text, count in Counter(texts).items() if count > 1)
+        raise ValueError(f"{vocab_path}: token {duplicate!r} appears twice (JSON keys must be unique)")
     table = unicode_to_bytes()
-    vocab: Vocab = {}
-    for text, token_id in raw.items():
-        if not isinstance(token_id, int):
-            raise ValueError(f"{vocab_path}: id of {text!r} is not an integer")
+    entries = []
+    for text, token_id in pairs:
         if text in specials or any(char not in table for char in text):
-            vocab[token_id] = text.encode("utf-8")
+            entries.append((token_id, text.encode("utf-8")))
         else:
-            vocab[token_id] = text_to_token(text, source=vocab_path)
+            entries.append((token_id, text_to_token(text, source=vocab_path)))
+    check_vocab(entries, vocab_path)
+    vocab: Vocab = dict(entries)
     merges: Merges = []
     for line_no, line in enumerate(Path(merges_path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.startswith("#version"):
@@ -130,8 +138,15 @@ class _PlainDataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data is allowed")
 
 
-def load_pickle(path: str | os.PathLike) -> Vocab | Merges:
-    """Load a vocab/merges pickle without ever executing code from the file."""
+def load_pickle(path: str | os.PathLike, *, expect: type | None = None) -> Vocab | Merges:
+    """Load a vocab (dict of id -> bytes) or merges (list of (bytes, bytes)) pickle without ever
+    executing code from the file.
+
+    The unpickler builds plain data only, in time linear in the file's size; the shape check
+    then looks at each entry once and never descends further, so a small pickle full of shared
+    references (a "billion laughs" of nested lists) is refused at its first wrong entry.
+    ``expect`` (dict or list) refuses the other kind.
+    """
     data = Path(path).read_bytes()
     try:
         obj = _PlainDataUnpickler(io.BytesIO(data)).load()
@@ -139,18 +154,35 @@ def load_pickle(path: str | os.PathLike) -> Vocab | Merges:
         raise ValueError(f"{path}: {error}") from None
     except Exception as error:  # truncated or not a pickle at all
         raise ValueError(f"{path}: not a readable tokenizer pickle ({type(error).__name__}: {error})") from None
-    _check_plain(obj, path)
+    if expect is not None and not isinstance(obj, expect):
+        raise ValueError(f"{path}: expected {_SHAPES[expect]}, got a {type(obj).__name__}")
+    if isinstance(obj, dict):
+        check_vocab(obj.items(), path)
+    elif isinstance(obj, list):
+        _check_merges(obj, path)
+    else:
+        raise ValueError(f"{path}: unexpected {type(obj).__name__} in tokenizer pickle "
+                         f"(expected {_SHAPES[dict]} or {_SHAPES[list]})")
     return obj
 
 
-def _check_plain(obj, path, depth: int = 0) -> None:
-    allowed = (dict, list, tuple, bytes, int, str)
-    if not isinstance(obj, allowed) or isinstance(obj, bool) or depth > 3:
-        raise ValueError(f"{path}: unexpected {type(obj).__name__} in tokenizer pickle")
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            _check_plain(key, path, depth + 1)
-            _check_plain(value, path, depth + 1)
-    elif isinstance(obj, (list, tuple)):
-        for item in obj:
-            _check_plain(item, path, depth + 1)
+_SHAPES = {dict: "a dict of int id -> bytes token", list: "a list of (bytes, bytes) merges"}
+
+
+def _check_merges(merges: list, path: str | os.PathLike) -> None:
+    for rank, pair in enumerate(merges):
+        if not (type(pair) is tuple and len(pair) == 2 and type(pair[0]) is bytes and type(pair[1]) is bytes):
+            raise ValueError(f"{path}: expected {_SHAPES[list]}; merge {rank} is {pair!r:.60}")
+
+
+def check_vocab(entries: Iterable[tuple[object, object]], path: str | os.PathLike) -> None:
+    """Ids are distinct integers in [0, MAX_TOKEN_ID) and tokens are bytes; ValueError naming ``path``."""
+    seen: set[int] = set()
+    for token_id, token in entries:
+        if type(token_id) is not int or not 0 <= token_id < MAX_TOKEN_ID:
+            raise ValueError(f"{path}: token id {token_id!r} is not an integer in [0, {MAX_TOKEN_ID:,})")
+        if type(token) is not bytes:
+            raise ValueError(f"{path}: token {token_id} is a {type(token).__name__}, not bytes")
+        if token_id in seen:
+            raise ValueError(f"{path}: token id {token_id} is used twice")
+        seen.add(token_id)

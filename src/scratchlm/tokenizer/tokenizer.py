@@ -28,7 +28,7 @@ from scratchlm.tokenizer.pretokenize import (
     pretokenize,
     special_tokens_regex,
 )
-from scratchlm.tokenizer.serialization import Merges, Vocab, load_gpt2_format, load_pickle
+from scratchlm.tokenizer.serialization import Merges, Vocab, check_vocab, load_gpt2_format, load_pickle
 
 # Unicode White_Space, i.e. what \s means to `regex` (and so to GPT2_PATTERN).
 WHITESPACE = ASCII_WHITESPACE + "\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -42,9 +42,8 @@ _LAST_CUT = regex.compile(r"\S\s", flags=regex.REVERSE)
 _NO_MERGE = 1 << 62  # rank of a pair that has no merge
 _LONG_PRETOKEN = 128  # bytes from which BPE uses the O(n log n) merge loop
 _MAX_CACHED_CHARS = 64  # longer segments (base64, long runs of symbols) are rare: not worth memory
-_MAX_ID = 1 << 24  # ids are packed as uint32 whose high byte is 0, which makes _SENTINEL unambiguous
 _IDS = "I"  # array typecode of packed ids (uint32, native byte order)
-_SENTINEL = b"\xff" * 4  # packed value that no id < _MAX_ID can produce, even straddling two ids
+_SENTINEL = b"\xff" * 4  # packed value that no id < MAX_TOKEN_ID (2**24) can produce, even straddling two ids
 # New segments are encoded together: joined by "\x00", which these patterns always match alone
 # (and which is then looked up as _SENTINEL). A segment ends with a non-space, so no pre-token
 # of it would run into the separator, and none starts before it: each segment pre-tokenizes as
@@ -96,6 +95,7 @@ class Tokenizer:
 
     def __init__(self, vocab: Vocab, merges: Merges, special_tokens: Sequence[str] | None = None,
                  *, cache_entries: int = 1 << 19) -> None:
+        check_vocab(vocab.items(), "tokenizer vocab")
         self.vocab: Vocab = dict(vocab)
         self.merges: Merges = list(merges)
         self.special_tokens: list[str] = list(dict.fromkeys(special_tokens or ()))
@@ -111,8 +111,6 @@ class Tokenizer:
         pattern = special_tokens_regex(self.special_tokens)
         # A capturing group makes split() return [text, special, text, special, ..., text].
         self._special_split = regex.compile(f"({pattern.pattern})") if pattern else None
-        if max(self.vocab, default=0) >= _MAX_ID:
-            raise ValueError(f"token ids must be below {_MAX_ID:,}, got {max(self.vocab):,}")
         self._byte_ids, self._ranks, self._merged = self._merge_tables()
         self.cache_entries = cache_entries
         merged_ids = {self.vocab[token_id]: token_id for token_id in self._merged}
@@ -149,8 +147,7 @@ class Tokenizer:
             if not Path(path).is_file():
                 raise FileNotFoundError(f"tokenizer file not found: {path}")
         if Path(vocab_path).suffix == ".pkl":
-            vocab, merges = load_pickle(vocab_path), load_pickle(merges_path)
-            _check_pickled(vocab, merges, vocab_path, merges_path)
+            vocab, merges = load_pickle(vocab_path, expect=dict), load_pickle(merges_path, expect=list)
         else:
             vocab, merges = load_gpt2_format(vocab_path, merges_path, special_tokens=special_tokens or ())
         return cls(vocab, merges, special_tokens, **kwargs)
@@ -315,15 +312,3 @@ class Tokenizer:
         except KeyError as error:
             raise ValueError(f"unknown token id {error.args[0]!r} (vocab has {len(self.vocab)} ids)") from None
         return data.decode("utf-8", errors="replace")
-
-
-def _check_pickled(vocab: object, merges: object, vocab_path: str | os.PathLike,
-                   merges_path: str | os.PathLike) -> None:
-    """Clear errors for pickles that hold plain data of the wrong shape."""
-    if not isinstance(vocab, dict) or not all(
-            isinstance(key, int) and isinstance(value, bytes) for key, value in vocab.items()):
-        raise ValueError(f"{vocab_path}: expected a dict of int id -> bytes token")
-    if not isinstance(merges, list) or not all(
-            isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(part, bytes) for part in pair)
-            for pair in merges):
-        raise ValueError(f"{merges_path}: expected a list of (bytes, bytes) merges")

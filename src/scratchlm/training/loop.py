@@ -67,14 +67,19 @@ class TrainingInterrupted(RuntimeError):
 
 
 def token_counts(tokens: np.ndarray, vocab_size: int, *, name: str) -> np.ndarray:
-    """Occurrences of each id in ``tokens`` (counted in chunks); ValueError naming ``name`` if an id >= vocab_size."""
+    """Occurrences of each id in ``tokens`` (counted in chunks); ValueError naming ``name`` for an id
+    outside [0, vocab_size). Ids are range-checked before counting, so no allocation grows with an id."""
     counts = np.zeros(vocab_size, dtype=np.int64)
     for start in range(0, len(tokens), COUNT_CHUNK):
-        chunk = np.bincount(tokens[start:start + COUNT_CHUNK])
-        if len(chunk) > vocab_size:
-            bad = int(np.flatnonzero(chunk[vocab_size:])[0]) + vocab_size
-            raise ValueError(f"{name}: token id {bad} >= vocab size {vocab_size} (encoded with another tokenizer?)")
-        counts[:len(chunk)] += chunk
+        chunk = np.asarray(tokens[start:start + COUNT_CHUNK])
+        low, high = (int(chunk.min()), int(chunk.max())) if len(chunk) else (0, 0)
+        if low < 0 or high >= vocab_size:
+            bad_at = int(np.flatnonzero((chunk < 0) | (chunk >= vocab_size))[0])
+            bad = int(chunk[bad_at])
+            reason = "is negative" if bad < 0 else f">= vocab size {vocab_size}"
+            raise ValueError(f"{name}: token id {bad} {reason} (at position {start + bad_at}; "
+                             f"encoded with another tokenizer, or not a token array?)")
+        counts += np.bincount(chunk, minlength=vocab_size)
     return counts
 
 
