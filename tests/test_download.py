@@ -230,5 +230,5 @@ def test_partial_file_of_another_source_is_not_resumed(http_server, tmp_path):
 
 
 def test_local_directory_is_named_as_such(tmp_path):
-    with pytest.raises(FileNotFoundError, match="is a directory"):
+    with pytest.raises(IsADirectoryError, match="is a directory, not a source file"):
         download(str(tmp_path), tmp_path / "x.txt")

@@ -141,3 +141,16 @@ def test_tokenizer_report(tinystories_pkl, fixtures_dir, corpus, tmp_path):
     for heading in ("## Compression", "## Throughput", "## Encoded corpora", "## Longest tokens"):
         assert heading in text
 
+
+
+def test_long_documents_encode_in_flat_memory_with_the_same_ids(tokenizer, fixtures_dir, tmp_path):
+    """Text without separators was once one block (1.9 GB peak for 50 MiB); cuts must not change ids."""
+    from scratchlm.tokenizer.encode import encode_range
+
+    text = (fixtures_dir / "tinystories_sample.txt").read_text(encoding="utf-8").replace(EOT, " ")[:50_000]
+    text += " <|endo" + "ftext|>" + (fixtures_dir / "german.txt").read_text(encoding="utf-8")[:5000]
+    path = tmp_path / "long.txt"
+    path.write_text(text, encoding="utf-8")
+    ids = encode_range(tokenizer, path, 0, path.stat().st_size, block_size=256)
+    assert ids.tolist() == tokenizer.encode(text)
+    assert ids.dtype == np.uint16

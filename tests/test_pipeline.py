@@ -178,7 +178,7 @@ def test_downloaded_gzip_corpus_trains_a_tokenizer(http_server, tmp_path):
     config["corpora"] = {"owt": {
         "train": {"url": http_server.url("/owt_train.txt.gz")}, "valid": {"url": http_server.url("/owt_valid.txt.gz")},
         "special_tokens": ["<|endoftext|>"], "vocab_size": 300}}
-    config["targets"] = {"corpora": ["owt"], "runs": []}
+    config["targets"], config["runs"] = {"corpora": ["owt"], "runs": []}, {}
     workdir = tmp_path / "work"
     workdir.mkdir()
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))

@@ -66,15 +66,43 @@ def test_document_blocks_cover_the_range_and_end_before_specials(tmp_path):
     blocks = list(iter_document_blocks(path, start, end, EOT.encode(), block_size=64))
     assert b"".join(blocks) == data[start:end]
     assert len(blocks) > 10
-    assert all(block.startswith(EOT.encode()) for block in blocks[1:])
+    # Each block starts a document, or continues a long one after a space (a safe cut).
+    assert all(block.startswith(EOT.encode()) or (block[:1].isspace() and not previous[-1:].isspace())
+               for previous, block in zip(blocks, blocks[1:]))
 
 
-def test_a_long_document_stays_in_one_block(tmp_path):
+def test_a_long_document_is_cut_where_pretokens_always_split(tmp_path):
+    """A corpus without separators once made one block of the whole file (1 GB peak for 50 MiB)."""
     path = tmp_path / "long.txt"
-    path.write_text(f"short{EOT}" + "long words " * 500 + f"{EOT}tail")
+    text = f"short{EOT}" + "long words, déjà vu 42 " * 500 + f"{EOT}tail"
+    path.write_text(text)
     blocks = list(iter_document_blocks(path, 0, path.stat().st_size, EOT.encode(), block_size=64))
-    # Never cut inside the long document; the last block runs to the end of the range.
-    assert blocks == [b"short", (EOT + "long words " * 500 + EOT + "tail").encode()]
+    assert b"".join(blocks) == text.encode() and max(map(len, blocks)) < 3 * 64
+    pieces = [pretoken for block in blocks for pretoken in count_in_order(block.decode(), [EOT])]
+    assert pieces == count_in_order(text, [EOT])
+
+
+_TEXT = st.lists(st.sampled_from(list("ab1 \t\n'.,é€\u3000\xa0\x85") + ["'s", "<|", "|>", "<|x y|>", EOT]),
+                 max_size=30).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXT, st.sampled_from([[], ["<|x y|>"], [EOT]]))
+def test_safe_cuts_never_change_pretokens(text, specials):
+    """The property behind cutting long documents: pre-tokens of the whole = those of the pieces."""
+    from scratchlm.tokenizer.pretokenize import last_safe_cut
+
+    data = text.encode()
+    for end in range(len(data) + 1):
+        cut = last_safe_cut(data[:end], [s.encode() for s in specials])
+        if cut:
+            left, right = data[:cut].decode(), data[cut:].decode()
+            assert count_in_order(left, specials) + count_in_order(right, specials) == count_in_order(text, specials)
+
+
+def count_in_order(text: str, specials: list[str]) -> list[str]:
+    return [token for piece, special in split_on_special_tokens(text, specials)
+            for token in ([piece] if special else GPT2_REGEX.findall(piece))]
 
 
 def test_count_file_range_streams_like_whole_text(tmp_path):

@@ -137,3 +137,21 @@ def test_corrupt_or_foreign_files_raise_a_clear_error(tmp_path):
     other = TransformerLM(**{**MODEL, "d_model": 64})
     with pytest.raises(ValueError, match="good.pt.*does not match the model"):
         load_checkpoint(good, other)
+
+
+def test_disk_full_during_a_checkpoint_write_names_the_file(tmp_path, monkeypatch):
+    """torch's own message for a full disk was "unexpected pos 704 vs 598"."""
+    from scratchlm import fileio
+    from scratchlm.fileio import OutputError
+
+    model = torch.nn.Linear(64, 64)
+    target = tmp_path / "step_0000010.pt"
+    save_checkpoint(model, None, 5, target)
+    before = target.read_bytes()
+    real_open = open
+    # Every write to /dev/full fails with ENOSPC, as a full disk does.
+    monkeypatch.setattr(fileio, "open", lambda path, mode, **kw: real_open("/dev/full", mode, **kw), raising=False)
+    with pytest.raises(OutputError, match=r"step_0000010.pt: disk full while writing .*previous file, if any, is unchanged"):
+        save_checkpoint(model, None, 10, target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000010.pt"]

@@ -166,3 +166,25 @@ def exclusive_lock(lock_file: str | os.PathLike, *, what: str) -> Iterator[None]
         yield
     finally:
         handle.close()  # releases the lock
+
+
+def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
+    """``path`` as a Path if it is a readable file; else FileNotFoundError / IsADirectoryError /
+    PermissionError whose message names the path and the problem.
+
+    >>> require_file("/", "corpus file")
+    Traceback (most recent call last):
+    ...
+    IsADirectoryError: /: is a directory, not a corpus file
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, not a {what}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise PermissionError(f"{path}: {what} is not readable (permission denied)") from None
+    return path

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from scratchlm import __version__
-from scratchlm.fileio import atomic_open, exclusive_lock
+from scratchlm.fileio import atomic_open, exclusive_lock, require_file
 from scratchlm.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -201,8 +201,7 @@ def download(source: str, output: str | os.PathLike, *, sha256: str | None = Non
              " (gunzip)" if decompress else "")
     try:
         if local is not None:
-            if not local.is_file():
-                raise FileNotFoundError(f"{local}: no such file" if not local.exists() else f"{local}: is a directory")
+            require_file(local, "source file")
             _finish(local, output, source=source, sha256=sha256, decompress=decompress, rename=False)
         else:
             _download_http(source, output, sha256=sha256, retries=retries, timeout_s=timeout_s, backoff_s=backoff_s,

@@ -23,9 +23,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from scratchlm.fileio import atomic_path
+from scratchlm.fileio import atomic_path, require_file
 from scratchlm.progress import Progress, format_bytes
-from scratchlm.tokenizer.pretokenize import decode_utf8, default_workers, find_chunk_boundaries
+from scratchlm.tokenizer.pretokenize import decode_utf8, default_workers, find_chunk_boundaries, iter_document_blocks
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -56,15 +56,23 @@ def check_fits_uint16(tokenizer: Tokenizer, source: str | os.PathLike) -> None:
                          f"(ids below {MAX_IDS}); use a vocab of at most {MAX_IDS} tokens")
 
 
-def encode_range(tokenizer: Tokenizer, path: str | os.PathLike, start: int, end: int) -> np.ndarray:
-    """Ids of bytes ``[start, end)`` of ``path`` as a uint16 array (invalid UTF-8 becomes U+FFFD)."""
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        data = handle.read(end - start)
-    text, invalid = decode_utf8(data)
+def encode_range(tokenizer: Tokenizer, path: str | os.PathLike, start: int, end: int,
+                 *, block_size: int = 4 << 20) -> np.ndarray:
+    """Ids of bytes ``[start, end)`` of ``path`` as a uint16 array (invalid UTF-8 becomes U+FFFD).
+
+    The range is read in blocks cut at documents, or inside a long document where the
+    pre-tokenizer always splits, so memory stays flat however long a document is.
+    """
+    specials = [token.encode("utf-8") for token in tokenizer.special_tokens]
+    parts, invalid = [], 0
+    for block in iter_document_blocks(path, start, end, specials[0] if specials else None,
+                                      block_size=block_size, special_tokens=specials):
+        text, bad = decode_utf8(block)
+        invalid += bad
+        parts.append(tokenizer.encode_array(text).astype(DTYPE))
     if invalid:
         log.warning("%s: %d invalid UTF-8 sequences in bytes %d-%d replaced by U+FFFD", path, invalid, start, end)
-    return tokenizer.encode_array(text).astype(DTYPE)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=DTYPE)
 
 
 _worker_tokenizer: Tokenizer | None = None
@@ -108,7 +116,7 @@ def encode_file(tokenizer: Tokenizer, text_path: str | os.PathLike, output_path:
         num_chunks = max(workers, math.ceil(size / chunk_bytes))
         bounds = find_chunk_boundaries(text_path, num_chunks, tokenizer.special_tokens[0].encode("utf-8"))
     else:
-        log.warning("%s: no special tokens, so no document boundary to cut at: one chunk", text_path)
+        log.warning("%s: no special tokens, so no document boundary to split the work at: one worker", text_path)
         bounds = [0, size]
     tasks = [(str(text_path), start, end) for start, end in zip(bounds, bounds[1:])]
     started, count = time.perf_counter(), 0
@@ -136,8 +144,7 @@ def encode_corpus(text_path: str | os.PathLike, vocab_path: str | os.PathLike, m
                   output_path: str | os.PathLike, *, special_tokens: Sequence[str] = ("<|endoftext|>",),
                   workers: int = 1, chunk_mb: float = 4.0) -> int:
     """Load a tokenizer (``.pkl`` or GPT-2 files) and encode one corpus file with it."""
-    if not Path(text_path).is_file():
-        raise FileNotFoundError(f"corpus file not found: {text_path}")
+    require_file(text_path, "corpus file")
     tokenizer = Tokenizer.from_files(vocab_path, merges_path, list(special_tokens))
     check_fits_uint16(tokenizer, vocab_path)
     return encode_file(tokenizer, text_path, output_path, workers=workers, chunk_bytes=int(chunk_mb * 2**20))

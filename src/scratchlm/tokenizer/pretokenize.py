@@ -14,6 +14,8 @@ from typing import Iterator, Sequence
 
 import regex
 
+from scratchlm.fileio import require_file
+
 # GPT-2's pre-tokenizer pattern (as used by CS336 and tiktoken's "gpt2" encoding).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_REGEX = regex.compile(GPT2_PATTERN)
@@ -157,10 +159,49 @@ def count_pretokens(text: str, special_tokens: Sequence[str]) -> Counter[str]:
     return counts
 
 
+# An ASCII non-space byte followed by an ASCII space byte. No GPT-2 pre-token holds a non-space
+# followed by a space, and both bytes are whole characters in UTF-8, so text cut between them
+# pre-tokenizes (and encodes) exactly as the whole does (a property test checks it).
+_SAFE_CUT = regex.compile(rb"[^\t\n\x0b\x0c\r \x80-\xff][\t\n\x0b\x0c\r ]", flags=regex.REVERSE)
+
+
+def last_safe_cut(data: bytes | bytearray, special_tokens: Sequence[bytes] = ()) -> int:
+    """The last position where ``data`` can be cut without changing its pre-tokens, whatever
+    follows it; 0 if none.
+
+    Cuts fall between an ASCII non-space byte and an ASCII space byte, before any tail of
+    ``data`` that more bytes could make a special token, and moved back to the start of any
+    special token that would straddle them.
+
+    >>> last_safe_cut(b"one two  three"), last_safe_cut(b"nospaces"), last_safe_cut(b"a b <| x", [b"<| x |>"])
+    (7, 0, 1)
+    """
+    limit = len(data)
+    longest = max(map(len, special_tokens), default=0)
+    for start in range(max(0, len(data) - longest + 1), len(data)):
+        tail = data[start:]
+        if any(len(special) > len(tail) and special.startswith(tail) for special in special_tokens):
+            limit = start
+            break
+    found = _SAFE_CUT.search(data, 0, limit)
+    cut = found.start() + 1 if found else 0
+    moved = True
+    while moved and cut:
+        moved = False
+        for special in special_tokens:
+            at = data.find(special, max(0, cut - len(special) + 1), cut + len(special) - 1)
+            if 0 <= at < cut:
+                cut, moved = at, True
+    return cut
+
+
 def iter_document_blocks(path: str | os.PathLike, start: int, end: int, split_token: bytes | None,
-                         *, block_size: int = 4 << 20) -> Iterator[bytes]:
+                         *, block_size: int = 4 << 20, special_tokens: Sequence[bytes] = ()) -> Iterator[bytes]:
     """Stream bytes ``[start, end)`` of ``path`` in blocks of about ``block_size`` that end just
-    before a ``split_token`` (so no document is cut); without a split token, one block."""
+    before a ``split_token`` (so no document is cut). A document longer than ``block_size`` is cut
+    where the pre-tokenizer always splits (:func:`last_safe_cut`), so memory stays flat however
+    long documents are; ``special_tokens`` (bytes) are never cut through."""
+    specials = list(special_tokens) or ([split_token] if split_token else [])
     with open(path, "rb") as handle:
         handle.seek(start)
         remaining, carry = end - start, bytearray()  # bytearray: a huge document grows in O(n)
@@ -173,6 +214,8 @@ def iter_document_blocks(path: str | os.PathLike, start: int, end: int, split_to
             search_from = max(1, len(carry) - len(split_token) + 1) if split_token else 0
             carry += data
             cut = carry.rfind(split_token, search_from) if split_token and remaining > 0 else -1
+            if cut <= 0 and remaining > 0 and len(carry) >= block_size:
+                cut = last_safe_cut(carry, specials)
             if cut > 0:
                 yield bytes(carry[:cut])
                 del carry[:cut]
@@ -187,7 +230,8 @@ def count_file_range(path: str | os.PathLike, start: int, end: int, special_toke
     split_token = special_tokens[0].encode("utf-8") if special_tokens else None
     counts: Counter[str] = Counter()
     result = ChunkCounts()
-    for block in iter_document_blocks(path, start, end, split_token, block_size=block_size):
+    specials = [token.encode("utf-8") for token in special_tokens]
+    for block in iter_document_blocks(path, start, end, split_token, block_size=block_size, special_tokens=specials):
         text, invalid = decode_utf8(block)
         counts.update(count_pretokens(text, special_tokens))
         result.num_bytes += len(block)
@@ -213,8 +257,7 @@ def run_cli(args: argparse.Namespace) -> int:
     """Count the pre-tokens of one shard of a file into a Parquet shard."""
     from scratchlm.tokenizer.shards import write_shard  # pyarrow only where needed
 
-    if not args.input.is_file():
-        raise FileNotFoundError(f"{args.input}: no such file")
+    require_file(args.input, "corpus file")
     if args.special_tokens:
         bounds = find_chunk_boundaries(args.input, args.num_shards, args.special_tokens[0].encode("utf-8"))
     else:

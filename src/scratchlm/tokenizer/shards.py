@@ -18,7 +18,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scratchlm.fileio import atomic_path, write_json
+from scratchlm.fileio import atomic_path, require_file, write_json
 from scratchlm.profiling import peak_rss_bytes
 from scratchlm.tokenizer.pretokenize import ChunkCounts, count_file_range, find_chunk_boundaries
 
@@ -47,8 +47,7 @@ def num_planned_shards(plan_path: str | os.PathLike) -> int:
 
 
 def _checked_size(path: str | os.PathLike) -> int:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
+    require_file(path, "corpus file")
     size = os.path.getsize(path)
     if size == 0:
         raise ValueError(f"{path}: file is empty, nothing to train on")

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import regex
 
+from scratchlm.fileio import require_file
 from scratchlm.tokenizer.pretokenize import (
     ASCII_PRETOKEN_RE,
     ASCII_WHITESPACE,
@@ -144,8 +145,7 @@ class Tokenizer:
                    special_tokens: Sequence[str] | None = None, **kwargs) -> "Tokenizer":
         """Load our ``.pkl`` pair (restricted unpickler) or GPT-2 ``vocab.json`` + ``merges.txt``."""
         for path in (vocab_path, merges_path):
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"tokenizer file not found: {path}")
+            require_file(path, "tokenizer file")
         if Path(vocab_path).suffix == ".pkl":
             vocab, merges = load_pickle(vocab_path, expect=dict), load_pickle(merges_path, expect=list)
         else:

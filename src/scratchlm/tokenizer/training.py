@@ -25,7 +25,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
 
-from scratchlm.fileio import write_json
+from scratchlm.fileio import require_file, write_json
 from scratchlm.progress import format_bytes
 from scratchlm.tokenizer.pretokenize import (
     ChunkCounts,
@@ -83,8 +83,7 @@ def count_file(input_path: str | os.PathLike, special_tokens: Sequence[str], *, 
 
     Without special tokens there is no safe place to cut, so the file is counted in one process.
     """
-    if not os.path.isfile(input_path):
-        raise FileNotFoundError(f"{input_path}: no such file")
+    require_file(input_path, "corpus file")
     workers = num_workers or default_workers()
     size = os.path.getsize(input_path)
     if not special_tokens or workers == 1 or size < min_parallel_bytes:

@@ -7,7 +7,7 @@ from typing import IO, BinaryIO
 
 import torch
 
-from scratchlm.fileio import atomic_path
+from scratchlm.fileio import atomic_open
 
 CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "extra")
 
@@ -26,8 +26,9 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
                     out: str | os.PathLike | BinaryIO, *, extra: dict | None = None) -> None:
     """Write model and optimizer state, the iteration and ``extra`` (plain data) to ``out``.
 
-    A path is written atomically (a crash never leaves a half-written checkpoint under its name);
-    a file object is written as is.
+    A path is written atomically (a crash never leaves a half-written checkpoint under its name),
+    through a Python file object so that a full disk is an OSError naming the file rather than
+    torch's "unexpected pos" message; a file object is written as is.
     """
     payload = {
         "model": _unwrap(model).state_dict(),
@@ -36,8 +37,8 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
         "extra": dict(extra or {}),
     }
     if isinstance(out, (str, os.PathLike)):
-        with atomic_path(out) as tmp:
-            torch.save(payload, tmp)
+        with atomic_open(out, "wb") as handle:
+            torch.save(payload, handle)
     else:
         torch.save(payload, out)
 

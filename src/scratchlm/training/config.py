@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from scratchlm.fileio import require_file
+
 # Defaults of every run setting. The model's vocab_size comes from the run's corpus.
 DEFAULTS: dict[str, Any] = {
     "corpus": None,
@@ -108,8 +110,7 @@ def _number_or_text(text: str) -> Any:
 def load_yaml(path: str | Path) -> dict:
     """A YAML mapping from ``path``, with the file name in any error."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    require_file(path, "config file")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

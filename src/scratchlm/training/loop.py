@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from scratchlm.fileio import atomic_open, atomic_path, exclusive_lock, read_json, write_json
+from scratchlm.fileio import atomic_open, atomic_path, exclusive_lock, read_json, require_file, write_json
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
@@ -96,8 +96,7 @@ def unigram_entropy(counts: np.ndarray) -> float:
 def open_split(path: str | Path, vocab_size: int, context_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Memory-map an encoded split and check it once: 1-D integers, long enough, ids < vocab_size."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"encoded split not found: {path}")
+    require_file(path, "encoded split")
     try:
         tokens = np.load(path, mmap_mode="r")
     except ValueError as error:
