@@ -266,6 +266,13 @@ def test_cli_generate(run_folder, gpt2_tokenizer, gpt2_model, capsys):
     assert "model.json" in capsys.readouterr().err
     assert main(args + ["--temperature", "-1"]) == 1
     assert "temperature must be" in capsys.readouterr().err
+    # Once a torch RuntimeError traceback, and a message about lists, respectively.
+    assert main(args + ["--device", "tpu"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "scratchlm generate: error: unknown device 'tpu': use auto, cpu, cuda, cuda:N or mps"]
+    assert main([*args[:6], "caf\udce9", *args[7:]]) == 1  # how Python passes the bytes b"caf\xe9"
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "scratchlm generate: error: prompt 1 is not valid UTF-8 (byte 0xe9 at character 3)"]
 
 
 def test_sample_markdown_fences_and_trailing_whitespace():

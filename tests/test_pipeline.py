@@ -156,6 +156,25 @@ def test_a_config_typo_fails_with_the_key_named(tmp_path):
     assert "vocab_sise" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("change, message", [
+    # Each was once found only when the train job started, after corpus, BPE and encode.
+    (lambda c: c["runs"]["tiny"].update(optimizer={"lr": -0.001}), "run 'tiny': training setting 'optimizer.lr' must be > 0"),
+    (lambda c: c["runs"]["tiny"].update(model={"num_heads": 3}), "run 'tiny': d_model=512 is not divisible by num_heads=3"),
+    (lambda c: c["runs"]["tiny"].update(optimizer={"grad_clip": 0}), "'optimizer.grad_clip' must be > 0, or null"),
+    (lambda c: c["runs"]["tiny"].update(device="gpu"), "run 'tiny': training setting 'device' must be auto"),
+    (lambda c: c["runs"]["tiny"].update(corpus="nope"), "run 'tiny': corpus 'nope' is not configured"),
+    (lambda c: c["targets"].update(runs=["ghost"]), "targets.runs names 'ghost', which is not configured"),
+], ids=["lr", "heads", "grad_clip", "device", "corpus", "target"])
+def test_bad_run_settings_fail_when_the_snakefile_loads(tmp_path, change, message):
+    config = tiny_config()
+    change(config)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = run_snakemake(tmp_path, "--dry-run", timeout=120)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr, (result.stdout + result.stderr)[-2000:]
+    assert "Missing" not in result.stdout + result.stderr
+
+
 def test_lint_finds_nothing_beyond_conda_and_containers():
     result = run_snakemake(PROJECT_ROOT, "--lint", timeout=120)
     output = result.stdout + result.stderr
