@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import AnyStr, Iterator, Sequence
 
 import regex
 
@@ -176,15 +176,26 @@ def last_safe_cut(data: bytes | bytearray, special_tokens: Sequence[bytes] = ())
     >>> last_safe_cut(b"one two  three"), last_safe_cut(b"nospaces"), last_safe_cut(b"a b <| x", [b"<| x |>"])
     (7, 0, 1)
     """
-    limit = len(data)
+    found = _SAFE_CUT.search(data, 0, growing_special_start(data, special_tokens))
+    return before_straddling_specials(data, found.start() + 1 if found else 0, special_tokens)
+
+
+def growing_special_start(data: AnyStr, special_tokens: Sequence[AnyStr]) -> int:
+    """Where the tail of ``data`` that more text could turn into a special token starts (else its length).
+
+    >>> growing_special_start("ab<|end", ["<|endoftext|>"])
+    2
+    """
     longest = max(map(len, special_tokens), default=0)
     for start in range(max(0, len(data) - longest + 1), len(data)):
         tail = data[start:]
         if any(len(special) > len(tail) and special.startswith(tail) for special in special_tokens):
-            limit = start
-            break
-    found = _SAFE_CUT.search(data, 0, limit)
-    cut = found.start() + 1 if found else 0
+            return start
+    return len(data)
+
+
+def before_straddling_specials(data: AnyStr, cut: int, special_tokens: Sequence[AnyStr]) -> int:
+    """``cut`` moved back to the start of any special token occurrence that would straddle it."""
     moved = True
     while moved and cut:
         moved = False

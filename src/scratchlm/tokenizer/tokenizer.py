@@ -26,6 +26,8 @@ from scratchlm.tokenizer.pretokenize import (
     ASCII_PRETOKEN_RE,
     ASCII_WHITESPACE,
     GPT2_REGEX,
+    before_straddling_specials,
+    growing_special_start,
     pretokenize,
     special_tokens_regex,
 )
@@ -287,23 +289,8 @@ class Tokenizer:
         It is the last non-space -> space step before any tail that may grow into a special
         token, moved back to the start of a special token that would straddle it.
         """
-        limit = len(text)
-        longest = max(map(len, self.special_tokens), default=0)
-        for start in range(max(0, len(text) - longest + 1), len(text)):
-            tail = text[start:]
-            if any(len(special) > len(tail) and special.startswith(tail) for special in self.special_tokens):
-                limit = start
-                break
-        found = _LAST_CUT.search(text, 0, limit)
-        cut = found.start() + 1 if found else 0
-        moved = True
-        while moved and cut:
-            moved = False
-            for special in self.special_tokens:
-                at = text.find(special, max(0, cut - len(special) + 1), cut + len(special) - 1)
-                if 0 <= at < cut:
-                    cut, moved = at, True
-        return cut
+        found = _LAST_CUT.search(text, 0, growing_special_start(text, self.special_tokens))
+        return before_straddling_specials(text, found.start() + 1 if found else 0, self.special_tokens)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD."""
