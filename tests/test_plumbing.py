@@ -325,3 +325,26 @@ def test_pickled_vocab_with_negative_id_names_the_file(tmp_path):
         Tokenizer.from_files(tmp_path / "v.pkl", tmp_path / "m.pkl")
     with pytest.raises(ValueError, match=r"tokenizer vocab: token id -1"):
         Tokenizer({-1: b"a"}, [])
+
+
+def test_require_file_names_each_problem(tmp_path, monkeypatch):
+    import builtins
+
+    from scratchlm.fileio import require_file
+
+    with pytest.raises(FileNotFoundError, match=r"absent.txt: no such corpus file"):
+        require_file(tmp_path / "absent.txt", "corpus file")
+    with pytest.raises(IsADirectoryError, match=r": is a directory, not a corpus file"):
+        require_file(tmp_path, "corpus file")
+    locked = tmp_path / "locked.txt"
+    locked.write_text("x")
+    real_open = builtins.open
+
+    def deny(path, *args, **kwargs):  # root ignores file modes, so deny the way a chmod 000 file does
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    with pytest.raises(PermissionError, match=r"locked.txt: corpus file is not readable \(permission denied\)"):
+        require_file(locked, "corpus file")
