@@ -15,6 +15,7 @@ include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/encode.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/generate.smk"
+include: "workflow/rules/export.smk"
 # Keep reports.smk the LAST include: its profile/index rules depend on every target above.
 include: "workflow/rules/reports.smk"
 

@@ -43,6 +43,7 @@ def tiny_config() -> dict:
             "log_interval": 3,
             "checkpoint_interval": 6,
             "device": "cpu",
+            "hf_export": True,
         }
     }
     if "generation" in config:
@@ -101,6 +102,10 @@ def test_pipeline_builds_every_stage_output(workdir):
         assert (run / name).stat().st_size > 0, name
     summary = json.loads((run / "summary.json").read_text())
     assert np.isfinite(summary["final_val_loss"])
+    hf_config = json.loads((run / "hf" / "config.json").read_text())
+    assert hf_config["architectures"] == ["LlamaForCausalLM"] and (run / "hf" / "model.safetensors").is_file()
+    tokenizer_json = json.loads((results / "tokenizers" / "demo" / "tokenizer.json").read_text())
+    assert len(tokenizer_json["model"]["vocab"]) == 320
     for report in ("tokenizer.md", "accounting.md", "profile.md", "training.md"):
         assert (results / "reports" / report).stat().st_size > 0, report
     index = (results / "index.md").read_text()
@@ -112,7 +117,7 @@ def test_every_rule_records_benchmark_profile_and_log(workdir):
     results = workdir / "results"
     benchmarked = {path.parent.name for path in (results / "benchmarks").rglob("*.tsv")}
     logged = {path.parent.name for path in (results / "logs").rglob("*.log")}
-    assert {"demo_corpus", "pretokenize_shard", "train_bpe", "encode", "train", "generate"} <= benchmarked
+    assert {"demo_corpus", "pretokenize_shard", "train_bpe", "encode", "train", "generate", "export_hf"} <= benchmarked
     assert benchmarked <= logged
     profile = json.loads(next((results / "profiles" / "train").rglob("*.json")).read_text())
     assert profile["peak_rss_bytes"] > 0 and profile["wall_s"] > 0

@@ -421,3 +421,15 @@ def test_cli_trains_a_configured_run(tmp_path, data, capsys):
 
     plot_comparison([results / "runs/tiny"], tmp_path / "compare.png")
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_init_from_starts_a_run_with_another_runs_weights(tmp_path, data):
+    """How a run continues training from an imported Hugging Face model (scratchlm import-hf)."""
+    first = tmp_path / "first"
+    train(tiny_settings(steps=6), data, first)
+    train(tiny_settings(steps=1, init_from=str(first), optimizer={"lr": 1e-12, "weight_decay": 0.0}), data,
+          tmp_path / "second")
+    before, after = (read_checkpoint(path / "model.pt")["model"] for path in (first, tmp_path / "second"))
+    assert all(torch.allclose(before[name], after[name], atol=1e-6) for name in before)
+    with pytest.raises(ValueError, match=r"init_from .*first: its model differs from this run's in d_model \(16 vs 32\)"):
+        train(tiny_settings(steps=1, init_from=str(first), model={"d_model": 32}), data, tmp_path / "third")

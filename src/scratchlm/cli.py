@@ -1,7 +1,8 @@
 """The ``scratchlm`` command: one subcommand per pipeline stage, runnable without Snakemake.
 
 Each subcommand lives in the module that implements the stage, which provides
-``add_arguments(parser)`` and ``run_cli(args)``; modules are imported only when their
+``add_arguments(parser)`` and ``run_cli(args)`` (``add_NAME_arguments``/``run_NAME_cli`` for a
+``module:NAME`` entry, when a module has several commands); modules are imported only when their
 command is used, so ``scratchlm download`` does not pay for importing torch.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -22,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("scratchlm.training.loop", "train a Transformer LM run from config.yaml"),
     "generate": ("scratchlm.generation", "sample text from a trained run"),
     "report": ("scratchlm.reports", "write the reports (tokenizer, accounting, profile, runs, index)"),
+    "export": ("scratchlm.hf:export", "export a finished run as a Hugging Face Llama model folder"),
+    "import-hf": ("scratchlm.hf:import", "import a Hugging Face Llama model folder as a run folder"),
 }
 
 
@@ -44,15 +47,17 @@ def _version() -> str:
     return __version__
 
 
-def build_command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
-    """The full parser of one subcommand and the module that runs it."""
-    module_name, help_text = COMMANDS[name]
+def build_command_parser(name: str) -> tuple[argparse.ArgumentParser, Callable[[argparse.Namespace], int]]:
+    """The full parser of one subcommand and the function that runs it."""
+    target, help_text = COMMANDS[name]
+    module_name, _, part = target.partition(":")
     module = importlib.import_module(module_name)
+    infix = f"{part}_" if part else ""
     parser = argparse.ArgumentParser(
         prog=f"scratchlm {name}", description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    module.add_arguments(parser)
-    return parser, module
+    getattr(module, f"add_{infix}arguments")(parser)
+    return parser, getattr(module, f"run_{infix}cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,11 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from scratchlm.pipeline import USER_ERRORS, configure_logging, describe_error
 
-    parser, module = build_command_parser(argv[0])
+    parser, run = build_command_parser(argv[0])
     args = parser.parse_args(argv[1:])
     configure_logging()
     try:
-        result = module.run_cli(args)
+        result = run(args)
     except USER_ERRORS as error:  # one clear line, no traceback
         print(f"scratchlm {argv[0]}: error: {describe_error(error)}", file=sys.stderr)
         return 1

@@ -217,14 +217,19 @@ def _windows(tokens: np.ndarray, context_length: int, batch_size: int):
 
 
 def load_run(run_dir: str | Path, *, device: str = "auto",
-             special_tokens: Sequence[str] = (END_OF_TEXT,)) -> tuple[TransformerLM, Tokenizer, dict]:
-    """The trained model of a run folder, its tokenizer (paths from model.json) and model.json."""
+             special_tokens: Sequence[str] | None = None) -> tuple[TransformerLM, Tokenizer, dict]:
+    """The trained model of a run folder, its tokenizer (paths from model.json) and model.json.
+
+    ``special_tokens`` default to those model.json records (its corpus's), else ``<|endoftext|>``.
+    """
     from scratchlm.training.loop import load_trained_model, select_device
 
     model, meta = load_trained_model(run_dir, device=select_device(device))
     if not (meta.get("vocab") and meta.get("merges")):
         raise ValueError(f"{Path(run_dir) / 'model.json'} names no tokenizer files (keys 'vocab' and 'merges')")
     vocab, merges = (tokenizer_file(run_dir, meta[key]) for key in ("vocab", "merges"))
+    if special_tokens is None:
+        special_tokens = meta.get("special_tokens") or [END_OF_TEXT]
     return model, Tokenizer.from_files(vocab, merges, special_tokens=list(special_tokens)), meta
 
 

@@ -3,7 +3,8 @@
 #   plan_shards (checkpoint)  -> results/shards/{corpus}/plan.json: byte ranges cut at documents,
 #                                ceil(size / bpe.shard_mb) of them
 #   pretokenize_shard (map)   -> results/shards/{corpus}/{shard}.parquet (temp): pre-token counts
-#   train_bpe (reduce)        -> results/{corpus}_vocab.pkl, _merges.pkl, GPT-2 text form, summary
+#   train_bpe (reduce)        -> results/{corpus}_vocab.pkl, _merges.pkl, GPT-2 text form, HF
+#                                tokenizer.json, summary
 #
 # The shard count depends on the size of a file that may not exist yet when the DAG is built
 # (it is downloaded or generated first), so a small checkpoint measures the file and cuts it;
@@ -65,6 +66,7 @@ rule train_bpe:
         merges_pkl=f"{RESULTS}/{{corpus}}_merges.pkl",
         vocab_json=f"{RESULTS}/tokenizers/{{corpus}}-vocab.json",
         merges_txt=f"{RESULTS}/tokenizers/{{corpus}}-merges.txt",
+        tokenizer_json=f"{RESULTS}/tokenizers/{{corpus}}/tokenizer.json",
         summary_json=f"{RESULTS}/tokenizers/{{corpus}}_summary.json",
     params:
         vocab_size=lambda wc: corpus_config(wc.corpus)["vocab_size"],

@@ -21,6 +21,7 @@ rule train:
     params:
         settings=lambda wc: RUN_SETTINGS[wc.run],
         vocab_size=lambda wc: corpus_config(RUN_SETTINGS[wc.run]["corpus"])["vocab_size"],
+        special_tokens=lambda wc: corpus_config(RUN_SETTINGS[wc.run]["corpus"])["special_tokens"],
     # CPU runs use these threads for the matrix maths; on a GPU node they feed the GPU.
     threads: 8
     # One GPU unless the run is pinned to the CPU; the SLURM profile (workflow/profiles/slurm)

@@ -13,6 +13,7 @@ with stage(snakemake):
             "vocab": snakemake.input.vocab,
             "merges": snakemake.input.merges,
             "vocab_size": snakemake.params.vocab_size,
+            "special_tokens": snakemake.params.special_tokens,
         },
         Path(snakemake.output.model_pt).parent,
         run_name=snakemake.wildcards.run,

@@ -27,6 +27,7 @@ NORMS = ("pre", "post", "none")
 POSITIONS = ("rope", "none")
 FFNS = ("swiglu", "silu")
 ATTENTION_BACKENDS = ("scratch", "sdpa")
+RMS_NORM_EPS = 1e-5  # added to the mean square in every RMSNorm (Llama's rms_norm_eps)
 
 
 def default_d_ff(d_model: int, ffn: str = "swiglu") -> int:
@@ -124,7 +125,7 @@ class Embedding(nn.Module):
 class RMSNorm(nn.Module):
     """``x / rms(x) * gain`` over the last dim, computed in float32 and returned in the input dtype."""
 
-    def __init__(self, d_model: int, eps: float = 1e-5, device=None, dtype=None):
+    def __init__(self, d_model: int, eps: float = RMS_NORM_EPS, device=None, dtype=None):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))

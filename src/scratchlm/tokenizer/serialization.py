@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
-from scratchlm.fileio import atomic_open
+from scratchlm.fileio import atomic_open, read_json, require_file
 
 Vocab = dict[int, bytes]
 # Ids are packed as uint32 whose high byte is 0 by the encoder, so they stay below 2**24.
@@ -186,3 +186,66 @@ def check_vocab(entries: Iterable[tuple[object, object]], path: str | os.PathLik
         if token_id in seen:
             raise ValueError(f"{path}: token id {token_id} is used twice")
         seen.add(token_id)
+
+
+# --- Hugging Face `tokenizers` form (tokenizer.json) -----------------------------------------
+
+# GPT-2's byte-level setup as the `tokenizers` library writes it: its ByteLevel pre-tokenizer
+# applies exactly the GPT-2 regex (our GPT2_PATTERN) and maps bytes to the printable table above.
+_HF_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+
+
+def save_hf_tokenizer(vocab: Vocab, merges: Merges, path: str | os.PathLike,
+                      *, special_tokens: list[str] | tuple[str, ...] = ()) -> None:
+    """Write a ``tokenizers`` ``tokenizer.json``: byte-level BPE with our vocab and merges, the GPT-2
+    pre-tokenizer and decoder, and ``special_tokens`` as added special tokens (never split)."""
+    specials = {token.encode("utf-8"): token for token in special_tokens}
+    ids = {token: token_id for token_id, token in sorted(vocab.items())}
+    added = [{"id": ids[token], "content": text, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for token, text in specials.items() if token in ids]
+    model_vocab = {(specials[token] if token in specials else token_to_text(token)): token_id
+                   for token_id, token in sorted(vocab.items())}
+    document = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+        "pre_tokenizer": _HF_BYTE_LEVEL,
+        "post_processor": {**_HF_BYTE_LEVEL, "trim_offsets": False},
+        "decoder": _HF_BYTE_LEVEL,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": model_vocab,
+                  # "a b" strings: no byte-level token holds a space (it is "Ġ"), and every version reads them
+                  "merges": [f"{token_to_text(left)} {token_to_text(right)}" for left, right in merges]},
+    }
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, ensure_ascii=False)
+        handle.write("\n")
+
+
+def load_hf_tokenizer(path: str | os.PathLike) -> tuple[Vocab, Merges, list[str]]:
+    """``(vocab, merges, special_tokens)`` of a byte-level BPE ``tokenizer.json`` (GPT-2 style);
+    ValueError naming the file for any other kind of tokenizer, which ours could not reproduce."""
+    document = read_json_document(path)
+    model = document.get("model") or {}
+    if model.get("type") != "BPE" or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        raise ValueError(f"{path}: not a byte-level BPE tokenizer (model type {model.get('type')!r})")
+    pre = document.get("pre_tokenizer") or {}
+    if pre.get("type") != "ByteLevel" or not pre.get("use_regex", True) or pre.get("add_prefix_space"):
+        raise ValueError(f"{path}: pre-tokenizer {pre.get('type')!r} is not GPT-2's byte-level regex split "
+                         f"(ByteLevel with use_regex, no prefix space)")
+    if document.get("normalizer"):
+        raise ValueError(f"{path}: has a normalizer ({document['normalizer'].get('type')}); ours has none")
+    specials = [token["content"] for token in document.get("added_tokens", []) if token.get("special")]
+    entries = [(token_id, text.encode("utf-8") if text in specials else text_to_token(text, source=path))
+               for text, token_id in model.get("vocab", {}).items()]
+    check_vocab(entries, path)
+    merges = [tuple(text_to_token(part, source=path) for part in (pair.split(" ") if isinstance(pair, str) else pair))
+              for pair in model.get("merges", [])]
+    return dict(entries), merges, specials
+
+
+def read_json_document(path: str | os.PathLike) -> dict:
+    """A JSON object from ``path``; ValueError naming the file otherwise."""
+    data = read_json(require_file(path, "JSON file"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

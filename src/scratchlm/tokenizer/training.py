@@ -39,6 +39,7 @@ from scratchlm.tokenizer.serialization import (
     Vocab,
     load_gpt2_format,
     save_gpt2_format,
+    save_hf_tokenizer,
     save_pickle,
 )
 from scratchlm.profiling import peak_rss_bytes
@@ -279,7 +280,8 @@ def _merge_all(word: list[int], pair: Pair, new_id: int, count: int, pair_counts
 
 def train_from_shards(shards: Sequence[str | os.PathLike], *, vocab_size: int, special_tokens: Sequence[str],
                       vocab_pkl: str | os.PathLike, merges_pkl: str | os.PathLike, vocab_json: str | os.PathLike,
-                      merges_txt: str | os.PathLike, summary_json: str | os.PathLike) -> dict:
+                      merges_txt: str | os.PathLike, summary_json: str | os.PathLike,
+                      tokenizer_json: str | os.PathLike | None = None) -> dict:
     """The reduce stage: sum pre-token shards, learn merges, write the tokenizer and a summary."""
     check_vocab_size(vocab_size, special_tokens)
     began = time.perf_counter()
@@ -294,7 +296,7 @@ def train_from_shards(shards: Sequence[str | os.PathLike], *, vocab_size: int, s
     vocab, merges = train_from_counts(chunk.counts, vocab_size, special_tokens)
     merged = time.perf_counter()
     write_tokenizer(vocab, merges, special_tokens=special_tokens, vocab_pkl=vocab_pkl, merges_pkl=merges_pkl,
-                    vocab_json=vocab_json, merges_txt=merges_txt)
+                    vocab_json=vocab_json, merges_txt=merges_txt, tokenizer_json=tokenizer_json)
     summary = {
         "vocab_size": len(vocab), "requested_vocab_size": vocab_size, "num_merges": len(merges),
         "special_tokens": list(special_tokens), "input_bytes": chunk.num_bytes,
@@ -317,10 +319,13 @@ def _max_shard_rss(shards: Sequence[str | os.PathLike]) -> int:
 
 def write_tokenizer(vocab: Vocab, merges: Merges, *, special_tokens: Sequence[str], vocab_pkl: str | os.PathLike,
                     merges_pkl: str | os.PathLike, vocab_json: str | os.PathLike,
-                    merges_txt: str | os.PathLike) -> None:
-    """Write pickles and GPT-2 text files, then check the text files read back identically."""
+                    merges_txt: str | os.PathLike, tokenizer_json: str | os.PathLike | None = None) -> None:
+    """Write pickles, GPT-2 text files and (if asked) a Hugging Face tokenizer.json, then check
+    that the text files read back identically."""
     save_pickle(vocab, vocab_pkl)
     save_pickle(merges, merges_pkl)
+    if tokenizer_json is not None:
+        save_hf_tokenizer(vocab, merges, tokenizer_json, special_tokens=list(special_tokens))
     save_gpt2_format(vocab, merges, vocab_json, merges_txt, special_tokens=list(special_tokens))
     again_vocab, again_merges = load_gpt2_format(vocab_json, merges_txt, special_tokens=list(special_tokens))
     if again_vocab != vocab or again_merges != merges:
@@ -340,14 +345,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Train on one file; write {name}_vocab.pkl/_merges.pkl and tokenizers/{name}-vocab.json/-merges.txt."""
+    """Train on one file; write {name}_vocab.pkl/_merges.pkl, tokenizers/{name}-vocab.json/-merges.txt
+    and tokenizers/{name}/tokenizer.json."""
     name = args.name or args.input.stem
     began = time.perf_counter()
     vocab, merges = train_bpe(args.input, args.vocab_size, args.special_tokens, num_workers=args.workers)
     out = args.output_dir
     write_tokenizer(vocab, merges, special_tokens=args.special_tokens, vocab_pkl=out / f"{name}_vocab.pkl",
                     merges_pkl=out / f"{name}_merges.pkl", vocab_json=out / "tokenizers" / f"{name}-vocab.json",
-                    merges_txt=out / "tokenizers" / f"{name}-merges.txt")
+                    merges_txt=out / "tokenizers" / f"{name}-merges.txt",
+                    tokenizer_json=out / "tokenizers" / name / "tokenizer.json")
     longest = max((a + b for a, b in merges), key=len, default=b"")
     print(f"{len(vocab)} tokens ({len(merges)} merges) in {time.perf_counter() - began:.1f}s -> {out}; "
           f"longest token {longest.decode('utf-8', errors='backslashreplace')!r}")

@@ -53,10 +53,13 @@ DEFAULTS: dict[str, Any] = {
     "compile": False,
     "seed": 0,
     "wandb": {"enabled": False, "project": "scratchlm"},
+    "init_from": None,  # a run folder (e.g. from `scratchlm import-hf`) whose final weights start this run
+    "hf_export": False,  # the pipeline also writes results/runs/{run}/hf/ (a transformers Llama folder)
 }
 
 # Settings that may be null besides their default, and the type they have otherwise.
-NULLABLE = {"corpus": str, "model.d_ff": int, "steps": int, "tokens": int, "optimizer.grad_clip": float}
+NULLABLE = {"corpus": str, "model.d_ff": int, "steps": int, "tokens": int, "optimizer.grad_clip": float,
+            "init_from": str}
 # Devices a run may name (whether one is present is checked when training starts).
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 POSITIVE_INTS = ("batch_size", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval", "keep_last")

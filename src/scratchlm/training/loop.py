@@ -285,11 +285,24 @@ class Trainer:
         self.unigram_entropy = unigram_entropy(counts)
         torch.manual_seed(settings["seed"])
         self.model = TransformerLM.from_config(self.model_config, device=self.device)
+        if settings["init_from"]:
+            self._init_from(Path(settings["init_from"]))
         self.forward = torch.compile(self.model) if settings["compile"] else self.model
         self.optimizer = self._optimizer()
         self.rng = np.random.default_rng(settings["seed"])
         self.eval_batches = self._eval_batches()
         self.state = RunState()
+
+    def _init_from(self, run_dir: Path) -> None:
+        """Start from the final weights of another run folder (a resumed checkpoint overrides them)."""
+        source, _ = load_trained_model(run_dir, device=self.device)
+        ours, theirs = self.model_config.to_dict(), source.config.to_dict()
+        differing = [key for key in ours if key != "attention_backend" and ours[key] != theirs[key]]
+        if differing:
+            raise ValueError(f"init_from {run_dir}: its model differs from this run's in "
+                             + ", ".join(f"{key} ({theirs[key]} vs {ours[key]})" for key in differing))
+        self.model.load_state_dict(source.state_dict())
+        log.info("run %s starts from the weights of %s", self.run_name, run_dir)
 
     def _optimizer(self) -> AdamW:
         opt = self.settings["optimizer"]
@@ -515,7 +528,8 @@ class Trainer:
         write_json(self.run_dir / "model.json", {
             "model": self.model_config.to_dict(), "corpus": self.settings["corpus"], "step": self.state.step,
             "val_loss": final_val, "vocab": _relative_to(self.data.get("vocab"), self.run_dir),
-            "merges": _relative_to(self.data.get("merges"), self.run_dir)})
+            "merges": _relative_to(self.data.get("merges"), self.run_dir),
+            "special_tokens": list(self.data.get("special_tokens", []))})
         tokens = self.state.step * self.settings["batch_size"] * self.model_config.context_length
         summary = {
             "run": self.run_name, "corpus": self.settings["corpus"], "final_val_loss": final_val,
@@ -689,7 +703,8 @@ def corpus_data(project: dict, corpus: str, results: str | Path) -> dict:
     results = Path(results)
     return {"corpus": corpus, "train": str(results / f"{corpus}_train.npy"),
             "valid": str(results / f"{corpus}_valid.npy"), "vocab": str(results / f"{corpus}_vocab.pkl"),
-            "merges": str(results / f"{corpus}_merges.pkl"), "vocab_size": corpora[corpus]["vocab_size"]}
+            "merges": str(results / f"{corpus}_merges.pkl"), "vocab_size": corpora[corpus]["vocab_size"],
+            "special_tokens": list(corpora[corpus].get("special_tokens", []))}
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -1,0 +1,291 @@
+"""Hugging Face interop: a trained run as a ``transformers`` Llama folder, and back.
+
+Our default architecture (pre-norm RMSNorm, RoPE, SwiGLU, no biases) is the Llama family's, so a
+run exports to the files ``LlamaForCausalLM`` and ``AutoTokenizer`` read: ``config.json``,
+``generation_config.json``, ``model.safetensors``, ``tokenizer.json`` (+ its two small configs)
+and a model card. Nothing here imports ``transformers``: export needs ``safetensors`` only.
+
+Weight names map one to one, except for RoPE's layout. We rotate adjacent pairs of each head,
+(x0, x1), (x2, x3), ...; ``transformers`` rotates halves, (x_i, x_{i + d/2}). Both use frequency
+i for pair i, so reordering the output rows of q_proj and k_proj within each head, even rows
+first and odd rows after (``_HALVES``), turns one convention into the other: q·k is a sum over
+the same products, in another order. Tests prove it with equal logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from scratchlm.fileio import read_json, require_file, write_json
+from scratchlm.nn import ModelConfig, TransformerLM
+from scratchlm.nn.model import RMS_NORM_EPS
+from scratchlm.tokenizer.serialization import load_hf_tokenizer, save_hf_tokenizer, save_pickle
+
+log = logging.getLogger(__name__)
+
+# What a Llama model must be to be ours: (ModelConfig option, the value Llama has).
+LLAMA_OPTIONS = {"norm": "pre", "position": "rope", "ffn": "swiglu"}
+# Our state-dict names -> Llama's; {i} is the layer.
+LAYER_NAMES = {
+    "attn.q_proj.weight": "self_attn.q_proj.weight", "attn.k_proj.weight": "self_attn.k_proj.weight",
+    "attn.v_proj.weight": "self_attn.v_proj.weight", "attn.output_proj.weight": "self_attn.o_proj.weight",
+    "ffn.w1.weight": "mlp.gate_proj.weight", "ffn.w3.weight": "mlp.up_proj.weight",
+    "ffn.w2.weight": "mlp.down_proj.weight",
+    "ln1.weight": "input_layernorm.weight", "ln2.weight": "post_attention_layernorm.weight",
+}
+TOP_NAMES = {"token_embeddings.weight": "model.embed_tokens.weight", "ln_final.weight": "model.norm.weight",
+             "lm_head.weight": "lm_head.weight"}
+ROPE_ROWS = ("attn.q_proj.weight", "attn.k_proj.weight")
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+def check_llama_compatible(config: ModelConfig) -> None:
+    """ValueError naming the first option that Llama cannot express."""
+    for option, llama_value in LLAMA_OPTIONS.items():
+        if getattr(config, option) != llama_value:
+            raise ValueError(f"model option {option}={getattr(config, option)!r} has no Llama equivalent "
+                             f"(Llama is {option}={llama_value!r}); this run cannot be exported")
+
+
+def llama_config(config: ModelConfig, *, eos_token_id: int | None) -> dict:
+    """``config.json`` of the ``LlamaForCausalLM`` equal to ``config`` (full multi-head attention)."""
+    check_llama_compatible(config)
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": config.vocab_size, "hidden_size": config.d_model, "intermediate_size": config.d_ff,
+        "num_hidden_layers": config.num_layers, "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_heads, "head_dim": config.d_model // config.num_heads,
+        "hidden_act": "silu", "max_position_embeddings": config.context_length, "rms_norm_eps": RMS_NORM_EPS,
+        # rope_theta/rope_scaling for transformers 4.x; 5.x reads them and writes rope_parameters.
+        "rope_theta": float(config.rope_theta), "rope_scaling": None,
+        "attention_bias": False, "attention_dropout": 0.0, "mlp_bias": False, "pretraining_tp": 1,
+        "tie_word_embeddings": config.tie_embeddings, "bos_token_id": eos_token_id, "eos_token_id": eos_token_id,
+        "initializer_range": 0.02, "use_cache": True, "torch_dtype": "float32",
+    }
+
+
+def model_config_from_llama(hf: dict, source: str | os.PathLike) -> ModelConfig:
+    """Our ModelConfig of a Llama ``config.json``; ValueError naming what we cannot load."""
+    heads = hf.get("num_attention_heads")
+    refusals = [
+        (hf.get("model_type") != "llama", f"model_type {hf.get('model_type')!r} is not 'llama'"),
+        (hf.get("num_key_value_heads", heads) != heads,
+         f"grouped-query attention ({hf.get('num_key_value_heads')} key/value heads for {heads} heads)"),
+        (bool(hf.get("attention_bias")) or bool(hf.get("mlp_bias")), "biases in attention or MLP layers"),
+        (bool(hf.get("rope_scaling")) or (hf.get("rope_parameters") or {}).get("rope_type", "default") != "default",
+         "RoPE scaling"),
+        (hf.get("hidden_act", "silu") != "silu", f"activation {hf.get('hidden_act')!r} (ours is silu)"),
+        (hf.get("head_dim", hf["hidden_size"] // heads) * heads != hf["hidden_size"], "head_dim * heads != hidden size"),
+        (abs(hf.get("rms_norm_eps", RMS_NORM_EPS) - RMS_NORM_EPS) > 1e-12,
+         f"rms_norm_eps {hf.get('rms_norm_eps')} (ours is {RMS_NORM_EPS})"),
+    ]
+    for refused, what in refusals:
+        if refused:
+            raise ValueError(f"{source}: cannot import a model with {what}")
+    theta = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    return ModelConfig(vocab_size=hf["vocab_size"], context_length=hf["max_position_embeddings"],
+                       d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"], num_heads=heads,
+                       d_ff=hf["intermediate_size"], rope_theta=float(theta),
+                       tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+
+
+# ------------------------------------------------------------------------------------ weights
+
+
+def _halves(num_heads: int, head_dim: int) -> torch.Tensor:
+    """Row order that takes adjacent RoPE pairs to halves, per head: 0, 2, 4, ..., 1, 3, 5, ..."""
+    within = torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
+    return (torch.arange(num_heads)[:, None] * head_dim + within).reshape(-1)
+
+
+def to_llama_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our state dict under Llama's names, q/k rows in Llama's RoPE order (tied: no lm_head)."""
+    order = _halves(config.num_heads, config.d_model // config.num_heads)
+    out = {}
+    for name, tensor in state.items():
+        if name.startswith("layers."):
+            _, layer, rest = name.split(".", 2)
+            target = f"model.layers.{layer}.{LAYER_NAMES[rest]}"
+            tensor = tensor[order] if rest in ROPE_ROWS else tensor
+        else:
+            target = TOP_NAMES[name]
+        out[target] = tensor.detach().to("cpu").contiguous().clone()
+    if config.tie_embeddings:
+        del out["lm_head.weight"]  # transformers ties it to embed_tokens
+    return out
+
+
+def from_llama_state_dict(tensors: dict[str, torch.Tensor], config: ModelConfig,
+                          source: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`to_llama_state_dict`; ValueError naming missing or unexpected weights."""
+    inverse = torch.argsort(_halves(config.num_heads, config.d_model // config.num_heads))
+    expected = {f"model.layers.{i}.{hf}": f"layers.{i}.{ours}"
+                for i in range(config.num_layers) for ours, hf in LAYER_NAMES.items()}
+    expected |= {hf: ours for ours, hf in TOP_NAMES.items()}
+    names = dict(tensors)
+    if config.tie_embeddings:
+        names.setdefault("lm_head.weight", names.get("model.embed_tokens.weight"))
+    missing = sorted(set(expected) - set(names))
+    unexpected = sorted(set(names) - set(expected) - {"model.rotary_emb.inv_freq"})
+    if missing or unexpected:
+        raise ValueError(f"{source}: weights do not match config.json (missing: {', '.join(missing[:3]) or 'none'}; "
+                         f"unexpected: {', '.join(unexpected[:3]) or 'none'})")
+    state = {}
+    for hf_name, ours in expected.items():
+        tensor = names[hf_name]
+        state[ours] = tensor[inverse] if ours.split(".", 2)[-1] in ROPE_ROWS else tensor
+    return state
+
+
+# ------------------------------------------------------------------------------------ export
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write a finished run as a Hugging Face Llama folder; returns ``out_dir``.
+
+    The folder appears whole or not at all: it is written beside ``out_dir`` and renamed.
+    """
+    from safetensors.torch import save_file
+
+    from scratchlm.generation import load_run
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    model, tokenizer, meta = load_run(run_dir, device="cpu")
+    eos = tokenizer.token_id(tokenizer.special_tokens[0]) if tokenizer.special_tokens else None
+    config = llama_config(model.config, eos_token_id=eos)  # refuses non-Llama runs first
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        write_json(staging / "config.json", config, sort_keys=True)
+        write_json(staging / "generation_config.json", {"bos_token_id": eos, "eos_token_id": eos,
+                                                         "max_length": model.config.context_length})
+        save_file(to_llama_state_dict(model.state_dict(), model.config), str(staging / "model.safetensors"),
+                  metadata={"format": "pt"})
+        _write_tokenizer_files(tokenizer, staging, context_length=model.config.context_length)
+        (staging / "README.md").write_text(model_card(run_dir, meta, model), encoding="utf-8")
+        _replace_folder(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("exported %s -> %s", run_dir, out_dir)
+    return out_dir
+
+
+def _write_tokenizer_files(tokenizer, folder: Path, *, context_length: int) -> None:
+    save_hf_tokenizer(tokenizer.vocab, tokenizer.merges, folder / "tokenizer.json",
+                      special_tokens=tokenizer.special_tokens)
+    eos = tokenizer.special_tokens[0] if tokenizer.special_tokens else None
+    special = {"bos_token": eos, "eos_token": eos} if eos else {}
+    write_json(folder / "special_tokens_map.json", special)
+    write_json(folder / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast", **special, "model_max_length": context_length,
+        "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False})
+
+
+def _replace_folder(staging: Path, out_dir: Path) -> None:
+    """Rename ``staging`` onto ``out_dir``; an existing ``out_dir`` is removed only after that."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def model_card(run_dir: Path, meta: dict, model: TransformerLM) -> str:
+    """A short README.md: what was trained on what, how far, and how to load it."""
+    summary_path = run_dir / "summary.json"
+    summary = read_json(summary_path) if summary_path.is_file() else {}
+    cfg = model.config
+    params = sum(p.numel() for p in model.parameters())
+    lines = [
+        f"# {run_dir.name}", "",
+        f"A {params / 1e6:.2f}M-parameter Llama-architecture language model trained from scratch with "
+        f"[scratchlm](https://pypi.org/project/scratchlm/) on the `{meta.get('corpus')}` corpus.", "",
+        "| | |", "|---|---|",
+        f"| tokens seen | {summary.get('tokens', 'unknown'):,} |" if summary.get("tokens") else "| tokens seen | unknown |",
+        f"| steps | {meta.get('step')} |",
+        f"| final validation loss | {meta.get('val_loss'):.4f} nats |" if meta.get("val_loss") is not None else
+        "| final validation loss | unknown |",
+        f"| layers × d_model × heads | {cfg.num_layers} × {cfg.d_model} × {cfg.num_heads} |",
+        f"| d_ff / context / vocab | {cfg.d_ff} / {cfg.context_length} / {cfg.vocab_size} |",
+        f"| RoPE θ / tied embeddings | {cfg.rope_theta:g} / {str(cfg.tie_embeddings).lower()} |", "",
+        "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        'model, tok = AutoModelForCausalLM.from_pretrained("."), AutoTokenizer.from_pretrained(".")',
+        'print(tok.decode(model.generate(**tok("Once upon a time", return_tensors="pt"), max_new_tokens=40)[0]))',
+        "```", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ import
+
+
+def import_hf(hf_dir: str | Path, run_dir: str | Path) -> Path:
+    """Load a ``LlamaForCausalLM`` folder into a run folder (model.pt, model.json, tokenizer pickles),
+    usable by ``generate``, ``load_run`` and as ``init_from`` of a training run; returns ``run_dir``."""
+    from safetensors.torch import load_file
+
+    from scratchlm.training.checkpoint import save_checkpoint
+
+    hf_dir, run_dir = Path(hf_dir), Path(run_dir)
+    config_path = require_file(hf_dir / "config.json", "Hugging Face config")
+    config = model_config_from_llama(read_json(config_path), config_path)
+    tensors = {}
+    for shard in _safetensors_files(hf_dir):
+        tensors |= load_file(str(shard))
+    model = TransformerLM.from_config(config)
+    state = from_llama_state_dict({k: v.float() for k, v in tensors.items()}, config, hf_dir)
+    model.load_state_dict(state)
+    vocab, merges, specials = load_hf_tokenizer(hf_dir / "tokenizer.json")
+    if max(vocab) >= config.vocab_size:
+        raise ValueError(f"{hf_dir / 'tokenizer.json'}: token id {max(vocab)} >= the model's vocab_size "
+                         f"{config.vocab_size}")
+    save_pickle(vocab, run_dir / "vocab.pkl")
+    save_pickle(merges, run_dir / "merges.pkl")
+    save_checkpoint(model, None, 0, run_dir / "model.pt", extra={"imported_from": str(hf_dir)})
+    write_json(run_dir / "model.json", {"model": config.to_dict(), "corpus": None, "step": 0, "val_loss": None,
+                                        "vocab": "vocab.pkl", "merges": "merges.pkl", "special_tokens": specials,
+                                        "imported_from": str(hf_dir)})
+    log.info("imported %s -> %s", hf_dir, run_dir)
+    return run_dir
+
+
+def _safetensors_files(hf_dir: Path) -> list[Path]:
+    """``model.safetensors``, or the shards its index names."""
+    index = hf_dir / "model.safetensors.index.json"
+    if index.is_file():
+        return [hf_dir / name for name in sorted(set(read_json(index)["weight_map"].values()))]
+    return [require_file(hf_dir / "model.safetensors", "safetensors weights file")]
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a finished run folder (results/runs/RUN)")
+    parser.add_argument("out_dir", help="folder to write (e.g. results/runs/RUN/hf)")
+
+
+def run_export_cli(args: argparse.Namespace) -> int:
+    print(export_run(args.run_dir, args.out_dir))
+    return 0
+
+
+def add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("hf_dir", help="a LlamaForCausalLM folder (config.json, model.safetensors, tokenizer.json)")
+    parser.add_argument("run_dir", help="run folder to write (model.pt, model.json, vocab/merges pickles)")
+
+
+def run_import_cli(args: argparse.Namespace) -> int:
+    print(import_hf(args.hf_dir, args.run_dir))
+    return 0

@@ -1,0 +1,140 @@
+"""Hugging Face interop: exported runs load in transformers with equal logits, ids and generations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchlm.cli import main as cli_main
+from scratchlm.generation import generate, load_run
+from scratchlm.hf import export_run, import_hf
+from scratchlm.nn import ModelConfig, TransformerLM
+from scratchlm.training.checkpoint import save_checkpoint
+
+transformers = pytest.importorskip("transformers")
+EOT = "<|endoftext|>"
+
+
+def make_run(run_dir: Path, fixtures_dir: Path, *, seed: int = 0, **options) -> TransformerLM:
+    """A finished run folder with a random small model and the GPT-2 fixture tokenizer."""
+    torch.manual_seed(seed)
+    config = ModelConfig(**{"vocab_size": 50257, "context_length": 48, "d_model": 32, "num_layers": 2,
+                            "num_heads": 4, "rope_theta": 500.0} | options)
+    model = TransformerLM.from_config(config).eval()
+    run_dir.mkdir(parents=True)
+    save_checkpoint(model, None, 7, run_dir / "model.pt")
+    (run_dir / "model.json").write_text(json.dumps({
+        "model": config.to_dict(), "corpus": "fixture", "step": 7, "val_loss": 3.5, "special_tokens": [EOT],
+        "vocab": str(fixtures_dir / "gpt2_vocab.json"), "merges": str(fixtures_dir / "gpt2_merges.txt")}))
+    return model
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+def exported(request, tmp_path_factory, fixtures_dir):
+    """(our model, transformers model, transformers tokenizer, run folder)."""
+    run_dir = tmp_path_factory.mktemp("hf") / "run"
+    model = make_run(run_dir, fixtures_dir, tie_embeddings=request.param)
+    export_run(run_dir, run_dir / "hf")
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(run_dir / "hf", dtype=torch.float32).eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir / "hf")
+    return model, hf_model, hf_tokenizer, run_dir
+
+
+def test_logits_equal_ours_up_to_the_full_context(exported):
+    model, hf_model, _, _ = exported
+    generator = torch.Generator().manual_seed(1)
+    for length in (1, 7, 48):
+        ids = torch.randint(0, 50257, (3, length), generator=generator)
+        with torch.no_grad():
+            difference = (hf_model(ids).logits - model(ids)).abs().max().item()
+        assert difference < 1e-5, (length, difference)
+
+
+def test_greedy_generation_gives_the_same_ids(exported):
+    model, hf_model, hf_tokenizer, run_dir = exported
+    _, tokenizer, _ = load_run(run_dir, device="cpu")
+    prompt = "Once upon a time"
+    ours = generate(model, tokenizer, prompt, 32, temperature=0.0, stop_at=None)
+    inputs = hf_tokenizer(prompt, return_tensors="pt")
+    theirs = hf_model.generate(**inputs, max_new_tokens=32, do_sample=False, eos_token_id=None,
+                               pad_token_id=hf_tokenizer.eos_token_id)
+    assert theirs[0, inputs["input_ids"].shape[1]:].tolist() == ours.token_ids
+
+
+def test_tokenizer_ids_equal_and_round_trip(exported, fixtures_dir):
+    _, _, hf_tokenizer, run_dir = exported
+    _, tokenizer, _ = load_run(run_dir, device="cpu")
+    texts = [(fixtures_dir / name).read_text(encoding="utf-8")
+             for name in ("tinystories_sample.txt", "german.txt", "address.txt", "corpus.en",
+                          "special_token_double_newlines_non_whitespace.txt")]
+    texts += ["héllo wörld 😀 👋🏽 日本語  \n\n\t tabs", f"two{EOT}{EOT}docs", "", "   ", "<|endoftext"]
+    for text in texts:
+        ids = hf_tokenizer(text)["input_ids"]
+        assert ids == tokenizer.encode(text)
+        assert hf_tokenizer.decode(ids) == text
+    assert hf_tokenizer.eos_token == EOT and hf_tokenizer.eos_token_id == 50256
+
+
+def test_export_then_import_is_bit_identical(exported, tmp_path):
+    model, _, _, run_dir = exported
+    import_hf(run_dir / "hf", tmp_path / "back")
+    again, tokenizer, meta = load_run(tmp_path / "back", device="cpu")
+    assert again.config == model.config
+    state, original = again.state_dict(), model.state_dict()
+    assert state.keys() == original.keys()
+    assert all(torch.equal(state[name], original[name]) for name in state)
+    assert tokenizer.encode(f"Hi there{EOT}") == [17250, 612, 50256] and meta["special_tokens"] == [EOT]
+
+
+def test_model_card_and_configs(exported):
+    model, _, _, run_dir = exported
+    config = json.loads((run_dir / "hf/config.json").read_text())
+    assert config["num_key_value_heads"] == config["num_attention_heads"] == 4
+    assert config["rope_theta"] == 500.0 and config["max_position_embeddings"] == 48
+    assert config["eos_token_id"] == 50256 and config["tie_word_embeddings"] == model.config.tie_embeddings
+    card = (run_dir / "hf/README.md").read_text()
+    assert "from_pretrained" in card and "3.5000 nats" in card
+
+
+@pytest.mark.parametrize("option, value", [("norm", "post"), ("position", "none"), ("ffn", "silu")])
+def test_runs_llama_cannot_express_are_refused(tmp_path, fixtures_dir, option, value):
+    make_run(tmp_path / "run", fixtures_dir, **{option: value})
+    with pytest.raises(ValueError, match=rf"model option {option}='{value}' has no Llama equivalent"):
+        export_run(tmp_path / "run", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_import_refuses_what_we_cannot_load(exported, tmp_path, capsys):
+    _, _, _, run_dir = exported
+    config = json.loads((run_dir / "hf/config.json").read_text())
+    for change, message in [({"num_key_value_heads": 2}, "grouped-query attention"),
+                            ({"attention_bias": True}, "biases"),
+                            ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "RoPE scaling"),
+                            ({"model_type": "gpt2"}, "model_type 'gpt2'")]:
+        folder = tmp_path / "bad"
+        folder.mkdir(exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(config | change))
+        assert cli_main(["import-hf", str(folder), str(tmp_path / "out")]) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"scratchlm import-hf: error: {folder / 'config.json'}: cannot import a model with " + message
+            + capsys_tail(message)]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert cli_main(["import-hf", str(folder), str(tmp_path / "out")]) == 1
+    assert "model.safetensors: no such safetensors weights file" in capsys.readouterr().err
+
+
+def capsys_tail(message: str) -> str:
+    """The rest of each refusal's line after its fixed start."""
+    return {"grouped-query attention": " (2 key/value heads for 4 heads)", "biases": " in attention or MLP layers",
+            "RoPE scaling": "", "model_type 'gpt2'": " is not 'llama'"}[message]
+
+
+def test_cli_export(tmp_path, fixtures_dir, capsys):
+    make_run(tmp_path / "run", fixtures_dir)
+    assert cli_main(["export", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "README.md", "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
+        "tokenizer.json", "tokenizer_config.json"]
