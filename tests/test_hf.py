@@ -132,9 +132,16 @@ def capsys_tail(message: str) -> str:
             "RoPE scaling": "", "model_type 'gpt2'": " is not 'llama'"}[message]
 
 
-def test_cli_export(tmp_path, fixtures_dir, capsys):
+def test_cli_export_import_generate(tmp_path, fixtures_dir, capsys):
     make_run(tmp_path / "run", fixtures_dir)
     assert cli_main(["export", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
+    assert cli_main(["import-hf", str(tmp_path / "out"), str(tmp_path / "back")]) == 0
+    args = ["--prompt", "Hi", "--max-new-tokens", "3", "--temperature", "0", "--device", "cpu"]
+    capsys.readouterr()
+    assert cli_main(["generate", "--run-dir", str(tmp_path / "run"), *args]) == 0
+    original = capsys.readouterr().out
+    assert cli_main(["generate", "--run-dir", str(tmp_path / "back"), *args]) == 0
+    assert capsys.readouterr().out == original
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "README.md", "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
         "tokenizer.json", "tokenizer_config.json"]

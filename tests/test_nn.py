@@ -206,7 +206,7 @@ def test_attention_broadcasts_keys_and_mask_over_batch_dims():
 def test_attention_chunking_is_invisible(monkeypatch, chunk_entries):
     from scratchlm.nn import functional
 
-    monkeypatch.setattr(functional, "_CHUNK_ENTRIES", chunk_entries)
+    monkeypatch.setattr(functional, "CPU_CHUNK_ENTRIES", chunk_entries)
     q, k, v = (seeded_randn(seed, 5, 2, 6, 4, dtype=torch.float64).requires_grad_() for seed in (1, 2, 3))
     mask = torch.ones(6, 6, dtype=torch.bool).tril()
     assert torch.autograd.gradcheck(lambda *qkv: scaled_dot_product_attention(*qkv, mask), (q, k, v))
@@ -215,6 +215,19 @@ def test_attention_chunking_is_invisible(monkeypatch, chunk_entries):
     assert_close(out, F.scaled_dot_product_attention(*flat))
     out.sum().backward()
     assert flat[0].grad.shape == (6, 4)
+
+
+def test_attention_chunk_policy_by_device():
+    """On a GPU the TinyStories base shape runs as one chunk (it was 128, each a few kernel launches)."""
+    from scratchlm.nn.functional import GPU_CHUNK_BYTES, _chunks, attention_chunk_entries
+
+    base = (torch.Size([128, 16]), 256 * 256)
+    assert len(_chunks(*base, attention_chunk_entries(torch.device("cpu")))) == 128
+    for dtype in (torch.float32, torch.bfloat16):
+        assert _chunks(*base, attention_chunk_entries(torch.device("cuda"), dtype)) == [slice(0, 128)]
+    # A batch over the budget is split into as few chunks as fit, each within it.
+    huge = _chunks(torch.Size([512, 32]), 1024 * 1024, attention_chunk_entries(torch.device("cuda")))
+    assert len(huge) == 64 and all((c.stop - c.start) * 32 * 1024 * 1024 * 4 <= GPU_CHUNK_BYTES for c in huge)
 
 
 def test_cross_entropy_on_low_precision_logits():

@@ -288,7 +288,9 @@ def _sample_lines(number: int, completion: Completion, max_new_tokens: int) -> l
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="name of a finished run: reads RESULTS/runs/RUN/model.json")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="name of a finished run: reads RESULTS/runs/RUN/model.json")
+    which.add_argument("--run-dir", help="a run folder anywhere (e.g. made by scratchlm import-hf)")
     parser.add_argument("--prompt", nargs="+", default=[""],
                         help=f"one or more prompts (decoded as a batch); '' starts from {END_OF_TEXT}")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate per prompt")
@@ -297,8 +299,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, ...")
     parser.add_argument("--results-dir", default="results", help="pipeline results folder holding runs/RUN")
-    parser.add_argument("--special-token", nargs="+", dest="special_tokens", default=[END_OF_TEXT],
-                        help="special tokens of the run's tokenizer (its corpus's special_tokens)")
+    parser.add_argument("--special-token", nargs="+", dest="special_tokens", default=None,
+                        help="special tokens of the run's tokenizer (default: those model.json records)")
 
 
 def check_prompts(prompts: Sequence[str]) -> None:
@@ -320,8 +322,8 @@ def check_prompts(prompts: Sequence[str]) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     check_sampling(args.temperature, args.top_p)  # before the (slow) model load
     check_prompts(args.prompt)
-    model, tokenizer, _ = load_run(Path(args.results_dir) / "runs" / args.run, device=args.device,
-                                   special_tokens=args.special_tokens)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.results_dir) / "runs" / args.run
+    model, tokenizer, _ = load_run(run_dir, device=args.device, special_tokens=args.special_tokens)
     completions = generate_batch(model, tokenizer, args.prompt, args.max_new_tokens,
                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     for completion in completions:

@@ -166,8 +166,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         write_json(staging / "config.json", config, sort_keys=True)
-        write_json(staging / "generation_config.json", {"bos_token_id": eos, "eos_token_id": eos,
-                                                         "max_length": model.config.context_length})
+        write_json(staging / "generation_config.json", {"bos_token_id": eos, "eos_token_id": eos})
         save_file(to_llama_state_dict(model.state_dict(), model.config), str(staging / "model.safetensors"),
                   metadata={"format": "pt"})
         _write_tokenizer_files(tokenizer, staging, context_length=model.config.context_length)

@@ -56,10 +56,26 @@ def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor |
     return _Attention.apply(Q, K, V, mask)
 
 
-# (queries × keys) entries handled at once: 4 MiB in float32, so a chunk's scores stay in cache
-# through the mask/max/exp/sum passes and its buffers are reused from the heap (one allocation
-# of the whole matrix would be a fresh mmap, page-faulted in on every call).
-_CHUNK_ENTRIES = 1 << 20
+# Score entries (queries × keys) handled at once. On a CPU 4 MiB of float32, so a chunk's scores
+# stay in cache through the mask/max/exp/sum passes and its buffers are reused from the heap (one
+# allocation of the whole matrix would be a fresh mmap, page-faulted in on every call). On a GPU
+# cache size is beside the point and each chunk costs a handful of kernel launches, so the whole
+# batch goes at once up to a memory budget for the transient buffers (the exp-scores of every
+# chunk are kept for backward anyway): the TinyStories base shape (128 × 16 heads × 256²) is one
+# chunk there instead of 128.
+CPU_CHUNK_ENTRIES = 1 << 20
+GPU_CHUNK_BYTES = 1 << 30
+
+
+def attention_chunk_entries(device: torch.device, dtype: torch.dtype = torch.float32) -> int:
+    """How many score entries one attention chunk may hold on ``device``.
+
+    >>> attention_chunk_entries(torch.device("cpu")), attention_chunk_entries(torch.device("cuda"), torch.bfloat16)
+    (1048576, 536870912)
+    """
+    if device.type == "cpu":
+        return CPU_CHUNK_ENTRIES
+    return GPU_CHUNK_BYTES // torch.empty(0, dtype=dtype).element_size()
 
 
 class _Attention(torch.autograd.Function):
@@ -80,7 +96,8 @@ class _Attention(torch.autograd.Function):
         masked_out = None if mask is None else (~mask).expand(*batch_shape, *mask.shape[-2:])
         scale = 1.0 / math.sqrt(q.shape[-1])
         outs, exps, sums = [], [], []
-        for rows in _chunks(batch_shape, q.shape[-2] * k.shape[-2]):
+        chunks = _chunks(batch_shape, q.shape[-2] * k.shape[-2], attention_chunk_entries(q.device, q.dtype))
+        for rows in chunks:
             scores = (q_[rows] * scale) @ k_[rows].transpose(-2, -1)  # (chunk, ..., queries, keys)
             if masked_out is not None:
                 scores.masked_fill_(masked_out[rows], float("-inf"))
@@ -90,7 +107,7 @@ class _Attention(torch.autograd.Function):
             exps.append(exp_scores)
             sums.append(row_sum)
         out = torch.cat(outs)  # (*batch_shape, queries, d_v)
-        ctx.scale = scale
+        ctx.scale, ctx.chunks = scale, chunks
         ctx.save_for_backward(q, k, v, out, *exps, *sums)
         return out
 
@@ -101,7 +118,7 @@ class _Attention(torch.autograd.Function):
         batch_shape = out.shape[:-2]
         q_, k_, v_ = (t.expand(*batch_shape, *t.shape[-2:]) for t in (q, k, v))
         grads_q, grads_k, grads_v = [], [], []
-        for rows, exp_scores, row_sum in zip(_chunks(batch_shape, q.shape[-2] * k.shape[-2]), exps, sums):
+        for rows, exp_scores, row_sum in zip(ctx.chunks, exps, sums):
             grad_o = grad_out[rows] / row_sum  # dO / r, so that E stands in for P below
             grads_v.append(exp_scores.transpose(-2, -1) @ grad_o)
             grad_scores = grad_o @ v_[rows].transpose(-2, -1)  # dP / r, turned into dS in place
@@ -113,10 +130,14 @@ class _Attention(torch.autograd.Function):
                 torch.cat(grads_v).sum_to_size(v.shape), None)
 
 
-def _chunks(batch_shape: torch.Size, entries_per_matrix: int) -> list[slice]:
-    """Slices of the first batch dim holding about ``_CHUNK_ENTRIES`` score entries each."""
+def _chunks(batch_shape: torch.Size, entries_per_matrix: int, max_entries: int) -> list[slice]:
+    """Slices of the first batch dim holding at most ``max_entries`` score entries each (at least one row).
+
+    >>> len(_chunks(torch.Size([128, 16]), 256 * 256, CPU_CHUNK_ENTRIES)), len(_chunks(torch.Size([128, 16]), 256 * 256, 1 << 28))
+    (128, 1)
+    """
     per_row = entries_per_matrix * math.prod(batch_shape[1:])
-    step = max(1, _CHUNK_ENTRIES // max(1, per_row))
+    step = min(max(1, batch_shape[0]), max(1, max_entries // max(1, per_row)))
     return [slice(i, i + step) for i in range(0, batch_shape[0], step)]
 
 

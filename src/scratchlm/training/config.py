@@ -40,7 +40,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "optimizer": {"lr": 1.0e-3, "betas": [0.9, 0.95], "eps": 1.0e-8, "weight_decay": 0.1, "grad_clip": 1.0},
     "schedule": {"warmup_fraction": 0.05, "min_lr_ratio": 0.1},
-    "batch_size": 32,
+    "batch_size": 32,  # sequences per optimizer step, over all devices and accumulation steps
+    "grad_accum_steps": 1,  # micro-batches per step on each device (same global batch, less memory)
+    "devices": 1,  # data-parallel processes (GPUs of one node), launched with torchrun
     "steps": None,  # number of optimizer steps; None: derived from `tokens`
     "tokens": 40_960_000,  # token budget, used when steps is None: steps = tokens / (batch_size · context_length)
     "eval_interval": 200,
@@ -50,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "keep_last": 3,
     "device": "auto",  # auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps
     "precision": "auto",  # auto: bf16 autocast on CUDA, fp32 elsewhere; or fp32, bf16
-    "compile": False,
+    "compile": "auto",  # auto: torch.compile on CUDA (eager if compilation fails); true; false
     "seed": 0,
     "wandb": {"enabled": False, "project": "scratchlm"},
     "init_from": None,  # a run folder (e.g. from `scratchlm import-hf`) whose final weights start this run
@@ -62,7 +64,10 @@ NULLABLE = {"corpus": str, "model.d_ff": int, "steps": int, "tokens": int, "opti
             "init_from": str}
 # Devices a run may name (whether one is present is checked when training starts).
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
-POSITIVE_INTS = ("batch_size", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval", "keep_last")
+POSITIVE_INTS = ("batch_size", "grad_accum_steps", "devices", "eval_interval", "eval_batches", "log_interval",
+                 "checkpoint_interval", "keep_last")
+# Settings checked by hand rather than by the type of their default.
+CHOICES = {"compile": ("auto", True, False)}
 
 
 def deep_merge(base: dict, override: dict, *, where: str = "") -> dict:
@@ -151,6 +156,14 @@ def check_settings(settings: dict) -> None:
     for key in POSITIVE_INTS:
         if settings[key] <= 0:
             raise ValueError(f"training setting {key!r} must be a positive integer, got {settings[key]!r}")
+    for key, choices in CHOICES.items():
+        if settings[key] not in choices or not isinstance(settings[key], (str, bool)):
+            raise ValueError(f"training setting {key!r} must be one of {', '.join(map(str, choices))}, "
+                             f"got {settings[key]!r}")
+    shards = settings["devices"] * settings["grad_accum_steps"]
+    if settings["batch_size"] % shards:
+        raise ValueError(f"batch_size {settings['batch_size']} is not divisible by devices × grad_accum_steps "
+                         f"= {shards} (each device runs batch_size / devices sequences, in grad_accum_steps parts)")
     if settings["steps"] is None and settings["tokens"] is None:
         raise ValueError("set either `steps` or `tokens` (the token budget) for the run")
     for key in ("steps", "tokens"):
@@ -187,6 +200,8 @@ def _check_optimizer(opt: dict) -> None:
 def _check_types(defaults: dict, settings: dict, where: str) -> None:
     for key, default in defaults.items():
         path, value = f"{where}{key}", settings[key]
+        if path in CHOICES:
+            continue
         if isinstance(default, dict):
             _check_types(default, value, f"{path}.")
             continue

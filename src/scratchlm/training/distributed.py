@@ -1,0 +1,165 @@
+"""Data-parallel training over several processes (GPUs of one node, or CPU processes with gloo).
+
+Launched by ``torchrun --standalone --nproc-per-node N`` (or by :func:`launch`, which
+``scratchlm train`` and the pipeline use when a run sets ``devices: N``), every process runs the
+same :func:`scratchlm.training.loop.train`; :class:`Ranks` says which one it is. Rank 0 alone
+writes the run folder (metrics, checkpoints, plots); gradients are averaged by
+``DistributedDataParallel``; evaluation and the logged train loss are averaged over ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+# Set by `launch` for the processes it starts: the launcher holds the run folder's lock.
+LOCK_HELD_ENV = "SCRATCHLM_RUN_LOCK_HELD"
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the training processes (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def ranks_from_env() -> Ranks:
+    """The ranks torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); rank 0 of 1 without them."""
+    env = os.environ
+    return Ranks(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
+    """One GPU per local rank (cuda -> cuda:LOCAL_RANK); other devices as they are."""
+    if device.type == "cuda" and ranks.distributed:
+        return torch.device("cuda", ranks.local_rank)
+    return device
+
+
+def init_process_group(ranks: Ranks, device: torch.device) -> None:
+    """Join the process group (NCCL on CUDA, gloo elsewhere); nothing for a single process."""
+    if not ranks.distributed or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ranks.rank, world_size=ranks.world)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """The average of ``value`` over all ranks (a no-op for one process)."""
+    if ranks.distributed:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= ranks.world
+    return value
+
+
+def any_rank(flag: bool, ranks: Ranks, device: torch.device) -> bool:
+    """Whether ``flag`` is true on at least one rank (e.g. a signal arrived there)."""
+    if not ranks.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def from_main(obj: Any, ranks: Ranks) -> Any:
+    """Rank 0's ``obj`` on every rank (pickled; for small decisions and summaries)."""
+    if not ranks.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.distributed:
+        dist.barrier()
+
+
+# ------------------------------------------------------------------------------ launching
+
+
+def torchrun_command(nprocs: int, job_file: Path) -> list[str]:
+    """``torchrun --standalone --nproc-per-node N`` running :func:`main` on ``job_file``."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nprocs}",
+            "-m", "scratchlm.training.distributed", str(job_file)]
+
+
+def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
+    """Run ``train(**job)`` in ``nprocs`` processes under torchrun; returns rank 0's summary.
+
+    The caller holds the run folder's lock; the processes know it through ``LOCK_HELD_ENV``.
+    Raises the same TrainingInterrupted / TrainingDiverged / ValueError as a single process.
+    """
+    from scratchlm.training.loop import TrainingDiverged, TrainingInterrupted
+
+    with tempfile.TemporaryDirectory(prefix=".launch.", dir=run_dir) as folder:
+        job_file, result_file = Path(folder) / "job.json", Path(folder) / "result.json"
+        job_file.write_text(json.dumps({**job, "result_file": str(result_file)}))
+        log.info("launching %d training processes: %s", nprocs, " ".join(torchrun_command(nprocs, job_file)))
+        process = subprocess.run(torchrun_command(nprocs, job_file), env={**os.environ, LOCK_HELD_ENV: "1"})
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+    errors = {"TrainingInterrupted": TrainingInterrupted, "TrainingDiverged": TrainingDiverged}
+    if "summary" in result:
+        return result["summary"]
+    if result.get("error") == "TrainingInterrupted":
+        raise TrainingInterrupted(result["message"], result["signum"])
+    if result.get("error") in errors:
+        raise errors[result["error"]](result["message"])
+    if result.get("error"):
+        raise ValueError(result["message"])
+    raise RuntimeError(f"the {nprocs} training processes failed (torchrun exit status {process.returncode}); "
+                       f"see their output above")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of each process that :func:`launch` starts: ``train(**job)``, result from rank 0."""
+    from scratchlm.pipeline import configure_logging
+    from scratchlm.training.loop import TrainingInterrupted, train
+
+    configure_logging()
+    job = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
+    result_file = Path(job.pop("result_file"))
+    ranks = ranks_from_env()
+    try:
+        result: dict = {"summary": train(**job)}
+        status = 0
+    except TrainingInterrupted as stop:
+        result, status = {"error": "TrainingInterrupted", "message": str(stop), "signum": stop.signum}, 0
+    except Exception as error:  # handed to the launcher, which raises it again
+        result, status = {"error": type(error).__name__, "message": str(error)}, 1
+    if ranks.is_main:
+        result_file.write_text(json.dumps(result))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
