@@ -17,15 +17,9 @@ from scratchlm.fileio import LockedError
 from scratchlm.training import loop
 from scratchlm.training.checkpoint import read_checkpoint
 from scratchlm.training.config import DEFAULTS, parse_assignment, resolve_run, total_steps
-from scratchlm.training.loop import (
-    TrainingDiverged,
-    TrainingInterrupted,
-    autocast_dtype,
-    configure_backend,
-    load_trained_model,
-    select_device,
-    train,
-)
+from scratchlm.training.device import autocast_dtype, configure_backend, select_device
+from scratchlm.training.loop import TrainingDiverged, TrainingInterrupted, train
+from scratchlm.training.run_folder import load_trained_model
 from scratchlm.training.plots import plot_comparison
 
 VOCAB = 32

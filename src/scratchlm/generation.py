@@ -222,7 +222,8 @@ def load_run(run_dir: str | Path, *, device: str = "auto",
 
     ``special_tokens`` default to those model.json records (its corpus's), else ``<|endoftext|>``.
     """
-    from scratchlm.training.loop import load_trained_model, select_device
+    from scratchlm.training.device import select_device
+    from scratchlm.training.run_folder import load_trained_model
 
     model, meta = load_trained_model(run_dir, device=select_device(device))
     if not (meta.get("vocab") and meta.get("merges")):

@@ -27,7 +27,7 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Progress reporter: redraws one line on a terminal, prints a line every few seconds otherwise.
 
-    ``unit="bytes"`` formats counts as sizes and the rate as MB/s.
+    ``unit="bytes"`` formats counts as sizes and the rate as MB/s; ``quiet`` draws nothing.
     """
 
     def __init__(
@@ -38,8 +38,9 @@ class Progress:
         unit: str = "bytes",
         stream: TextIO | None = None,
         min_interval: float | None = None,
+        quiet: bool = False,
     ) -> None:
-        self.desc, self.total, self.unit = desc, total, unit
+        self.desc, self.total, self.unit, self.quiet = desc, total, unit, quiet
         self.stream = stream if stream is not None else sys.stderr
         self.is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.min_interval = min_interval if min_interval is not None else (0.2 if self.is_tty else 10.0)
@@ -80,6 +81,8 @@ class Progress:
             self._last_draw = now
 
     def _draw(self, final: bool = False) -> None:
+        if self.quiet:  # e.g. training ranks other than 0
+            return
         if self.is_tty:
             self.stream.write("\r\033[K" + self.line() + ("\n" if final else ""))
         else:

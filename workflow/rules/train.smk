@@ -22,12 +22,14 @@ rule train:
         settings=lambda wc: RUN_SETTINGS[wc.run],
         vocab_size=lambda wc: corpus_config(RUN_SETTINGS[wc.run]["corpus"])["vocab_size"],
         special_tokens=lambda wc: corpus_config(RUN_SETTINGS[wc.run]["corpus"])["special_tokens"],
-    # CPU runs use these threads for the matrix maths; on a GPU node they feed the GPU.
+    # CPU runs use these threads for the matrix maths (shared by the run's processes); on a GPU
+    # node they feed the GPUs.
     threads: 8
-    # One GPU unless the run is pinned to the CPU; the SLURM profile (workflow/profiles/slurm)
-    # sends train jobs to its GPU partition via set-resources.
+    # `devices` GPUs (one process each, started by the job itself through torchrun) unless the
+    # run is pinned to the CPU; the SLURM profile (workflow/profiles/slurm) sends train jobs to
+    # its GPU partition, all GPUs on one node, as one task.
     resources:
-        gpu=lambda wc: 0 if RUN_SETTINGS[wc.run]["device"] == "cpu" else 1,
+        gpu=lambda wc: 0 if RUN_SETTINGS[wc.run]["device"] == "cpu" else RUN_SETTINGS[wc.run]["devices"],
     log:
         f"{RESULTS}/logs/train/{{run}}.log",
     benchmark:

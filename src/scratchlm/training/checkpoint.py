@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import torch
 
@@ -80,3 +80,18 @@ def load_checkpoint(src: str | os.PathLike | BinaryIO, model: torch.nn.Module,
         except (ValueError, KeyError) as error:
             raise ValueError(f"{name}: checkpoint does not match the optimizer: {error}") from error
     return checkpoint["iteration"]
+
+
+def state_is_finite(*states: Any) -> bool:
+    """Whether every floating-point tensor in the (nested) state dicts is finite."""
+    for state in states:
+        if isinstance(state, torch.Tensor):
+            if state.is_floating_point() and not bool(torch.isfinite(state).all()):
+                return False
+        elif isinstance(state, dict):
+            if not state_is_finite(*state.values()):
+                return False
+        elif isinstance(state, (list, tuple)):
+            if not state_is_finite(*state):
+                return False
+    return True

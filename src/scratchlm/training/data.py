@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 import torch
+
+from scratchlm.fileio import require_file
+
+COUNT_CHUNK = 1 << 24  # tokens per chunk when counting a split (bounded memory for multi-GB arrays)
 
 
 def get_batch(x: npt.ArrayLike, batch_size: int, context_length: int, device: str | torch.device, *,
@@ -54,3 +60,46 @@ def windows(x: npt.ArrayLike, starts: np.ndarray, context_length: int,
     else:
         tokens = tokens.to(device)
     return tokens[:, :-1], tokens[:, 1:]
+
+
+
+def token_counts(tokens: np.ndarray, vocab_size: int, *, name: str) -> np.ndarray:
+    """Occurrences of each id in ``tokens`` (counted in chunks); ValueError naming ``name`` for an id
+    outside [0, vocab_size). Ids are range-checked before counting, so no allocation grows with an id."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for start in range(0, len(tokens), COUNT_CHUNK):
+        chunk = np.asarray(tokens[start:start + COUNT_CHUNK])
+        low, high = (int(chunk.min()), int(chunk.max())) if len(chunk) else (0, 0)
+        if low < 0 or high >= vocab_size:
+            bad_at = int(np.flatnonzero((chunk < 0) | (chunk >= vocab_size))[0])
+            bad = int(chunk[bad_at])
+            reason = "is negative" if bad < 0 else f">= vocab size {vocab_size}"
+            raise ValueError(f"{name}: token id {bad} {reason} (at position {start + bad_at}; "
+                             f"encoded with another tokenizer, or not a token array?)")
+        counts += np.bincount(chunk, minlength=vocab_size)
+    return counts
+
+
+def unigram_entropy(counts: np.ndarray) -> float:
+    """Entropy in nats of the unigram distribution of ``counts``: the loss of a model that ignores context.
+
+    >>> round(unigram_entropy(np.array([1, 1, 0])), 4)  # two equally likely tokens: ln 2
+    0.6931
+    """
+    probs = counts[counts > 0] / counts.sum()
+    return float(-(probs * np.log(probs)).sum())
+
+
+def open_split(path: str | Path, vocab_size: int, context_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Memory-map an encoded split and check it once: 1-D integers, long enough, ids < vocab_size."""
+    path = Path(path)
+    require_file(path, "encoded split")
+    try:
+        tokens = np.load(path, mmap_mode="r")
+    except ValueError as error:
+        raise ValueError(f"{path}: not a .npy array ({error})") from None
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"{path}: expected a 1-D integer token array, got {tokens.dtype} of shape {tokens.shape}")
+    if len(tokens) <= context_length:
+        raise ValueError(f"{path}: {len(tokens)} tokens is too short for context_length={context_length}")
+    return tokens, token_counts(tokens, vocab_size, name=str(path))

@@ -9,15 +9,18 @@ writes the run folder (metrics, checkpoints, plots); gradients are averaged by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -125,7 +128,9 @@ def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
         job_file, result_file = Path(folder) / "job.json", Path(folder) / "result.json"
         job_file.write_text(json.dumps({**job, "result_file": str(result_file)}))
         log.info("launching %d training processes: %s", nprocs, " ".join(torchrun_command(nprocs, job_file)))
-        process = subprocess.run(torchrun_command(nprocs, job_file), env={**os.environ, LOCK_HELD_ENV: "1"})
+        process = subprocess.Popen(torchrun_command(nprocs, job_file), env={**os.environ, LOCK_HELD_ENV: "1"})
+        with _forwarding_stop_signals(process):
+            process.wait()
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
     errors = {"TrainingInterrupted": TrainingInterrupted, "TrainingDiverged": TrainingDiverged}
     if "summary" in result:
@@ -138,6 +143,22 @@ def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
         raise ValueError(result["message"])
     raise RuntimeError(f"the {nprocs} training processes failed (torchrun exit status {process.returncode}); "
                        f"see their output above")
+
+
+@contextlib.contextmanager
+def _forwarding_stop_signals(process: subprocess.Popen) -> Iterator[None]:
+    """Pass SIGINT/SIGTERM/SIGHUP on to torchrun, which passes them to the training processes:
+    they checkpoint and stop, and the launcher reports it, instead of dying and orphaning them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    forward = lambda signum, _frame: process.send_signal(signum)  # noqa: E731
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,7 @@ import json
 import logging
 import math
 import os
-import platform
-import shutil
-import re
 import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,26 +24,46 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
-from scratchlm.fileio import atomic_open, atomic_path, exclusive_lock, read_json, require_file, write_json
+from scratchlm.fileio import atomic_open, exclusive_lock, read_json, write_json
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
 from scratchlm.progress import Progress
-from scratchlm.training.checkpoint import read_checkpoint, save_checkpoint
-from scratchlm.training.config import DEVICE_PATTERN, load_yaml, parse_assignment, resolve_run, total_steps
-from scratchlm.training.data import get_batch
+from scratchlm.training import distributed
+from scratchlm.training.checkpoint import read_checkpoint, save_checkpoint, state_is_finite
+from scratchlm.training.config import load_yaml, parse_assignment, resolve_run, total_steps
+from scratchlm.training.data import open_split, sample_starts, unigram_entropy, windows
+from scratchlm.training.device import (
+    CompiledOrEager,
+    autocast,
+    autocast_dtype,
+    configure_backend,
+    device_name,
+    select_device,
+    wants_compile,
+)
+from scratchlm.training.run_folder import (
+    FINAL_FILES,
+    LOCK_FILE,
+    REPLACED_DIR,
+    checkpoint_files,
+    copy_atomically,
+    git_revision,
+    load_trained_model,
+    move_aside,
+    package_versions,
+    prune_checkpoints,
+    relative_to_run,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_PATTERN = re.compile(r"step_(\d+)\.pt")
-# Settings a resumed run must share with its checkpoint; the rest (device, intervals, ...) may change.
+# Settings a resumed run must share with its checkpoint; the rest (device, devices, accumulation,
+# intervals, ...) may change: the batches do not depend on how a step is split.
 RESUME_KEYS = ("corpus", "model", "optimizer", "schedule", "batch_size", "seed")
-COUNT_CHUNK = 1 << 24  # tokens per chunk when counting a split (bounded memory for multi-GB arrays)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-LOCK_FILE = ".lock"  # in the run folder: held by the one trainer writing it
-REPLACED_DIR = "replaced"  # earlier runs moved aside by --fresh (or a changed pipeline config)
-FINAL_FILES = ("model.pt", "model.json", "summary.json", "metrics.jsonl", "curves.png", "config.json")
 EVAL_SEED = 0  # validation batches are the same for every run of a corpus, so runs compare
 
 
@@ -61,153 +77,6 @@ class TrainingInterrupted(RuntimeError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
-
-
-# ----------------------------------------------------------------------------------------- data
-
-
-def token_counts(tokens: np.ndarray, vocab_size: int, *, name: str) -> np.ndarray:
-    """Occurrences of each id in ``tokens`` (counted in chunks); ValueError naming ``name`` for an id
-    outside [0, vocab_size). Ids are range-checked before counting, so no allocation grows with an id."""
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    for start in range(0, len(tokens), COUNT_CHUNK):
-        chunk = np.asarray(tokens[start:start + COUNT_CHUNK])
-        low, high = (int(chunk.min()), int(chunk.max())) if len(chunk) else (0, 0)
-        if low < 0 or high >= vocab_size:
-            bad_at = int(np.flatnonzero((chunk < 0) | (chunk >= vocab_size))[0])
-            bad = int(chunk[bad_at])
-            reason = "is negative" if bad < 0 else f">= vocab size {vocab_size}"
-            raise ValueError(f"{name}: token id {bad} {reason} (at position {start + bad_at}; "
-                             f"encoded with another tokenizer, or not a token array?)")
-        counts += np.bincount(chunk, minlength=vocab_size)
-    return counts
-
-
-def unigram_entropy(counts: np.ndarray) -> float:
-    """Entropy in nats of the unigram distribution of ``counts``: the loss of a model that ignores context.
-
-    >>> round(unigram_entropy(np.array([1, 1, 0])), 4)  # two equally likely tokens: ln 2
-    0.6931
-    """
-    probs = counts[counts > 0] / counts.sum()
-    return float(-(probs * np.log(probs)).sum())
-
-
-def open_split(path: str | Path, vocab_size: int, context_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Memory-map an encoded split and check it once: 1-D integers, long enough, ids < vocab_size."""
-    path = Path(path)
-    require_file(path, "encoded split")
-    try:
-        tokens = np.load(path, mmap_mode="r")
-    except ValueError as error:
-        raise ValueError(f"{path}: not a .npy array ({error})") from None
-    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
-        raise ValueError(f"{path}: expected a 1-D integer token array, got {tokens.dtype} of shape {tokens.shape}")
-    if len(tokens) <= context_length:
-        raise ValueError(f"{path}: {len(tokens)} tokens is too short for context_length={context_length}")
-    return tokens, token_counts(tokens, vocab_size, name=str(path))
-
-
-# --------------------------------------------------------------------------------------- device
-
-
-def select_device(requested: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an explicit device that is unavailable is an error."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    device = parse_device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r} requested but CUDA is not available (torch {torch.__version__})")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {requested!r} requested but MPS is not available")
-    return device
-
-
-def parse_device(text: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` as a torch.device; ValueError for anything else.
-
-    >>> parse_device("cuda:1")
-    device(type='cuda', index=1)
-    """
-    if text == "auto" or not re.fullmatch(DEVICE_PATTERN, text):
-        raise ValueError(f"unknown device {text!r}: use auto, cpu, cuda, cuda:N or mps")
-    return torch.device(text)
-
-
-def device_name(device: torch.device) -> str:
-    """The accelerator's product name (e.g. for peak-FLOP/s tables), or the CPU's."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return _cpu_model() or platform.processor() or platform.machine()
-    return device.type
-
-
-def _cpu_model() -> str | None:
-    """The "model name" line of /proc/cpuinfo (Linux), else None."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 autocast on CUDA (``auto``) or when asked (``bf16``); None means plain fp32."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def configure_backend(device: torch.device) -> None:
-    """TF32 matmuls on CUDA: ~fp32 accuracy for the fp32 parts at tensor-core speed."""
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-        torch.backends.cudnn.allow_tf32 = True
-
-
-# ---------------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the checkpoints in ``folder``, oldest first."""
-    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := CHECKPOINT_PATTERN.fullmatch(p.name))]
-    return sorted(found)
-
-
-def prune_checkpoints(folder: Path, keep_last: int) -> None:
-    for _, path in checkpoint_files(folder)[:-keep_last]:
-        path.unlink()
-
-
-# ---------------------------------------------------------------------------------- provenance
-
-
-def git_revision() -> str | None:
-    """The commit of the source tree (with ``-dirty`` if it has uncommitted changes), or None."""
-    source = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if rev.returncode:
-        return None
-    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def package_versions() -> dict[str, str | None]:
-    from scratchlm import __version__
-
-    return {"scratchlm": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "cuda": torch.version.cuda}
 
 
 # ------------------------------------------------------------------------------------- signals
@@ -255,7 +124,7 @@ class _Clock:
     def __init__(self, step: int, elapsed_before: float):
         self.start, self.before = time.perf_counter(), elapsed_before
         self.window_step, self.window_time = step, self.start
-        self.losses: list[float] = []  # train losses since the last metrics line
+        self.losses: list[torch.Tensor] = []  # train losses (on the device) since the last metrics line
 
     def elapsed(self) -> float:
         return self.before + time.perf_counter() - self.start
@@ -269,13 +138,20 @@ class _Clock:
 
 
 class Trainer:
-    """One run: model, optimizer, data and state; ``run()`` trains to the last step."""
+    """One run: model, optimizer, data and state; ``run()`` trains to the last step.
+
+    Under torchrun each process builds its own Trainer; they draw the same global batch and
+    each trains on its rows (``batch_size / world`` of them, in ``grad_accum_steps`` parts), with
+    gradients averaged by DDP. Rank 0 alone writes the run folder.
+    """
 
     def __init__(self, settings: dict, data: dict, run_dir: Path, *, run_name: str):
         self.settings, self.data, self.run_dir, self.run_name = settings, data, Path(run_dir), run_name
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.steps = total_steps(settings)
-        self.device = select_device(settings["device"])
+        self.ranks = distributed.ranks_from_env()
+        self.device = distributed.rank_device(select_device(settings["device"]), self.ranks)
+        distributed.init_process_group(self.ranks, self.device)
         self.amp_dtype = autocast_dtype(self.device, settings["precision"])
         configure_backend(self.device)
         self.model_config = ModelConfig.from_dict({**settings["model"], "vocab_size": data["vocab_size"]})
@@ -283,15 +159,28 @@ class Trainer:
         self.train_tokens, counts = open_split(data["train"], data["vocab_size"], context)
         self.valid_tokens, _ = open_split(data["valid"], data["vocab_size"], context)
         self.unigram_entropy = unigram_entropy(counts)
+        self.rows, self.micro_rows = self._row_split()
         torch.manual_seed(settings["seed"])
         self.model = TransformerLM.from_config(self.model_config, device=self.device)
         if settings["init_from"]:
             self._init_from(Path(settings["init_from"]))
-        self.forward = torch.compile(self.model) if settings["compile"] else self.model
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                            else None) if self.ranks.distributed else None)
+        module = self.ddp or self.model
+        self.forward = CompiledOrEager(module) if wants_compile(settings["compile"], self.device) else module
         self.optimizer = self._optimizer()
-        self.rng = np.random.default_rng(settings["seed"])
+        self.rng = np.random.default_rng(settings["seed"])  # the global batch sampler, equal on every rank
         self.eval_batches = self._eval_batches()
         self.state = RunState()
+
+    def _row_split(self) -> tuple[slice, int]:
+        """This rank's rows of each global batch, and the rows of one micro-batch."""
+        per_rank, remainder = divmod(self.settings["batch_size"], self.ranks.world)
+        accum = self.settings["grad_accum_steps"]
+        if remainder or per_rank % accum:
+            raise ValueError(f"batch_size {self.settings['batch_size']} does not split into {self.ranks.world} "
+                             f"processes × grad_accum_steps {accum}")
+        return slice(self.ranks.rank * per_rank, (self.ranks.rank + 1) * per_rank), per_rank // accum
 
     def _init_from(self, run_dir: Path) -> None:
         """Start from the final weights of another run folder (a resumed checkpoint overrides them)."""
@@ -312,11 +201,12 @@ class Trainer:
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         return AdamW([g for g in groups if g["params"]], lr=opt["lr"], betas=tuple(opt["betas"]), eps=opt["eps"])
 
-    def _eval_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """A fixed set of validation batches, drawn once (the same for every run on this corpus)."""
+    def _eval_batches(self) -> list[np.ndarray]:
+        """Start positions of a fixed set of validation batches, drawn once (the same for every
+        run on this corpus, whatever its number of processes); each rank evaluates its rows."""
         rng = np.random.default_rng(EVAL_SEED)
         size, context = self.settings["batch_size"], self.model_config.context_length
-        return [get_batch(self.valid_tokens, size, context, self.device, generator=rng)
+        return [sample_starts(self.valid_tokens, size, context, generator=rng)[self.rows]
                 for _ in range(self.settings["eval_batches"])]
 
     def lr_at(self, step: int) -> float:
@@ -330,30 +220,43 @@ class Trainer:
         warmup = int(schedule["warmup_fraction"] * self.steps)
         return get_lr_cosine_schedule(step + 1, max_lr, max_lr * schedule["min_lr_ratio"], warmup, self.steps)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+    def _micro_batches(self, starts: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for first in range(0, len(starts), self.micro_rows):
+            yield windows(self.train_tokens, starts[first:first + self.micro_rows], self.model_config.context_length,
+                          self.device)
 
-    def train_step(self) -> tuple[float, float, float]:
-        """One optimizer step on a fresh random batch; returns (loss, lr, pre-clip grad norm)."""
+    def train_step(self) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """One optimizer step on a fresh global batch; returns (loss, lr, pre-clip grad norm).
+
+        Loss and norm stay on the device: nothing here waits for the GPU. Where the step is a
+        sync step (every step on a CPU, log steps elsewhere) they are checked first, and a
+        non-finite one stops the run before the update.
+        """
         lr = self.lr_at(self.state.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        inputs, targets = get_batch(self.train_tokens, self.settings["batch_size"], self.model_config.context_length,
-                                    self.device, generator=self.rng)
-        with self._autocast():
-            loss = cross_entropy(self.forward(inputs), targets)
+        starts = sample_starts(self.train_tokens, self.settings["batch_size"], self.model_config.context_length,
+                               generator=self.rng)[self.rows]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        accum = self.settings["grad_accum_steps"]
+        loss = torch.zeros((), device=self.device)
+        for index, (inputs, targets) in enumerate(self._micro_batches(starts)):
+            last = index == accum - 1
+            # DDP averages gradients over ranks once, on the last micro-batch of the step.
+            with (self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()):
+                with autocast(self.device, self.amp_dtype):
+                    micro_loss = cross_entropy(self.forward(inputs), targets) / accum
+                micro_loss.backward()
+            loss += micro_loss.detach()
         max_norm = self.settings["optimizer"]["grad_clip"]  # None: measure the norm, never clip
         grad_norm = clip_gradients(self.model.parameters(), math.inf if max_norm is None else max_norm)
-        loss_value = loss.item()
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-            self._diverged(loss_value, grad_norm, lr)  # before the update: the weights stay finite
+        if self._is_sync_step(self.state.step + 1):
+            mean_loss = float(distributed.mean_over_ranks(loss, self.ranks))
+            if not (math.isfinite(mean_loss) and math.isfinite(float(grad_norm))):
+                self._diverged(mean_loss, float(grad_norm), lr)  # before the update: the weights stay finite
         self.optimizer.step()
         self.state.step += 1
-        return loss_value, lr, grad_norm
+        return loss, lr, grad_norm
 
     def _diverged(self, loss: float, grad_norm: float, lr: float) -> None:
         raise TrainingDiverged(
@@ -374,14 +277,18 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss over the fixed validation batches."""
+        """Mean loss over the fixed validation batches (each rank its rows, averaged over ranks)."""
         self.model.eval()
-        total = 0.0
-        for inputs, targets in self.eval_batches:
-            with self._autocast():
-                total += cross_entropy(self.forward(inputs), targets).item()
+        total = torch.zeros((), device=self.device)
+        for starts in self.eval_batches:
+            for first in range(0, len(starts), self.micro_rows):
+                inputs, targets = windows(self.valid_tokens, starts[first:first + self.micro_rows],
+                                          self.model_config.context_length, self.device)
+                with autocast(self.device, self.amp_dtype):
+                    total += cross_entropy(self.forward(inputs), targets)
         self.model.train()
-        return total / len(self.eval_batches)
+        batches = len(self.eval_batches) * math.ceil(len(self.eval_batches[0]) / self.micro_rows)
+        return float(distributed.mean_over_ranks(total / batches, self.ranks))
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -397,8 +304,9 @@ class Trainer:
         if not state_is_finite(self.model.state_dict(), self.optimizer.state_dict()):
             raise TrainingDiverged(f"run {self.run_name!r}: non-finite weights or optimizer state at step "
                                    f"{self.state.step}; {path.name} was not written. {self._last_good()}")
-        save_checkpoint(self.model, self.optimizer, self.state.step, path, extra=self._extra())
-        prune_checkpoints(self.checkpoint_dir, self.settings["keep_last"])
+        if self.ranks.is_main:  # every rank holds the same weights and optimizer state
+            save_checkpoint(self.model, self.optimizer, self.state.step, path, extra=self._extra())
+            prune_checkpoints(self.checkpoint_dir, self.settings["keep_last"])
         return path
 
     def resume(self) -> bool:
@@ -449,9 +357,11 @@ class Trainer:
     def run(self, *, on_step: Callable[[int, dict], None] | None = None) -> dict:
         """Train from the current state to the last step; returns the summary."""
         self.model.train()
-        wandb_run = _start_wandb(self.settings, self.run_name)
+        main = self.ranks.is_main
+        wandb_run = _start_wandb(self.settings, self.run_name) if main else None
         clock = _Clock(self.state.step, self.state.elapsed_s)
-        progress = Progress(f"train {self.run_name}", total=self.steps - self.state.step, unit="steps")
+        progress = Progress(f"train {self.run_name}", total=self.steps - self.state.step, unit="steps",
+                            quiet=not main)
         speed = ""  # tokens/s of the latest metrics line
         with stop_signals() as received, progress:
             while self.state.step < self.steps:
@@ -461,20 +371,29 @@ class Trainer:
                 clock.losses.append(loss)
                 line = self._metrics_line(clock, lr, grad_norm) if self._is_log_step(step) else {}
                 if line:
-                    self._log(line, wandb_run)
-                    speed = f"{line['tokens_per_s']:,.0f} tok/s"
-                progress.update(1, extra=f"step {step}/{self.steps} loss {loss:.3f} lr {lr:.2e} {speed}")
+                    if main:
+                        self._log(line, wandb_run)
+                    speed = f"loss {line['train_loss']:.3f} {line['tokens_per_s']:,.0f} tok/s"
+                progress.update(1, extra=f"step {step}/{self.steps} lr {lr:.2e} {speed}")
                 if on_step is not None:
                     on_step(step, line)
-                stopping = bool(received) and step < self.steps  # a signal at the last step just finishes
+                # A signal on any rank stops every rank (checked where the ranks sync anyway); at
+                # the last step the run just finishes.
+                stopping = (self._is_sync_step(step) and step < self.steps
+                            and distributed.any_rank(bool(received), self.ranks, self.device))
                 if stopping or step % self.settings["checkpoint_interval"] == 0 or step == self.steps:
                     path = self.save()
                 if stopping:
-                    raise TrainingInterrupted(f"run {self.run_name!r} stopped by signal {received[0]} at step {step}; "
-                                              f"checkpoint {path} saved, run again to resume", received[0])
+                    signum = received[0] if received else int(signal.SIGTERM)
+                    raise TrainingInterrupted(f"run {self.run_name!r} stopped by signal {signum} at step {step}; "
+                                              f"checkpoint {path} saved, run again to resume", signum)
         if wandb_run is not None:
             wandb_run.finish()
-        return self.finish()
+        return distributed.from_main(self.finish() if main else None, self.ranks)
+
+    def _is_sync_step(self, step: int) -> bool:
+        """Steps whose loss the host reads: every step on a CPU (free), log steps on accelerators."""
+        return self.device.type == "cpu" or self._is_log_step(step)
 
     def _is_log_step(self, step: int) -> bool:
         return step % self.settings["log_interval"] == 0 or self._is_eval_step(step)
@@ -482,11 +401,13 @@ class Trainer:
     def _is_eval_step(self, step: int) -> bool:
         return step % self.settings["eval_interval"] == 0 or step == self.steps
 
-    def _metrics_line(self, clock: _Clock, lr: float, grad_norm: float) -> dict:
-        """The metrics of the steps since the last line (mean train loss, throughput), plus validation."""
+    def _metrics_line(self, clock: _Clock, lr: float, grad_norm: torch.Tensor) -> dict:
+        """The metrics of the steps since the last line (mean train loss over steps and ranks,
+        throughput), plus validation."""
         step, tokens_per_step = self.state.step, self.settings["batch_size"] * self.model_config.context_length
+        train_loss = float(distributed.mean_over_ranks(torch.stack(clock.losses).mean(), self.ranks))
         line = {"step": step, "tokens": step * tokens_per_step, "elapsed_s": round(self.state.elapsed_s, 3),
-                "train_loss": sum(clock.losses) / len(clock.losses), "lr": lr, "grad_norm": grad_norm,
+                "train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm),
                 "tokens_per_s": round(clock.window_rate(step) * tokens_per_step, 1)}
         if self._is_eval_step(step):
             val = self.evaluate()
@@ -512,11 +433,13 @@ class Trainer:
 
     def resolved_config(self) -> dict:
         s = self.settings
-        training_keys = ("batch_size", "steps", "tokens", "eval_interval", "eval_batches", "log_interval",
-                         "checkpoint_interval", "keep_last", "device", "precision", "compile", "wandb")
+        training_keys = ("batch_size", "grad_accum_steps", "devices", "steps", "tokens", "eval_interval",
+                         "eval_batches", "log_interval", "checkpoint_interval", "keep_last", "device", "precision",
+                         "compile", "wandb")
         return {"run": self.run_name, "model": self.model_config.to_dict(), "optimizer": s["optimizer"],
                 "schedule": s["schedule"], "training": {**{k: s[k] for k in training_keys},
-                                                        "total_steps": self.steps, "resolved_device": str(self.device)},
+                                                        "total_steps": self.steps, "resolved_device": str(self.device),
+                                                        "processes": self.ranks.world},
                 "data": {k: str(v) if isinstance(v, Path) else v for k, v in self.data.items()} | {"corpus": s["corpus"]},
                 "seed": s["seed"], "git_revision": git_revision(), "versions": package_versions(),
                 "settings": s}
@@ -524,11 +447,11 @@ class Trainer:
     def finish(self) -> dict:
         """Write model.pt, model.json, summary.json and curves.png; return the summary."""
         final_val = self.state.history[-1]["val_loss"]
-        shutil_copy(checkpoint_files(self.checkpoint_dir)[-1][1], self.run_dir / "model.pt")
+        copy_atomically(checkpoint_files(self.checkpoint_dir)[-1][1], self.run_dir / "model.pt")
         write_json(self.run_dir / "model.json", {
             "model": self.model_config.to_dict(), "corpus": self.settings["corpus"], "step": self.state.step,
-            "val_loss": final_val, "vocab": _relative_to(self.data.get("vocab"), self.run_dir),
-            "merges": _relative_to(self.data.get("merges"), self.run_dir),
+            "val_loss": final_val, "vocab": relative_to_run(self.data.get("vocab"), self.run_dir),
+            "merges": relative_to_run(self.data.get("merges"), self.run_dir),
             "special_tokens": list(self.data.get("special_tokens", []))})
         tokens = self.state.step * self.settings["batch_size"] * self.model_config.context_length
         summary = {
@@ -537,7 +460,7 @@ class Trainer:
             "final_train_loss": self.state.history[-1]["train_loss"], "unigram_entropy": self.unigram_entropy,
             "steps": self.state.step, "tokens": tokens, "wall_s": round(self.state.elapsed_s, 2),
             "tokens_per_s": round(tokens / max(self.state.elapsed_s, 1e-9), 1), "device": str(self.device),
-            "device_name": device_name(self.device),
+            "device_name": device_name(self.device), "processes": self.ranks.world,
             "precision": "bf16" if self.amp_dtype else "fp32",
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
@@ -546,31 +469,6 @@ class Trainer:
 
         plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png", title=self.run_name)
         return summary
-
-
-def _relative_to(path: str | Path | None, run_dir: Path) -> str | None:
-    """``path`` relative to the run folder (model.json must not depend on the working directory)."""
-    return None if path is None else os.path.relpath(Path(path).resolve(), run_dir.resolve())
-
-
-def state_is_finite(*states: Any) -> bool:
-    """Whether every floating-point tensor in the (nested) state dicts is finite."""
-    for state in states:
-        if isinstance(state, torch.Tensor):
-            if state.is_floating_point() and not bool(torch.isfinite(state).all()):
-                return False
-        elif isinstance(state, dict):
-            if not state_is_finite(*state.values()):
-                return False
-        elif isinstance(state, (list, tuple)):
-            if not state_is_finite(*state):
-                return False
-    return True
-
-
-def shutil_copy(src: Path, dst: Path) -> None:
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
 
 
 def _start_wandb(settings: dict, run_name: str) -> Any:
@@ -604,18 +502,47 @@ def train(settings: dict, data: dict, run_dir: str | Path, *, run_name: str | No
     if threads:
         torch.set_num_threads(threads)
     run_dir = Path(run_dir)
-    with exclusive_lock(run_dir / LOCK_FILE, what=f"run folder {run_dir}"):
+    ranks = distributed.ranks_from_env()
+    if settings["devices"] > 1 and not ranks.distributed:  # start the processes ourselves
+        job = {"settings": settings, "data": {k: str(v) if isinstance(v, Path) else v for k, v in data.items()},
+               "run_dir": str(run_dir), "run_name": run_name or run_dir.name, "fresh": fresh,
+               "replace_finished": replace_finished,
+               "threads": max(1, threads // settings["devices"]) if threads else None}  # shared by the processes
+        with exclusive_lock(run_dir / LOCK_FILE, what=f"run folder {run_dir}"):
+            return distributed.launch(job, settings["devices"], run_dir)
+    if ranks.distributed and ranks.world != settings["devices"]:
+        log.warning("run %s sets devices: %d but runs in %d processes (torchrun's --nproc-per-node decides)",
+                    run_name or run_dir.name, settings["devices"], ranks.world)
+    lock_here = ranks.is_main and not os.environ.get(distributed.LOCK_HELD_ENV)
+    with exclusive_lock(run_dir / LOCK_FILE, what=f"run folder {run_dir}") if lock_here else contextlib.nullcontext():
         trainer = Trainer(settings, data, run_dir, run_name=run_name or run_dir.name)
+        try:
+            return _prepare_and_run(trainer, fresh=fresh, replace_finished=replace_finished, on_step=on_step)
+        finally:
+            distributed.shutdown()
+
+
+def _prepare_and_run(trainer: Trainer, *, fresh: bool, replace_finished: bool,
+                     on_step: Callable[[int, dict], None] | None) -> dict:
+    """Rank 0 decides what the run folder holds (move aside, already finished); every rank follows."""
+    finished = None
+    if trainer.ranks.is_main:
         if fresh or (replace_finished and _is_stale(trainer)):
-            move_aside(run_dir)
-        elif (finished := _finished_summary(trainer)) is not None:
-            return finished
-        trainer.resume()
+            move_aside(trainer.run_dir)
+        else:
+            finished = _finished_summary(trainer)
+    finished = distributed.from_main(finished, trainer.ranks)
+    if finished is not None:
+        return finished
+    trainer.resume()
+    if trainer.ranks.is_main:
         trainer.write_run_files()
-        log.info("run %s: %d steps of %d tokens on %s, %.2fM parameters, unigram entropy %.4f nats",
-                 trainer.run_name, trainer.steps, settings["batch_size"] * trainer.model_config.context_length,
-                 trainer.device, sum(p.numel() for p in trainer.model.parameters()) / 1e6, trainer.unigram_entropy)
-        return trainer.run(on_step=on_step)
+    distributed.barrier(trainer.ranks)
+    log.info("run %s: %d steps of %d tokens on %s × %d, %.2fM parameters, unigram entropy %.4f nats",
+             trainer.run_name, trainer.steps, trainer.settings["batch_size"] * trainer.model_config.context_length,
+             trainer.device, trainer.ranks.world, sum(p.numel() for p in trainer.model.parameters()) / 1e6,
+             trainer.unigram_entropy)
+    return trainer.run(on_step=on_step)
 
 
 def _is_stale(trainer: Trainer) -> bool:
@@ -643,39 +570,6 @@ def _finished_summary(trainer: Trainer) -> dict | None:
     log.info("run %s finished at %s but some final files are missing; writing them again", trainer.run_name, path)
     trainer.write_run_files()
     return trainer.finish()
-
-
-def move_aside(run_dir: Path) -> Path | None:
-    """Move everything in ``run_dir`` (but its lock and earlier replaced runs) to ``replaced/{UTC time}/``."""
-    entries = [entry for entry in run_dir.iterdir() if entry.name not in (LOCK_FILE, REPLACED_DIR)]
-    if not entries:
-        return None
-    target = run_dir / REPLACED_DIR / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    suffix = 0
-    while target.exists():
-        suffix += 1
-        target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
-    target.mkdir(parents=True)
-    for entry in entries:
-        os.replace(entry, target / entry.name)
-    log.warning("%s: the previous run was moved to %s (delete it when no longer needed)", run_dir, target)
-    return target
-
-
-def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[TransformerLM, dict]:
-    """The final model of a finished run (in eval mode) and its model.json metadata."""
-    run_dir = Path(run_dir)
-    meta_path = run_dir / "model.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"no trained model in {run_dir} (missing {meta_path.name}; has the run finished?)")
-    meta = read_json(meta_path)
-    model = TransformerLM.from_config(ModelConfig.from_dict(meta["model"]), device=device)
-    checkpoint = read_checkpoint(run_dir / "model.pt", map_location=device)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        raise ValueError(f"{run_dir / 'model.pt'}: weights do not match {meta_path.name}: {error}") from error
-    return model.eval(), meta
 
 
 # ------------------------------------------------------------------------------------------ CLI

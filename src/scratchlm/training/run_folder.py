@@ -1,0 +1,112 @@
+"""The run folder: its checkpoints, provenance, final-file paths, and moving an old run aside.
+
+``results/runs/{run}/`` holds config.json, metrics.jsonl, checkpoints/ (the last ``keep_last``),
+and at the end model.pt + model.json, summary.json and curves.png; ``.lock`` is held by the one
+trainer writing it, and ``replaced/{UTC time}/`` keeps earlier runs moved aside by ``--fresh``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scratchlm.fileio import atomic_path, read_json, require_file
+from scratchlm.nn import ModelConfig, TransformerLM
+from scratchlm.training.checkpoint import read_checkpoint
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"step_(\d+)\.pt")
+LOCK_FILE = ".lock"  # in the run folder: held by the one trainer writing it
+REPLACED_DIR = "replaced"  # earlier runs moved aside by --fresh (or a changed pipeline config)
+FINAL_FILES = ("model.pt", "model.json", "summary.json", "metrics.jsonl", "curves.png", "config.json")
+
+
+
+def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints in ``folder``, oldest first."""
+    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := CHECKPOINT_PATTERN.fullmatch(p.name))]
+    return sorted(found)
+
+
+def prune_checkpoints(folder: Path, keep_last: int) -> None:
+    for _, path in checkpoint_files(folder)[:-keep_last]:
+        path.unlink()
+
+
+# ---------------------------------------------------------------------------------- provenance
+
+
+def git_revision() -> str | None:
+    """The commit of the source tree (with ``-dirty`` if it has uncommitted changes), or None."""
+    source = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if rev.returncode:
+        return None
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def package_versions() -> dict[str, str | None]:
+    from scratchlm import __version__
+
+    return {"scratchlm": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "cuda": torch.version.cuda}
+
+
+def relative_to_run(path: str | Path | None, run_dir: Path) -> str | None:
+    """``path`` relative to the run folder (model.json must not depend on the working directory)."""
+    return None if path is None else os.path.relpath(Path(path).resolve(), run_dir.resolve())
+
+
+def copy_atomically(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temporary file, so ``dst`` is never half-written."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def move_aside(run_dir: Path) -> Path | None:
+    """Move everything in ``run_dir`` (but its lock and earlier replaced runs) to ``replaced/{UTC time}/``."""
+    entries = [entry for entry in run_dir.iterdir() if entry.name not in (LOCK_FILE, REPLACED_DIR)]
+    if not entries:
+        return None
+    target = run_dir / REPLACED_DIR / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
+    target.mkdir(parents=True)
+    for entry in entries:
+        os.replace(entry, target / entry.name)
+    log.warning("%s: the previous run was moved to %s (delete it when no longer needed)", run_dir, target)
+    return target
+
+
+def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[TransformerLM, dict]:
+    """The final model of a finished run (in eval mode) and its model.json metadata."""
+    run_dir = Path(run_dir)
+    meta_path = run_dir / "model.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"no trained model in {run_dir} (missing {meta_path.name}; has the run finished?)")
+    meta = read_json(meta_path)
+    model = TransformerLM.from_config(ModelConfig.from_dict(meta["model"]), device=device)
+    checkpoint = read_checkpoint(run_dir / "model.pt", map_location=device)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{run_dir / 'model.pt'}: weights do not match {meta_path.name}: {error}") from error
+    return model.eval(), meta

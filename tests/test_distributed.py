@@ -1,0 +1,102 @@
+"""Data-parallel training (torchrun + DDP, gloo on CPU) and gradient accumulation.
+
+The batches do not depend on how a step is split (every rank draws the same global batch and
+trains on its rows), so 2 ranks, or 4 micro-batches, follow the 1-process loss curve up to float
+rounding; checkpoints move between process counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+import yaml
+
+from scratchlm.training.checkpoint import read_checkpoint
+from scratchlm.training.loop import train
+
+from test_training_loop import TINY_RUN, VOCAB, losses, tiny_settings  # noqa: F401 (fixture `data` below)
+from test_training_loop import data  # noqa: F401  (the pytest fixture)
+from test_training_loop import one_thread  # noqa: F401  (autouse fixture)
+
+
+def curve(run_dir) -> np.ndarray:
+    return np.array([loss for _, loss in losses(run_dir)])
+
+
+def test_two_ranks_follow_the_one_rank_curve(tmp_path, data):  # noqa: F811
+    one = train(tiny_settings(), data, tmp_path / "one", threads=1)
+    two = train(tiny_settings(devices=2), data, tmp_path / "two", threads=2)
+    np.testing.assert_allclose(curve(tmp_path / "two"), curve(tmp_path / "one"), rtol=1e-5)
+    assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=1e-5)
+    assert two["processes"] == 2 and one["processes"] == 1
+    # Rank 0 alone wrote the run folder: one metrics line per step, no duplicates.
+    assert [step for step, _ in losses(tmp_path / "two")] == list(range(1, 13))
+    assert json.loads((tmp_path / "two/config.json").read_text())["training"]["processes"] == 2
+
+
+def test_accumulating_4_micro_batches_equals_one_batch(tmp_path, data):  # noqa: F811
+    train(tiny_settings(batch_size=8), data, tmp_path / "big", threads=1)
+    train(tiny_settings(batch_size=8, grad_accum_steps=4), data, tmp_path / "accum", threads=1)
+    np.testing.assert_allclose(curve(tmp_path / "accum"), curve(tmp_path / "big"), rtol=1e-5)
+    big, accum = (read_checkpoint(tmp_path / name / "model.pt")["model"] for name in ("big", "accum"))
+    for name in big:
+        np.testing.assert_allclose(accum[name].numpy(), big[name].numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_batch_must_split_over_devices_and_micro_batches():
+    with pytest.raises(ValueError, match=r"batch_size 4 is not divisible by devices × grad_accum_steps = 3"):
+        tiny_settings(devices=3)
+
+
+def _rank_processes(launcher: subprocess.Popen) -> list[psutil.Process]:
+    """The training processes torchrun started under ``launcher`` (its grandchildren)."""
+    try:
+        found = psutil.Process(launcher.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in found if p.environ().get("RANK") is not None and "torch.distributed.run" not in p.cmdline()]
+
+
+def test_sigterm_on_one_rank_checkpoints_and_resumes_in_one_process(tmp_path, data):  # noqa: F811
+    """Kill + resume under DDP continues the curve; a checkpoint of 2 ranks loads in 1."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for split in ("train", "valid"):
+        os.replace(data[split], results / f"tiny_{split}.npy")
+    long_run = {**TINY_RUN, "steps": 400, "eval_interval": 400, "checkpoint_interval": 1000, "keep_last": 1}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"corpora": {"tiny": {"vocab_size": VOCAB}}, "runs": {"tiny": long_run}}))
+    command = [sys.executable, "-m", "scratchlm.cli", "train", "tiny", "--config-file", str(config),
+               "--results", str(results)]
+    launcher = subprocess.Popen([*command, "--set", "devices=2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = results / "runs/tiny/metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and launcher.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+            rank1 = [p for p in _rank_processes(launcher) if p.environ().get("RANK") == "1"]
+            if rank1:
+                rank1[0].send_signal(signal.SIGTERM)
+                break
+        time.sleep(0.01)
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 128 + signal.SIGTERM, err.decode()[-3000:]
+    assert f"stopped by signal {int(signal.SIGTERM)}" in err.decode()
+    (checkpoint,) = (results / "runs/tiny/checkpoints").iterdir()
+    stopped_at = read_checkpoint(checkpoint)["iteration"]
+    assert 5 <= stopped_at < 400 and not (results / "runs/tiny/model.pt").exists()
+
+    resumed = subprocess.run([*command, "--set", "devices=1"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight = subprocess.run([*command, "--set", "devices=1", "--run-dir", str(tmp_path / "straight")],
+                              capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert [step for step, _ in losses(results / "runs/tiny")] == list(range(1, 401))
+    np.testing.assert_allclose(curve(results / "runs/tiny"), curve(tmp_path / "straight"), rtol=1e-4)
