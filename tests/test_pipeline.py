@@ -180,6 +180,21 @@ def test_bad_run_settings_fail_when_the_snakefile_loads(tmp_path, change, messag
     assert "Missing" not in result.stdout + result.stderr
 
 
+def test_slurm_profile_asks_for_the_runs_gpus_as_one_task(tmp_path):
+    """A dry run with the SLURM profile shows what the train job requests for `devices: 2`."""
+    config = tiny_config()
+    config["runs"]["tiny"].update(device="cuda", devices=2)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = run_snakemake(tmp_path, "--dry-run", "--profile", str(PROJECT_ROOT / "workflow/profiles/slurm"),
+                           timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    train_job = output[output.index("rule train:"):]
+    resources = train_job[train_job.index("resources:"):].splitlines()[0]
+    for request in ("slurm_partition=gpu", "gpu=2", "nodes=1", "tasks_per_gpu=0", "cpus_per_gpu=8"):
+        assert request in resources, resources
+
+
 def test_lint_finds_nothing_beyond_conda_and_containers():
     result = run_snakemake(PROJECT_ROOT, "--lint", timeout=120)
     output = result.stdout + result.stderr
