@@ -73,37 +73,67 @@ def test_vocab_layout(fixtures_dir):
 _alphabet = st.sampled_from(["a", "b", "c", " a", " b", "ab", "\n", " ", "é", "1", EOT])
 
 
+ENGINES = ["python", "numba"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @settings(max_examples=150, deadline=None)
 @given(pieces=st.lists(_alphabet, min_size=1, max_size=60), extra=st.integers(0, 40))
-def test_matches_naive_trainer(pieces, extra):
+def test_matches_naive_trainer(engine, pieces, extra):
     # Tiny alphabets make many ties, which must go to the greater pair of bytes.
     text = "".join(pieces)
     counts = {token.encode(): count for token, count in count_pretokens(text, [EOT]).items()}
-    vocab, merges = train_from_counts(counts, 257 + extra, [EOT])
+    vocab, merges = train_from_counts(counts, 257 + extra, [EOT], engine=engine)
     assert merges == naive_train(text, 257 + extra, [EOT])
     assert len(vocab) == 257 + len(merges)
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=st.dictionaries(st.binary(min_size=2, max_size=12).map(lambda b: bytes(x % 4 + 97 for x in b)),
+                             st.integers(1, 50), min_size=1, max_size=40),
+       extra=st.integers(1, 60))
+def test_compiled_loop_equals_the_python_one(words, extra):
+    """Ties and repeated pairs (a a a a, A B A B) on a 4-letter alphabet: the engines agree."""
+    assert (train_from_counts(words, 256 + extra, [], engine="numba")
+            == train_from_counts(words, 256 + extra, [], engine="python"))
+
+
+def test_compiled_loop_equals_the_python_one_on_a_large_random_case():
+    rng = random.Random(7)
+    letters = "etaoinshrdlucmfwyp"
+    counts = {}
+    for _ in range(20_000):  # a Zipf-like vocabulary of words, with and without a leading space
+        word = (" " if rng.random() < 0.7 else "") + "".join(rng.choice(letters[:rng.randint(3, len(letters))])
+                                                                for _ in range(rng.randint(1, 12)))
+        counts[word.encode()] = counts.get(word.encode(), 0) + int(1000 / (1 + rng.random() * 999))
+    numba = train_from_counts(counts, 256 + 3000, [], engine="numba")
+    assert numba == train_from_counts(counts, 256 + 3000, [], engine="python")
+    assert len(numba[1]) == 3000
 
 
 def test_heap_rebuilds_keep_the_merges(fixtures_dir, monkeypatch):
     # Rebuild the heap whenever it grows 4x, however small: the merges must not change.
     monkeypatch.setattr(training, "MIN_COMPACT", 1)
-    _, merges = train_bpe(fixtures_dir / "corpus.en", 500, [EOT])
+    chunk = count_file(fixtures_dir / "corpus.en", [EOT], num_workers=1)
+    _, merges = train_from_counts(chunk.counts, 500, [EOT], engine="python")
     _, ref_merges = load_gpt2_format(fixtures_dir / "train-bpe-reference-vocab.json",
                                      fixtures_dir / "train-bpe-reference-merges.txt", special_tokens=[EOT])
     assert merges == ref_merges
 
 
-def test_repeated_pairs_inside_a_word():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_repeated_pairs_inside_a_word(engine):
     # (a,a) is merged left to right: aaaaa -> aa aa a (x3), aaa -> aa a (x1); then (aa,a)
     # occurs 4 times and beats (aa,aa) with 3; then aa+aaa.
-    _, merges = train_from_counts({b"aaaaa": 3, b"aaa": 1}, 256 + 3, [])
+    _, merges = train_from_counts({b"aaaaa": 3, b"aaa": 1}, 256 + 3, [], engine=engine)
     assert merges == [(b"a", b"a"), (b"aa", b"a"), (b"aa", b"aaa")]
     assert naive_train(EOT.join(["aaaaa"] * 3 + ["aaa"]), 259 + 1, [EOT]) == merges
 
 
-def test_ties_compare_bytes_not_ids():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ties_compare_bytes_not_ids(engine):
     # (b"b", b"a") > (b"a", b"z") as bytes; both pairs occur twice.
-    _, merges = train_from_counts({b"ba": 2, b"az": 2}, 257, [])
+    _, merges = train_from_counts({b"ba": 2, b"az": 2}, 257, [], engine=engine)
     assert merges == [(b"b", b"a")]
     assert sorted([b"ab", b"a", b"b", b"\xff"], key=reversed_key) == [b"\xff", b"b", b"ab", b"a"]
 

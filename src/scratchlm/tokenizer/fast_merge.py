@@ -48,7 +48,7 @@ _EMPTY = -1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _position(table_keys: np.ndarray, key: np.int64) -> int:
     """Index of ``key`` in the table, or of the empty cell where it would go."""
     mask = len(table_keys) - 1
@@ -69,7 +69,7 @@ def _rehash(table_keys: np.ndarray, table_slots: np.ndarray, capacity: int):
     return new_keys, new_slots
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _bytes_greater(tok_bytes, tok_off, tok_len, x: int, y: int) -> int:
     """+1 if token x's bytes sort after token y's, -1 if before, 0 if equal (bytes order)."""
     for i in range(min(tok_len[x], tok_len[y])):
@@ -81,7 +81,7 @@ def _bytes_greater(tok_bytes, tok_off, tok_len, x: int, y: int) -> int:
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _before(count_x, slot_x, count_y, slot_y, pairs, tokens) -> bool:
     """Whether heap entry x pops before y: higher count, then greater bytes, then smaller ids."""
     if count_x != count_y:
@@ -125,12 +125,12 @@ def _sift_down(heap, size, at, pairs, tokens) -> None:
     heap[at, 0], heap[at, 1] = count, slot
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _key(left, right) -> np.int64:
     return (np.int64(left) << 32) | np.int64(right)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _new_slot(pairs, used, left, right):
     """A new slot for pair (left, right), count 0; returns it and the (maybe grown) table."""
     if used >= len(pairs):
@@ -142,7 +142,7 @@ def _new_slot(pairs, used, left, right):
     return used, pairs, used + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _slot(index, pairs, used, left, right):
     """The slot of pair (left, right) through the hash index, created if new (building only)."""
     table_keys, table_slots = index
@@ -157,19 +157,19 @@ def _slot(index, pairs, used, left, right):
     return slot, index, pairs, used
 
 
-@njit(cache=True)
-def _add_occurrence(occurrences, used_occ, pairs, slot, word):
-    """Prepend ``word`` to the word list of ``slot`` (unless it is already at its head)."""
+@njit(cache=True, inline="always")
+def _add_occurrence(occurrences, used_occ, pairs, slot, word) -> int:
+    """Prepend ``word`` to the word list of ``slot`` (unless it is already at its head).
+
+    ``occurrences`` never needs to grow: a word list entry is added at most once per pair of
+    the initial words, and twice per merged occurrence, of which there are fewer than symbols.
+    """
     if pairs[slot, LAST_WORD] == word:
-        return occurrences, used_occ
+        return used_occ
     pairs[slot, LAST_WORD] = word
-    if used_occ >= len(occurrences):
-        bigger = np.empty((2 * len(occurrences), 2), np.int64)
-        bigger[:len(occurrences)] = occurrences
-        occurrences = bigger
     occurrences[used_occ, 0], occurrences[used_occ, 1] = word, pairs[slot, HEAD]
     pairs[slot, HEAD] = used_occ
-    return occurrences, used_occ + 1
+    return used_occ + 1
 
 
 @njit(cache=True)
@@ -177,15 +177,15 @@ def _build(symbols, word_start, word_len, word_count, num_merges):
     """Pair table, index, word lists and heap of the initial words: the state of a run."""
     index = (np.full(1 << 16, _EMPTY, np.int64), np.empty(1 << 16, np.int64))
     pairs = np.empty((1 << 15, 5), np.int64)
-    occurrences = np.empty((max(16, len(symbols)), 2), np.int64)  # (word, next entry)
-    slot_at = np.empty(len(symbols), np.int64)  # slot of the pair starting at each position
+    occurrences = np.empty((max(16, 3 * len(symbols)), 2), np.int32)  # (word, next entry); see _add_occurrence
+    slot_at = np.empty(len(symbols), np.int32)  # slot of the pair starting at each position
     used, used_occ = 0, 0
     for w in range(len(word_start)):
         for i in range(word_start[w], word_start[w] + word_len[w] - 1):
             slot, index, pairs, used = _slot(index, pairs, used, symbols[i], symbols[i + 1])
             slot_at[i] = slot
             pairs[slot, COUNT] += word_count[w]
-            occurrences, used_occ = _add_occurrence(occurrences, used_occ, pairs, slot, w)
+            used_occ = _add_occurrence(occurrences, used_occ, pairs, slot, w)
     num_tokens = 256 + num_merges
     tokens = (np.empty(max(1024, 8 * num_tokens), np.uint8), np.zeros(num_tokens, np.int64),
               np.zeros(num_tokens, np.int64))
@@ -237,29 +237,26 @@ def _pop_best(heap, size, pairs, tokens):
     return -1, size
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _merge_word(symbols, slot_at, start, end, first, second, new, count, pairs):
     """Merge every (first, second) of one word in place, left to right; the neighbouring pairs of
     each occurrence lose ``count`` (x A B y loses (x, A) and (B, y), once where occurrences touch:
-    A B A B shares (B, A)). Returns the word's new end, or -1 if the pair is not in it. The
-    ``slot_at`` of positions next to a new token are left for the caller to set."""
-    found, previous_end, i = False, -1, start
-    while i < end - 1:
-        if symbols[i] == first and symbols[i + 1] == second:
-            found = True
+    A B A B shares (B, A)). Returns (where the first new token is, the word's new end), or
+    (-1, -1) if the pair is not in the word. The ``slot_at`` of positions next to a new token
+    are left for the caller to set."""
+    i = start
+    while i < end - 1 and not (symbols[i] == first and symbols[i + 1] == second):
+        i += 1
+    if i >= end - 1:
+        return -1, -1
+    first_new, out, previous_end = i, i, -1
+    while i < end:
+        if i + 1 < end and symbols[i] == first and symbols[i + 1] == second:
             if i > start and i != previous_end:
                 pairs[slot_at[i - 1], COUNT] -= count
             if i + 2 < end:
                 pairs[slot_at[i + 1], COUNT] -= count
             previous_end = i + 2
-            i += 2
-        else:
-            i += 1
-    if not found:
-        return -1
-    out, i = start, start
-    while i < end:
-        if i + 1 < end and symbols[i] == first and symbols[i + 1] == second:
             symbols[out] = new
             i += 2
         else:
@@ -267,7 +264,7 @@ def _merge_word(symbols, slot_at, start, end, first, second, new, count, pairs):
             slot_at[out] = slot_at[i]
             i += 1
         out += 1
-    return out
+    return first_new, out
 
 
 @njit(cache=True)
@@ -293,11 +290,12 @@ def _merge_some(symbols, word_start, word_len, word_count, state, max_merges, me
         while occ >= 0:
             w, occ = occurrences[occ, 0], occurrences[occ, 1]
             start, count = word_start[w], word_count[w]
-            end = _merge_word(symbols, slot_at, start, start + word_len[w], first, second, new, count, pairs)
+            first_new, end = _merge_word(symbols, slot_at, start, start + word_len[w], first, second, new, count,
+                                         pairs)
             if end < 0:
                 continue  # stale: an earlier merge consumed the pair here, or a repeated entry
             word_len[w] = end - start
-            for j in range(start, end):  # ... and (x, N), (N, y) gain it: all new pairs hold N
+            for j in range(first_new, end):  # ... and (x, N), (N, y) gain it: all new pairs hold N
                 if symbols[j] != new:
                     continue
                 for left in (j - 1, j):
@@ -319,7 +317,7 @@ def _merge_some(symbols, word_start, word_len, word_count, state, max_merges, me
                             touched = bigger
                         touched[num_touched] = pair_slot
                         num_touched += 1
-                    occurrences, used_occ = _add_occurrence(occurrences, used_occ, pairs, pair_slot, w)
+                    used_occ = _add_occurrence(occurrences, used_occ, pairs, pair_slot, w)
         pairs[slot, COUNT] = 0
         for t in range(num_touched):  # one heap entry per new pair, with its final count
             pair_slot = touched[t]

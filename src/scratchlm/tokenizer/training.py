@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from scratchlm.fileio import require_file, write_json
-from scratchlm.progress import format_bytes
+from scratchlm.progress import Progress, format_bytes
 from scratchlm.tokenizer.pretokenize import (
     ChunkCounts,
     PretokenCounts,
@@ -110,31 +110,75 @@ def initial_vocab(special_tokens: Sequence[str]) -> Vocab:
     return vocab
 
 
-def train_from_counts(counts: PretokenCounts, vocab_size: int,
-                      special_tokens: Sequence[str]) -> tuple[Vocab, Merges]:
+def train_from_counts(counts: PretokenCounts, vocab_size: int, special_tokens: Sequence[str], *,
+                      engine: str = "auto", show_progress: bool = False) -> tuple[Vocab, Merges]:
     """The merge loop: BPE merges learned from ``{pre-token bytes: count}``.
 
-    >>> vocab, merges = train_from_counts({b"aaa": 1, b"ab": 3}, 259, [])
+    ``engine`` is ``"numba"`` (the compiled loop of ``fast_merge``), ``"python"`` (``_Merger``,
+    the reference the tests compare it with) or ``"auto"`` (numba where it is installed). Both
+    give the same merges: most frequent pair first, ties to the lexicographically greater pair.
+
+    >>> vocab, merges = train_from_counts({b"aaa": 1, b"ab": 3}, 259, [], engine="python")
     >>> merges
     [(b'a', b'b'), (b'a', b'a'), (b'aa', b'a')]
     """
     check_vocab_size(vocab_size, special_tokens)
+    num_merges = vocab_size - 256 - len(special_tokens)
+    progress = Progress("BPE merges", total=num_merges, unit="merges", quiet=not show_progress)
+    with progress:
+        if _use_numba(engine):
+            from scratchlm.tokenizer.fast_merge import train_merges
+
+            done = [0]
+
+            def advance(total: int) -> None:
+                progress.update(total - done[0])
+                done[0] = total
+
+            pairs = train_merges(counts, num_merges, on_progress=advance)
+        else:
+            pairs = _merge_in_python(counts, num_merges, progress)
     # Internal ids: byte b is b, merge k is 256 + k; shifted past the specials at the end.
     tokens: list[bytes] = [bytes([b]) for b in range(256)]
-    merger = _Merger(counts)
     merges: Merges = []
-    for _ in range(vocab_size - 256 - len(special_tokens)):
-        pair = merger.best_pair()
-        if pair is None:
-            break  # every pre-token is a single token: nothing left to merge
-        left, right = tokens[pair[0]], tokens[pair[1]]
-        merges.append((left, right))
-        tokens.append(left + right)
-        merger.merge(pair, len(tokens) - 1, tokens)
+    for left, right in pairs:
+        merges.append((tokens[left], tokens[right]))
+        tokens.append(tokens[left] + tokens[right])
     vocab = initial_vocab(special_tokens)
     offset = len(special_tokens)
     vocab.update({offset + i: token for i, token in enumerate(tokens[256:], start=256)})
     return vocab, merges
+
+
+def _use_numba(engine: str) -> bool:
+    if engine not in ("auto", "numba", "python"):
+        raise ValueError(f"engine must be auto, numba or python, got {engine!r}")
+    if engine == "python":
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        if engine == "numba":
+            raise
+        log.warning("numba is not installed: using the pure-Python merge loop (5-10x slower)")
+        return False
+    return True
+
+
+def _merge_in_python(counts: PretokenCounts, num_merges: int, progress: Progress) -> list[tuple[int, int]]:
+    """The reference merge loop: (left, right) ids of each merge, as ``fast_merge.train_merges``."""
+    tokens: list[bytes] = [bytes([b]) for b in range(256)]
+    merger = _Merger(counts)
+    pairs: list[tuple[int, int]] = []
+    for _ in range(num_merges):
+        pair = merger.best_pair()
+        if pair is None:
+            break  # every pre-token is a single token: nothing left to merge
+        pairs.append(pair)
+        tokens.append(tokens[pair[0]] + tokens[pair[1]])
+        merger.merge(pair, len(tokens) - 1, tokens)
+        progress.update(1)
+    return pairs
 
 
 def reversed_key(token: bytes) -> str:
@@ -293,7 +337,7 @@ def train_from_shards(shards: Sequence[str | os.PathLike], *, vocab_size: int, s
         log.warning("%d invalid UTF-8 sequences were replaced by U+FFFD", chunk.invalid_utf8)
     log.info("%d shards: %d distinct pre-tokens from %s", len(shards), len(chunk.counts),
              format_bytes(chunk.num_bytes))
-    vocab, merges = train_from_counts(chunk.counts, vocab_size, special_tokens)
+    vocab, merges = train_from_counts(chunk.counts, vocab_size, special_tokens, show_progress=True)
     merged = time.perf_counter()
     write_tokenizer(vocab, merges, special_tokens=special_tokens, vocab_pkl=vocab_pkl, merges_pkl=merges_pkl,
                     vocab_json=vocab_json, merges_txt=merges_txt, tokenizer_json=tokenizer_json)
