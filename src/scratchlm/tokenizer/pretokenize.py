@@ -28,6 +28,9 @@ ASCII_WHITESPACE = r"\t\n\x0b\x0c\r "
 ASCII_PRETOKEN_RE = re.compile(
     rf"'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{ASCII_WHITESPACE}A-Za-z0-9]+|[{ASCII_WHITESPACE}]+(?![^{ASCII_WHITESPACE}])|[{ASCII_WHITESPACE}]+"
 )
+# The same on ASCII bytes: counting then makes no str per pre-token and encodes none at the end,
+# which doubles the counting rate on text with many rare words.
+ASCII_PRETOKEN_BYTES_RE = re.compile(ASCII_PRETOKEN_RE.pattern.encode("ascii"))
 
 
 def pretokenize(text: str) -> list[str]:
@@ -236,19 +239,31 @@ def iter_document_blocks(path: str | os.PathLike, start: int, end: int, split_to
 
 def count_file_range(path: str | os.PathLike, start: int, end: int, special_tokens: Sequence[str],
                      *, block_size: int = 4 << 20) -> ChunkCounts:
-    """Pre-token counts of bytes ``[start, end)`` of ``path``, read in blocks cut at documents."""
+    """Pre-token counts of bytes ``[start, end)`` of ``path``, read in blocks cut at documents.
+
+    Documents that are pure ASCII (most of English web text) are pre-tokenized as bytes; the
+    others are decoded (invalid UTF-8 becomes U+FFFD) and split with the Unicode GPT-2 regex.
+    """
     began = time.perf_counter()
-    split_token = special_tokens[0].encode("utf-8") if special_tokens else None
-    counts: Counter[str] = Counter()
-    result = ChunkCounts()
     specials = [token.encode("utf-8") for token in special_tokens]
-    for block in iter_document_blocks(path, start, end, split_token, block_size=block_size, special_tokens=specials):
-        text, invalid = decode_utf8(block)
-        counts.update(count_pretokens(text, special_tokens))
+    split_specials = (re.compile(b"|".join(re.escape(token) for token in sorted(specials, key=len, reverse=True)))
+                      if specials else None)
+    byte_counts: Counter[bytes] = Counter()
+    text_counts: Counter[str] = Counter()
+    result = ChunkCounts()
+    for block in iter_document_blocks(path, start, end, specials[0] if specials else None, block_size=block_size,
+                                      special_tokens=specials):
         result.num_bytes += len(block)
-        result.invalid_utf8 += invalid
-    # Encode each distinct pre-token once rather than every occurrence.
-    result.counts = {token.encode("utf-8"): count for token, count in counts.items()}
+        for document in (split_specials.split(block) if split_specials else [block]):
+            if document.isascii():
+                byte_counts.update(ASCII_PRETOKEN_BYTES_RE.findall(document))
+            else:
+                text, invalid = decode_utf8(document)
+                text_counts.update(GPT2_REGEX.findall(text))
+                result.invalid_utf8 += invalid
+    for token, count in text_counts.items():  # each distinct pre-token encoded once
+        byte_counts[token.encode("utf-8")] += count
+    result.counts = dict(byte_counts)
     result.seconds = time.perf_counter() - began
     return result
 
