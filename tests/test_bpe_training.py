@@ -203,6 +203,11 @@ def test_shards_map_reduce_equals_direct_training(fixtures_dir, tmp_path):
     assert summary["vocab_size"] == 300 and summary["input_bytes"] == source.stat().st_size
     assert summary["shards"] == 4 and len(summary["longest_tokens"]) == 10
     assert set(summary["timing_s"]) == {"pretokenize_total", "reduce_shards", "merge"}
+    # Folding one shard at a time into the running sum gives the same counts as all at once.
+    direct = count_file(source, [EOT], num_workers=1)
+    for group in (1, 3, 8):
+        reduced = read_shards(shards, group=group)
+        assert reduced.counts == direct.counts and reduced.num_bytes == direct.num_bytes
 
 
 def test_shard_errors(tmp_path):

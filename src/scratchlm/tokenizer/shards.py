@@ -4,7 +4,7 @@
   boundaries and write them as JSON (the pipeline's checkpoint: the shard count is then known).
 * ``write_shard``: count the pre-tokens of one range into a Parquet file with columns
   ``token`` (binary) and ``count`` (int64); what it cost goes into the file's metadata.
-* ``read_shards``: sum shards into one table, one record batch at a time.
+* ``read_shards``: sum shards with Arrow's hash aggregation, a group of shards at a time.
 """
 
 from __future__ import annotations
@@ -87,17 +87,24 @@ def shard_metadata(path: str | os.PathLike) -> dict:
     return json.loads(meta[META_KEY])
 
 
-def read_shards(paths: Sequence[str | os.PathLike], *, batch_size: int = 1 << 16) -> ChunkCounts:
-    """Sum the counts of several shards, reading one record batch at a time."""
+def read_shards(paths: Sequence[str | os.PathLike], *, group: int = 8) -> ChunkCounts:
+    """Sum the counts of several shards: ``group`` shards at a time are folded into a running
+    table by Arrow's hash aggregation (C++), so memory holds the sum and one group, and Python
+    touches each distinct pre-token once, at the end."""
     total = ChunkCounts()
-    counts = total.counts
-    for path in paths:
-        meta = shard_metadata(path)
-        total.num_bytes += meta["num_bytes"]
-        total.invalid_utf8 += meta["invalid_utf8"]
-        total.seconds += meta["seconds"]
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=["token", "count"]):
-            tokens, values = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-            for token, count in zip(tokens, values):
-                counts[token] = counts.get(token, 0) + count
+    summed: pa.Table | None = None
+    for first in range(0, len(paths), group):
+        tables = []
+        for path in paths[first:first + group]:
+            meta = shard_metadata(path)
+            total.num_bytes += meta["num_bytes"]
+            total.invalid_utf8 += meta["invalid_utf8"]
+            total.seconds += meta["seconds"]
+            tables.append(pq.read_table(path, columns=["token", "count"]).cast(SCHEMA))
+        if summed is not None:
+            tables.append(summed)
+        summed = (pa.concat_tables(tables).group_by("token").aggregate([("count", "sum")])
+                  .rename_columns(["token", "count"]))
+    if summed is not None:
+        total.counts = dict(zip(summed.column("token").to_pylist(), summed.column("count").to_pylist()))
     return total
