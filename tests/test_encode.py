@@ -161,3 +161,19 @@ def test_corpus_that_is_a_directory_is_named_as_such(tinystories_pkl, tmp_path, 
     assert main(["encode", str(tmp_path), str(tmp_path / "out.npy"), "--vocab", str(vocab), "--merges", str(merges)]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         f"scratchlm encode: error: {tmp_path}: is a directory, not a corpus file"]
+
+
+def test_encoding_as_a_map_over_shards_equals_one_process(tinystories_pkl, corpus, tokenizer, tmp_path):
+    """What the pipeline does for a Pile-sized corpus: one job per shard, then a streaming concat."""
+    from scratchlm.tokenizer.encode import concatenate_ids, encode_planned_shard
+    from scratchlm.tokenizer.shards import num_planned_shards, plan_shards
+
+    vocab, merges = tinystories_pkl
+    plan_shards(corpus, tmp_path / "plan.json", special_tokens=[EOT], shard_mb=0.002)
+    parts = [tmp_path / f"{shard}.npy" for shard in range(num_planned_shards(tmp_path / "plan.json"))]
+    assert len(parts) >= 4
+    for shard, part in enumerate(parts):
+        encode_planned_shard(tmp_path / "plan.json", shard, vocab, merges, part, special_tokens=[EOT])
+    count = concatenate_ids(parts, tmp_path / "all.npy", chunk=1000)
+    ids = np.load(tmp_path / "all.npy")
+    assert count == len(ids) and ids.tolist() == tokenizer.encode(corpus.read_text(encoding="utf-8"))

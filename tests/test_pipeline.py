@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
+from scratchlm.tokenizer import Tokenizer
+
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +33,7 @@ def tiny_config() -> dict:
     demo["generator"].update(train_mb=0.2, valid_mb=0.05)
     demo["vocab_size"] = 320
     config["corpora"] = {"demo": demo}
+    config["bpe"]["shard_mb"] = 0.05  # several shards per split: the maps run more than one job
     config["targets"] = {"corpora": ["demo"], "runs": ["tiny"]}
     config["runs"] = {
         "tiny": {
@@ -94,9 +97,14 @@ def test_pipeline_builds_every_stage_output(workdir):
     vocab = pickle.loads((results / "demo_vocab.pkl").read_bytes())
     merges = pickle.loads((results / "demo_merges.pkl").read_bytes())
     assert len(vocab) == 320 and len(merges) == 320 - 256 - 1
+    tokenizer = Tokenizer(vocab, merges, ["<|endoftext|>"])
     for split in ("train", "valid"):
         ids = np.load(results / f"demo_{split}.npy", mmap_mode="r")
         assert ids.dtype == np.uint16 and ids.size > 1000 and int(ids.max()) < 320
+        # The map over shards gives exactly the ids of encoding the whole text in one go.
+        text = (results / "data" / f"demo_{split}.txt").read_text(encoding="utf-8")
+        assert ids.tolist() == tokenizer.encode(text)
+    assert len(list((results / "benchmarks" / "encode_shard").iterdir())) >= 5
     run = results / "runs" / "tiny"
     for name in ("model.pt", "model.json", "metrics.jsonl", "summary.json", "config.json", "curves.png", "samples.md"):
         assert (run / name).stat().st_size > 0, name

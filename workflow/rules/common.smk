@@ -4,6 +4,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from scratchlm.tokenizer.shards import num_planned_shards
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -64,6 +66,18 @@ def generated_corpora():
 
 def downloaded_corpora():
     return [name for name, entry in config["corpora"].items() if "generator" not in entry]
+
+
+def planned_shards(pattern):
+    """An input function: ``pattern`` for every shard of the corpus/split's plan (known once
+    its plan_shards checkpoint has run; Snakemake then re-evaluates the inputs)."""
+
+    def shards(wildcards):
+        split = getattr(wildcards, "split", "train")
+        plan = checkpoints.plan_shards.get(corpus=wildcards.corpus, split=split).output[0]
+        return expand(pattern, corpus=wildcards.corpus, split=split, shard=range(num_planned_shards(plan)))
+
+    return shards
 
 
 def name_pattern(names):

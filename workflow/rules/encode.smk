@@ -4,18 +4,41 @@
 ENCODE_CODE = ["tokenizer/tokenizer.py", "tokenizer/pretokenize.py", "tokenizer/serialization.py"]
 
 
+# Encoding is a map over the shard plan of the split (tokenizer.smk's plan_shards): one job per
+# shard writes its ids, so a cluster spreads a Pile-sized corpus over many nodes; then one job
+# concatenates them in order (streaming). The ids equal one-process encoding: shards are cut at
+# documents.
+rule encode_shard:
+    output:
+        temp(f"{RESULTS}/shards/{{corpus}}/{{split}}/{{shard}}.npy"),
+    input:
+        plan=f"{RESULTS}/shards/{{corpus}}/{{split}}/plan.json",
+        text=f"{RESULTS}/data/{{corpus}}_{{split}}.txt",
+        vocab=f"{RESULTS}/{{corpus}}_vocab.pkl",
+        merges=f"{RESULTS}/{{corpus}}_merges.pkl",
+        code=src_files(*ENCODE_CODE, "tokenizer/encode.py", "tokenizer/shards.py"),
+    params:
+        special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
+        chunk_mb=config["encode"]["chunk_mb"],
+    threads: 1
+    log:
+        f"{RESULTS}/logs/encode_shard/{{corpus}}_{{split}}_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/encode_shard/{{corpus}}_{{split}}_{{shard}}.tsv"
+    wildcard_constraints:
+        corpus=name_pattern(list(config["corpora"])),
+        split="train|valid",
+        shard=r"\d+",
+    script:
+        "../scripts/encode_shard.py"
+
+
 rule encode:
     output:
         f"{RESULTS}/{{corpus}}_{{split}}.npy",
     input:
-        text=f"{RESULTS}/data/{{corpus}}_{{split}}.txt",
-        vocab=f"{RESULTS}/{{corpus}}_vocab.pkl",
-        merges=f"{RESULTS}/{{corpus}}_merges.pkl",
+        parts=planned_shards(f"{RESULTS}/shards/{{corpus}}/{{split}}/{{shard}}.npy"),
         code=src_files(*ENCODE_CODE, "tokenizer/encode.py"),
-    params:
-        special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
-        chunk_mb=config["encode"]["chunk_mb"],
-    threads: config["encode"]["workers"]
     log:
         f"{RESULTS}/logs/encode/{{corpus}}_{{split}}.log",
     benchmark:

@@ -1,8 +1,9 @@
 # Byte-level BPE training as map-reduce over the train split of each corpus.
 #
-#   plan_shards (checkpoint)  -> results/shards/{corpus}/plan.json: byte ranges cut at documents,
-#                                ceil(size / bpe.shard_mb) of them
-#   pretokenize_shard (map)   -> results/shards/{corpus}/{shard}.parquet (temp): pre-token counts
+#   plan_shards (checkpoint)  -> results/shards/{corpus}/{split}/plan.json: byte ranges cut at
+#                                documents, ceil(size / bpe.shard_mb) of them (encode.smk maps
+#                                over the same plans)
+#   pretokenize_shard (map)   -> results/shards/{corpus}/train/{shard}.parquet (temp): pre-token counts
 #   train_bpe (reduce)        -> results/{corpus}_vocab.pkl, _merges.pkl, GPT-2 text form, HF
 #                                tokenizer.json, summary
 #
@@ -10,7 +11,6 @@
 # (it is downloaded or generated first), so a small checkpoint measures the file and cuts it;
 # Snakemake re-evaluates train_bpe's inputs once the plan exists. Each shard is its own job,
 # so `--cores N` runs N of them at once and a cluster profile spreads them over nodes.
-from scratchlm.tokenizer.shards import num_planned_shards
 
 # Only the modules each stage runs, so editing the encoder does not retrain the tokenizer.
 MAP_CODE = src_files("tokenizer/__init__.py", "tokenizer/pretokenize.py", "tokenizer/shards.py")
@@ -20,28 +20,30 @@ REDUCE_CODE = src_files("tokenizer/__init__.py", "tokenizer/pretokenize.py", "to
 
 checkpoint plan_shards:
     input:
-        text=f"{RESULTS}/data/{{corpus}}_train.txt",
+        text=f"{RESULTS}/data/{{corpus}}_{{split}}.txt",
         code=MAP_CODE,
     output:
-        f"{RESULTS}/shards/{{corpus}}/plan.json",
+        f"{RESULTS}/shards/{{corpus}}/{{split}}/plan.json",
     params:
         shard_mb=config["bpe"]["shard_mb"],
         special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
     log:
-        f"{RESULTS}/logs/plan_shards/{{corpus}}.log",
+        f"{RESULTS}/logs/plan_shards/{{corpus}}_{{split}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/plan_shards/{{corpus}}.tsv"
+        f"{RESULTS}/benchmarks/plan_shards/{{corpus}}_{{split}}.tsv"
+    wildcard_constraints:
+        split="train|valid",
     script:
         "../scripts/plan_shards.py"
 
 
 rule pretokenize_shard:
     input:
-        plan=f"{RESULTS}/shards/{{corpus}}/plan.json",
+        plan=f"{RESULTS}/shards/{{corpus}}/train/plan.json",
         text=f"{RESULTS}/data/{{corpus}}_train.txt",
         code=MAP_CODE,
     output:
-        temp(f"{RESULTS}/shards/{{corpus}}/{{shard}}.parquet"),
+        temp(f"{RESULTS}/shards/{{corpus}}/train/{{shard}}.parquet"),
     log:
         f"{RESULTS}/logs/pretokenize_shard/{{corpus}}_{{shard}}.log",
     benchmark:
@@ -55,11 +57,7 @@ rule pretokenize_shard:
 
 rule train_bpe:
     input:
-        # Known once the corpus's plan_shards checkpoint has run.
-        shards=lambda wc: expand(
-            f"{RESULTS}/shards/{wc.corpus}/{{shard}}.parquet",
-            shard=range(num_planned_shards(checkpoints.plan_shards.get(corpus=wc.corpus).output[0])),
-        ),
+        shards=planned_shards(f"{RESULTS}/shards/{{corpus}}/train/{{shard}}.parquet"),
         code=REDUCE_CODE,
     output:
         vocab_pkl=f"{RESULTS}/{{corpus}}_vocab.pkl",

@@ -1,13 +1,5 @@
 from scratchlm.pipeline import stage
-from scratchlm.tokenizer.encode import encode_corpus
+from scratchlm.tokenizer.encode import concatenate_ids
 
 with stage(snakemake):
-    encode_corpus(
-        snakemake.input.text,
-        snakemake.input.vocab,
-        snakemake.input.merges,
-        snakemake.output[0],
-        special_tokens=snakemake.params.special_tokens,
-        workers=snakemake.threads,
-        chunk_mb=snakemake.params.chunk_mb,
-    )
+    concatenate_ids(snakemake.input.parts, snakemake.output[0])

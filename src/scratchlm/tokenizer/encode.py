@@ -119,24 +119,63 @@ def encode_file(tokenizer: Tokenizer, text_path: str | os.PathLike, output_path:
         log.warning("%s: no special tokens, so no document boundary to split the work at: one worker", text_path)
         bounds = [0, size]
     tasks = [(str(text_path), start, end) for start, end in zip(bounds, bounds[1:])]
-    started, count = time.perf_counter(), 0
+    started = time.perf_counter()
+    progress = Progress(f"encode {Path(text_path).name}", total=size, quiet=not show_progress)
+    with progress:
+        def ids_in_order() -> Iterator[np.ndarray]:
+            for (_, start, end), ids in zip(tasks, encoded_in_order(tokenizer, tasks, min(workers, len(tasks)))):
+                progress.update(end - start)
+                yield ids
+
+        count = write_ids(output_path, ids_in_order())
+    seconds = time.perf_counter() - started
+    log.info("%s: %s -> %s ids (%.2f bytes/id) in %.1fs, %s/s with %d workers", text_path, format_bytes(size),
+             f"{count:,}", size / max(count, 1), seconds, format_bytes(size / max(seconds, 1e-9)), workers)
+    return count
+
+
+def write_ids(output_path: str | os.PathLike, parts: Iterable[np.ndarray]) -> int:
+    """Write the ids of ``parts``, in order, as one uint16 ``.npy`` (atomically, streaming: the
+    header's length is filled in at the end); returns the number of ids."""
+    count = 0
     with atomic_path(output_path) as tmp, open(tmp, "wb") as out:
         out.write(npy_header(0))
-        progress = Progress(f"encode {Path(text_path).name}", total=size) if show_progress else None
-        for (_, start, end), ids in zip(tasks, encoded_in_order(tokenizer, tasks, min(workers, len(tasks)))):
-            ids.tofile(out)
+        for ids in parts:
+            np.asarray(ids, dtype=DTYPE).tofile(out)
             count += len(ids)
-            if progress:
-                progress.update(end - start, extra=f"{count:,} tokens")
-        if progress:
-            progress.close()
         out.seek(0)
         out.write(npy_header(count))
         out.flush()
         os.fsync(out.fileno())
-    seconds = time.perf_counter() - started
-    log.info("%s: %s -> %s ids (%.2f bytes/id) in %.1fs, %s/s with %d workers", text_path, format_bytes(size),
-             f"{count:,}", size / max(count, 1), seconds, format_bytes(size / max(seconds, 1e-9)), workers)
+    return count
+
+
+def encode_planned_shard(plan_path: str | os.PathLike, shard: int, vocab_path: str | os.PathLike,
+                         merges_path: str | os.PathLike, output_path: str | os.PathLike, *,
+                         special_tokens: Sequence[str], chunk_mb: float = 4.0) -> int:
+    """The map half of pipeline encoding: ids of shard ``shard`` of a shard plan, as a uint16 ``.npy``."""
+    from scratchlm.tokenizer.shards import planned_range
+
+    path, start, end = planned_range(plan_path, shard)
+    tokenizer = Tokenizer.from_files(vocab_path, merges_path, list(special_tokens))
+    check_fits_uint16(tokenizer, vocab_path)
+    ids = encode_range(tokenizer, path, start, end, block_size=int(chunk_mb * 2**20))
+    return write_ids(output_path, [ids])
+
+
+def concatenate_ids(parts: Sequence[str | os.PathLike], output_path: str | os.PathLike,
+                    *, chunk: int = 1 << 24) -> int:
+    """The reduce half: the shards' ids, in order, into one ``.npy``, streaming (flat memory)."""
+    def pieces() -> Iterator[np.ndarray]:
+        for part in parts:
+            ids = np.load(part, mmap_mode="r")
+            if ids.ndim != 1 or ids.dtype != DTYPE:
+                raise ValueError(f"{part}: expected a 1-D uint16 id array, got {ids.dtype} {ids.shape}")
+            for start in range(0, len(ids), chunk):
+                yield ids[start:start + chunk]
+
+    count = write_ids(output_path, pieces())
+    log.info("%d shards -> %s: %s ids", len(parts), output_path, f"{count:,}")
     return count
 
 

@@ -54,14 +54,20 @@ def _checked_size(path: str | os.PathLike) -> int:
     return size
 
 
-def write_planned_shard(plan_path: str | os.PathLike, shard: int, output: str | os.PathLike) -> ChunkCounts:
-    """Count the pre-tokens of shard number ``shard`` of a plan into ``output`` (Parquet)."""
+def planned_range(plan_path: str | os.PathLike, shard: int) -> tuple[str, int, int]:
+    """(input file, start byte, end byte) of shard number ``shard`` of a plan."""
     plan = json.loads(Path(plan_path).read_text())
     bounds = plan["boundaries"]
     if not 0 <= shard < len(bounds) - 1:
         raise ValueError(f"{plan_path}: shard {shard} out of range (plan has {len(bounds) - 1})")
-    return write_shard(plan["input"], output, start=bounds[shard], end=bounds[shard + 1],
-                       special_tokens=plan["special_tokens"])
+    return plan["input"], bounds[shard], bounds[shard + 1]
+
+
+def write_planned_shard(plan_path: str | os.PathLike, shard: int, output: str | os.PathLike) -> ChunkCounts:
+    """Count the pre-tokens of shard number ``shard`` of a plan into ``output`` (Parquet)."""
+    path, start, end = planned_range(plan_path, shard)
+    special_tokens = json.loads(Path(plan_path).read_text())["special_tokens"]
+    return write_shard(path, output, start=start, end=end, special_tokens=special_tokens)
 
 
 def write_shard(input_path: str | os.PathLike, output: str | os.PathLike, *, start: int, end: int,
