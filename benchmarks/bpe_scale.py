@@ -12,6 +12,10 @@ time, peak RSS (main + workers) and the ratio.
 
     .venv/bin/python benchmarks/bpe_scale.py --distinct 1000000
     .venv/bin/python benchmarks/bpe_scale.py --distinct 3000000 --rounds 2
+    .venv/bin/python benchmarks/bpe_scale.py --distinct 1000000 --engines   # compiled vs Python loop
+
+``--engines`` times our two merge loops instead (numba and the pure-Python reference), on the
+same counts in one process, alternating, and checks they give the same merges.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from _docs_corpus import BENCH_DIR, docs_corpus
 from bpe_train import report, run_child
 
 from scratchlm.tokenizer.pretokenize import count_pretokens
+from scratchlm.tokenizer.training import count_file, train_from_counts
 
 EOT = "<|endoftext|>"
 SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou", "er")]
@@ -80,6 +85,25 @@ def make_corpus(distinct: int, seed: int = 0) -> Path:
     return path
 
 
+def compare_engines(path: Path, vocab_size: int, workers: int, rounds: int) -> None:
+    """Merge-loop seconds of the compiled and the Python engine on the same counts, alternating."""
+    import time
+
+    counts = count_file(path, [EOT], num_workers=workers).counts
+    seconds: dict[str, list[float]] = {"numba": [], "python": []}
+    merges = {}
+    for round_no in range(rounds):
+        for engine in (("numba", "python") if round_no % 2 == 0 else ("python", "numba")):
+            began = time.perf_counter()
+            merges[engine] = train_from_counts(counts, vocab_size, [EOT], engine=engine)[1]
+            seconds[engine].append(time.perf_counter() - began)
+            print(f"round {round_no + 1}: {engine} merge loop {seconds[engine][-1]:.1f} s", flush=True)
+    ratios = [p / n for p, n in zip(seconds["python"], seconds["numba"])]
+    print(f"{len(counts):,} distinct pre-tokens, vocab {vocab_size}: compiled loop {min(seconds['numba']):.1f} s, "
+          f"Python loop {min(seconds['python']):.1f} s: {min(seconds['python']) / min(seconds['numba']):.1f}x "
+          f"(per round {', '.join(f'{r:.1f}' for r in ratios)}); same merges: {merges['numba'] == merges['python']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -87,8 +111,12 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=32_000, help="vocabulary size")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes/threads")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each trainer")
+    parser.add_argument("--engines", action="store_true", help="compare our compiled and Python merge loops")
     args = parser.parse_args()
     args.input = make_corpus(args.distinct)
+    if args.engines:
+        compare_engines(args.input, args.vocab_size, args.workers, args.rounds)
+        return
     args.profile = False
     print(f"corpus {args.input}: {args.input.stat().st_size / 1e6:.0f} MB", flush=True)
     results: dict[str, list[dict]] = {"ours": [], "peer": []}
