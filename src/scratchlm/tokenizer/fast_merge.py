@@ -339,13 +339,16 @@ def train_merges(counts: dict[bytes, int], num_merges: int, *,
 
     ``on_progress(merges_so_far)`` is called every ``batch`` merges (a progress bar).
     """
-    words = [token for token in counts if len(token) > 1]
-    lengths = np.fromiter(map(len, words), dtype=np.int32, count=len(words))
-    symbols = np.frombuffer(b"".join(words), dtype=np.uint8).astype(np.int32)
-    starts = np.zeros(len(words), dtype=np.int64)
+    # Flatten with numpy, not a Python loop per word; single-byte pre-tokens have no pairs.
+    all_lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
+    all_counts = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+    keep = all_lengths > 1
+    all_bytes = np.frombuffer(b"".join(counts), dtype=np.uint8)
+    symbols = all_bytes[np.repeat(keep, all_lengths)].astype(np.int32)
+    lengths, word_count = all_lengths[keep].astype(np.int32), all_counts[keep]
+    del all_bytes, all_lengths, all_counts, keep
+    starts = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
-    word_count = np.fromiter((counts[token] for token in words), dtype=np.int64, count=len(words))
-    del words
     state = _build(symbols, starts, lengths, word_count, num_merges)
     merges = np.empty((num_merges, 2), dtype=np.int32)
     done = 0
