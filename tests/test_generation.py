@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from scratchlm.tokenizer import Tokenizer
+
 from scratchlm.generation import (
     END_OF_TEXT,
     check_sampling,
@@ -178,10 +180,9 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
 def gpt2_tokenizer(fixtures_dir):
     from scratchlm.tokenizer.serialization import load_gpt2_format
 
-    tokenizer_module = pytest.importorskip("scratchlm.tokenizer.tokenizer")  # engineer C's module
     vocab, merges = load_gpt2_format(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt",
                                      special_tokens=[END_OF_TEXT])
-    return tokenizer_module.Tokenizer(vocab, merges, special_tokens=[END_OF_TEXT])
+    return Tokenizer(vocab, merges, special_tokens=[END_OF_TEXT])
 
 
 @pytest.fixture(scope="module")
@@ -278,10 +279,25 @@ def test_cli_generate(run_folder, gpt2_tokenizer, gpt2_model, capsys):
 def test_sample_markdown_fences_and_trailing_whitespace():
     from scratchlm.generation import Completion, _sample_lines
 
-    lines = _sample_lines(2, Completion("Say ``x``", " and `y`\n\n\n\n", [5, 6, 7], stopped=True), 10)
+    lines = _sample_lines(2, Completion("Say ``x``", " and `y`\n\n\n\n", [5, 6, 7], stopped=True), 10,
+                          separator="<|endoftext|>")
     assert lines[:5] == ["### 2. 'Say ``x``'", "", "```text", "Say ``x`` and `y`", "```"]
     assert lines[6] == "*3 new tokens, stopped at <|endoftext|>; trailing whitespace not shown.*"
-    lines = _sample_lines(1, Completion("", "```", [9], stopped=False), 1)
-    assert lines[0] == "### 1. (empty prompt: starts from <|endoftext|>)"
+    lines = _sample_lines(1, Completion("", "```", [9], stopped=False), 1, separator="<|eot|>")
+    assert lines[0] == "### 1. (empty prompt: starts from <|eot|>)"
     assert lines[2:5] == ["````text", "```", "````"]
     assert lines[6] == "*1 new token, reached the 1-token limit.*"
+
+
+def test_a_corpus_with_another_separator_generates(gpt2_model, fixtures_dir):
+    """A tokenizer whose document separator is <|eot|> once failed: 'the tokenizer has no token <|endoftext|>'."""
+    from scratchlm.tokenizer.serialization import load_gpt2_format
+
+    vocab, merges = load_gpt2_format(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt")
+    del vocab[50256]  # <|endoftext|>: the id goes to <|eot|>, appended as a special token
+    tokenizer = Tokenizer(vocab, merges, special_tokens=["<|eot|>"])
+    assert tokenizer.eot_token == 50256 and tokenizer.separator == "<|eot|>"
+    completion = generate(gpt2_model, tokenizer, "", 4, temperature=0)
+    assert len(completion.token_ids) <= 4
+    batch = generate_batch(gpt2_model, tokenizer, ["Hi", ""], 3, temperature=0)
+    assert [c.prompt for c in batch] == ["Hi", ""]

@@ -28,7 +28,17 @@ from scratchlm.nn.model import TransformerLM
 from scratchlm.progress import Progress
 from scratchlm.tokenizer import Tokenizer
 
-END_OF_TEXT = "<|endoftext|>"
+END_OF_TEXT = "<|endoftext|>"  # the separator of runs whose model.json names no special tokens
+
+
+class _Separator:
+    """Default of ``stop_at``: the tokenizer's own document separator (its first special token)."""
+
+    def __repr__(self) -> str:
+        return "SEPARATOR"
+
+
+SEPARATOR = _Separator()
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,7 @@ def generate_ids(model: TransformerLM, prompts: Sequence[Sequence[int]], max_new
     vocab_size = model.config.vocab_size
     for i, ids in enumerate(prompts):
         if not ids:
-            raise ValueError(f"prompt {i} has no tokens (start an empty prompt from {END_OF_TEXT})")
+            raise ValueError(f"prompt {i} has no tokens (start an empty prompt from the document separator)")
         if not all(0 <= t < vocab_size for t in ids):
             raise ValueError(f"prompt {i} has token ids outside the model's vocabulary of {vocab_size}")
     device = next(model.parameters()).device
@@ -144,6 +154,12 @@ def _cut_at_stop(ids: list[int], stop_id: int | None) -> tuple[list[int], bool]:
     return ids, False
 
 
+def _separator_id(tokenizer: Tokenizer) -> int:
+    if tokenizer.eot_token is None:
+        raise ValueError("an empty prompt starts from the document separator, but the tokenizer has no special tokens")
+    return tokenizer.eot_token
+
+
 def special_token_id(tokenizer: Tokenizer, token: str) -> int:
     """The id of a special token such as <|endoftext|>, as a ValueError when the tokenizer lacks it."""
     try:
@@ -153,13 +169,15 @@ def special_token_id(tokenizer: Tokenizer, token: str) -> int:
 
 
 def generate_batch(model: TransformerLM, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int, *,
-                   temperature: float = 1.0, top_p: float = 1.0, stop_at: str | None = END_OF_TEXT,
+                   temperature: float = 1.0, top_p: float = 1.0, stop_at: str | None | _Separator = SEPARATOR,
                    seed: int | None = None) -> list[Completion]:
     """Sample a continuation of each prompt (see ``generate``); prompt i uses seed + i."""
     check_sampling(temperature, top_p)
+    if stop_at is SEPARATOR:
+        stop_at = tokenizer.separator
     stop_id = special_token_id(tokenizer, stop_at) if stop_at is not None else None
     # An empty prompt starts a new document, the way documents start in training.
-    prompt_ids = [tokenizer.encode(prompt) or [special_token_id(tokenizer, END_OF_TEXT)] for prompt in prompts]
+    prompt_ids = [tokenizer.encode(prompt) or [_separator_id(tokenizer)] for prompt in prompts]
     outputs = generate_ids(model, prompt_ids, max_new_tokens, temperature=temperature, top_p=top_p,
                            stop_id=stop_id, seed=seed)
     return [Completion(prompt, tokenizer.decode(ids), ids, stopped)
@@ -167,12 +185,13 @@ def generate_batch(model: TransformerLM, tokenizer: Tokenizer, prompts: Sequence
 
 
 def generate(model: TransformerLM, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, *,
-             temperature: float = 1.0, top_p: float = 1.0, stop_at: str | None = END_OF_TEXT,
+             temperature: float = 1.0, top_p: float = 1.0, stop_at: str | None | _Separator = SEPARATOR,
              seed: int | None = None) -> Completion:
     """Sample up to max_new_tokens tokens after ``prompt``; temperature 0 is greedy, top_p < 1 is nucleus.
 
-    Stops after the ``stop_at`` token (not included in the text) or at the limit; ``seed`` makes
-    sampling reproducible. An empty prompt starts from <|endoftext|>.
+    Stops after the ``stop_at`` token (by default the tokenizer's document separator, such as
+    <|endoftext|>; not included in the text) or at the limit; ``seed`` makes sampling
+    reproducible. An empty prompt starts from the document separator.
     """
     return generate_batch(model, tokenizer, [prompt], max_new_tokens, temperature=temperature, top_p=top_p,
                           stop_at=stop_at, seed=seed)[0]
@@ -246,7 +265,7 @@ def tokenizer_file(run_dir: str | Path, recorded: str) -> Path:
 def write_samples(run_dir: str | Path, output: str | Path, *, valid: str | Path, prompts: Sequence[str],
                   settings: Sequence[dict], max_new_tokens: int, seed: int | None = None,
                   perplexity_tokens: int | None = None, batch_size: int = 8, device: str = "auto",
-                  special_tokens: Sequence[str] = (END_OF_TEXT,)) -> None:
+                  special_tokens: Sequence[str] | None = None) -> None:
     """Write samples.md for a run: validation perplexity, then each prompt at each sampling setting."""
     for setting in settings:
         check_sampling(setting["temperature"], setting["top_p"])
@@ -260,25 +279,25 @@ def write_samples(run_dir: str | Path, output: str | Path, *, valid: str | Path,
              f"context {model.config.context_length} tokens.", "",
              f"Validation perplexity: **{ppl:.3f}** (first {evaluated:,} tokens of `{valid}`; training's final "
              f"validation loss {meta['val_loss']:.4f} is perplexity {math.exp(meta['val_loss']):.3f}).", "",
-             f"Up to {max_new_tokens} new tokens per sample, seed {seed}; a sample ends at {END_OF_TEXT}.", ""]
+             f"Up to {max_new_tokens} new tokens per sample, seed {seed}; a sample ends at {tokenizer.separator}.", ""]
     for setting in settings:
         completions = generate_batch(model, tokenizer, prompts, max_new_tokens, temperature=setting["temperature"],
                                      top_p=setting["top_p"], seed=seed)
         lines += [f"## temperature {setting['temperature']}, top_p {setting['top_p']}", ""]
         for i, completion in enumerate(completions, 1):
-            lines += _sample_lines(i, completion, max_new_tokens)
+            lines += _sample_lines(i, completion, max_new_tokens, separator=tokenizer.separator)
     with atomic_open(output) as handle:
         handle.write("\n".join(lines))
 
 
-def _sample_lines(number: int, completion: Completion, max_new_tokens: int) -> list[str]:
+def _sample_lines(number: int, completion: Completion, max_new_tokens: int, *, separator: str | None) -> list[str]:
     """One sample in markdown: heading with the prompt, the text in a fence, the token count."""
-    title = repr(completion.prompt) if completion.prompt else f"(empty prompt: starts from {END_OF_TEXT})"
+    title = repr(completion.prompt) if completion.prompt else f"(empty prompt: starts from {separator})"
     full_text = completion.prompt + completion.text
     # Weak models often end in runs of newlines: one blank line per token would bury the samples.
     text = full_text.rstrip()
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", text)), default=0))  # longer than any in text
-    ending = f"stopped at {END_OF_TEXT}" if completion.stopped else f"reached the {max_new_tokens}-token limit"
+    ending = f"stopped at {separator}" if completion.stopped else f"reached the {max_new_tokens}-token limit"
     if text != full_text:
         ending += "; trailing whitespace not shown"
     return [f"### {number}. {title}", "", f"{fence}text", text, fence, "",
@@ -293,7 +312,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--run", help="name of a finished run: reads RESULTS/runs/RUN/model.json")
     which.add_argument("--run-dir", help="a run folder anywhere (e.g. made by scratchlm import-hf)")
     parser.add_argument("--prompt", nargs="+", default=[""],
-                        help=f"one or more prompts (decoded as a batch); '' starts from {END_OF_TEXT}")
+                        help="one or more prompts (decoded as a batch); '' starts from the document separator")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate per prompt")
     parser.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass in (0, 1]; 1 = off")

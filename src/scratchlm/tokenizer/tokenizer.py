@@ -143,16 +143,31 @@ class Tokenizer:
         return byte_ids, ranks, merged
 
     @classmethod
-    def from_files(cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
+    def from_files(cls, vocab_filepath: str | os.PathLike, merges_filepath: str | os.PathLike,
                    special_tokens: Sequence[str] | None = None, **kwargs) -> "Tokenizer":
-        """Load our ``.pkl`` pair (restricted unpickler) or GPT-2 ``vocab.json`` + ``merges.txt``."""
-        for path in (vocab_path, merges_path):
+        """Load our ``.pkl`` pair (restricted unpickler) or GPT-2 ``vocab.json`` + ``merges.txt``
+        (the CS336 handout's signature; ``kwargs`` go to the constructor)."""
+        for path in (vocab_filepath, merges_filepath):
             require_file(path, "tokenizer file")
-        if Path(vocab_path).suffix == ".pkl":
-            vocab, merges = load_pickle(vocab_path, expect=dict), load_pickle(merges_path, expect=list)
+        if Path(vocab_filepath).suffix == ".pkl":
+            vocab, merges = load_pickle(vocab_filepath, expect=dict), load_pickle(merges_filepath, expect=list)
         else:
-            vocab, merges = load_gpt2_format(vocab_path, merges_path, special_tokens=special_tokens or ())
+            vocab, merges = load_gpt2_format(vocab_filepath, merges_filepath, special_tokens=special_tokens or ())
         return cls(vocab, merges, special_tokens, **kwargs)
+
+    @property
+    def eot_token(self) -> int | None:
+        """Id of the document separator (the first special token, e.g. ``<|endoftext|>``), as tiktoken's.
+
+        >>> Tokenizer({i: bytes([i]) for i in range(256)}, [], ["<|eot|>"]).eot_token
+        256
+        """
+        return self.token_id(self.special_tokens[0]) if self.special_tokens else None
+
+    @property
+    def separator(self) -> str | None:
+        """Text of the document separator (the first special token), or None without special tokens."""
+        return self.special_tokens[0] if self.special_tokens else None
 
     def token_id(self, token: str | bytes) -> int:
         """Id of one token given as text or bytes; ``KeyError`` if it is not in the vocab."""
