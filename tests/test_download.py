@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from scratchlm import fileio
 from scratchlm.cli import main
 from scratchlm.data.download import DownloadError, download
 
@@ -26,7 +25,8 @@ def assert_no_leftovers(directory: Path, *keep: str) -> None:
 
 def test_plain_file_with_checksum(http_server, tmp_path):
     http_server.files["/corpus.txt"] = DATA
-    out = download(http_server.url("/corpus.txt"), tmp_path / "out.txt", sha256=hashlib.sha256(DATA).hexdigest(), **fast())
+    out = download(http_server.url("/corpus.txt"), tmp_path / "out.txt", sha256=hashlib.sha256(DATA).hexdigest(),
+                   **fast())
     assert out.read_bytes() == DATA
     assert http_server.requests == [("/corpus.txt", None)]
     assert_no_leftovers(tmp_path, "out.txt")
@@ -42,7 +42,8 @@ def test_gzip_is_decompressed_on_the_fly_including_multi_member(http_server, tmp
 def test_checksum_is_of_the_transferred_bytes(http_server, tmp_path):
     packed = gzip.compress(DATA)
     http_server.files["/c.gz"] = packed
-    download(http_server.url("/c.gz"), tmp_path / "out.txt", sha256=hashlib.sha256(packed).hexdigest().upper(), **fast())
+    download(http_server.url("/c.gz"), tmp_path / "out.txt", sha256=hashlib.sha256(packed).hexdigest().upper(),
+             **fast())
     assert (tmp_path / "out.txt").read_bytes() == DATA
 
 

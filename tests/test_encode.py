@@ -158,7 +158,8 @@ def test_long_documents_encode_in_flat_memory_with_the_same_ids(tokenizer, fixtu
 
 def test_corpus_that_is_a_directory_is_named_as_such(tinystories_pkl, tmp_path, capsys):
     vocab, merges = tinystories_pkl
-    assert main(["encode", str(tmp_path), str(tmp_path / "out.npy"), "--vocab", str(vocab), "--merges", str(merges)]) == 1
+    args = ["encode", str(tmp_path), str(tmp_path / "out.npy"), "--vocab", str(vocab), "--merges", str(merges)]
+    assert main(args) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         f"scratchlm encode: error: {tmp_path}: is a directory, not a corpus file"]
 

@@ -96,8 +96,8 @@ def test_cosine_schedule_known_values():
         0.44986557971965857, 0.3547523173970989, 0.26942958916356996, 0.19817583288938662,
         0.14456400944391146, 0.11128243951817937, 0.1, 0.1, 0.1, 0.1,
     ]
-    actual = [get_lr_cosine_schedule(it, max_learning_rate=1, min_learning_rate=0.1, warmup_iters=7, cosine_cycle_iters=21)
-              for it in range(25)]
+    actual = [get_lr_cosine_schedule(it, max_learning_rate=1, min_learning_rate=0.1, warmup_iters=7,
+                                     cosine_cycle_iters=21) for it in range(25)]
     assert actual == pytest.approx(expected, abs=1e-12)
 
 

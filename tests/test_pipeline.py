@@ -171,8 +171,10 @@ def test_a_config_typo_fails_with_the_key_named(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     # Each was once found only when the train job started, after corpus, BPE and encode.
-    (lambda c: c["runs"]["tiny"].update(optimizer={"lr": -0.001}), "run 'tiny': training setting 'optimizer.lr' must be > 0"),
-    (lambda c: c["runs"]["tiny"].update(model={"num_heads": 3}), "run 'tiny': d_model=512 is not divisible by num_heads=3"),
+    (lambda c: c["runs"]["tiny"].update(optimizer={"lr": -0.001}),
+     "run 'tiny': training setting 'optimizer.lr' must be > 0"),
+    (lambda c: c["runs"]["tiny"].update(model={"num_heads": 3}),
+     "run 'tiny': d_model=512 is not divisible by num_heads=3"),
     (lambda c: c["runs"]["tiny"].update(optimizer={"grad_clip": 0}), "'optimizer.grad_clip' must be > 0, or null"),
     (lambda c: c["runs"]["tiny"].update(device="gpu"), "run 'tiny': training setting 'device' must be auto"),
     (lambda c: c["runs"]["tiny"].update(corpus="nope"), "run 'tiny': corpus 'nope' is not configured"),

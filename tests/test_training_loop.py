@@ -175,7 +175,7 @@ def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, data):
     train(tiny_settings(), data, tmp_path / "resumed")
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert [s for s, _ in resumed] == list(range(1, 13))
-    np.testing.assert_allclose([l for _, l in resumed], [l for _, l in straight], rtol=1e-5)
+    np.testing.assert_allclose([loss for _, loss in resumed], [loss for _, loss in straight], rtol=1e-5)
 
 
 def test_finished_run_is_left_alone_and_fresh_moves_it_aside(tmp_path, data):
@@ -225,7 +225,8 @@ def test_second_trainer_on_a_run_folder_is_refused(tmp_path, data):
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from scratchlm.fileio import exclusive_lock\n"
-         f"with exclusive_lock({str(run_dir / '.lock')!r}, what='x'):\n    print('locked', flush=True); time.sleep(60)"],
+         f"with exclusive_lock({str(run_dir / '.lock')!r}, what='x'):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -332,7 +333,8 @@ def test_divergence_names_the_newest_finite_checkpoint(tmp_path, data, monkeypat
     for state in payload["optimizer"]["state"].values():
         state["exp_avg_sq"].fill_(float("nan"))
     torch.save(payload, latest)
-    with pytest.raises(TrainingDiverged, match=r"diverged at step 11: loss nan.*last good checkpoint: .*step_0000008.pt"):
+    with pytest.raises(TrainingDiverged,
+                       match=r"diverged at step 11: loss nan.*last good checkpoint: .*step_0000008.pt"):
         train(tiny_settings(), data, run_dir)
 
 
@@ -425,5 +427,6 @@ def test_init_from_starts_a_run_with_another_runs_weights(tmp_path, data):
           tmp_path / "second")
     before, after = (read_checkpoint(path / "model.pt")["model"] for path in (first, tmp_path / "second"))
     assert all(torch.allclose(before[name], after[name], atol=1e-6) for name in before)
-    with pytest.raises(ValueError, match=r"init_from .*first: its model differs from this run's in d_model \(16 vs 32\)"):
+    with pytest.raises(ValueError,
+                       match=r"init_from .*first: its model differs from this run's in d_model \(16 vs 32\)"):
         train(tiny_settings(steps=1, init_from=str(first), model={"d_model": 32}), data, tmp_path / "third")

@@ -151,7 +151,8 @@ def test_disk_full_during_a_checkpoint_write_names_the_file(tmp_path, monkeypatc
     real_open = open
     # Every write to /dev/full fails with ENOSPC, as a full disk does.
     monkeypatch.setattr(fileio, "open", lambda path, mode, **kw: real_open("/dev/full", mode, **kw), raising=False)
-    with pytest.raises(OutputError, match=r"step_0000010.pt: disk full while writing .*previous file, if any, is unchanged"):
+    with pytest.raises(OutputError,
+                       match=r"step_0000010.pt: disk full while writing .*previous file, if any, is unchanged"):
         save_checkpoint(model, None, 10, target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000010.pt"]

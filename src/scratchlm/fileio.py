@@ -158,7 +158,8 @@ def exclusive_lock(lock_file: str | os.PathLike, *, what: str) -> Iterator[None]
                 raise
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise LockedError(f"{what} is in use by {holder} (lock {lock_file}); wait for it to end or stop it") from None
+            raise LockedError(f"{what} is in use by {holder} (lock {lock_file}); "
+                              f"wait for it to end or stop it") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")

@@ -326,7 +326,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_prompts(prompts: Sequence[str]) -> None:
     """Refuse prompts that are not valid UTF-8 (bytes the shell passed through as surrogates).
 
-    >>> check_prompts(["ok", "caf\udce9"])
+    >>> check_prompts(["ok", "caf" + chr(0xDCE9)])  # how Python passes the argv bytes b"caf\\xe9"
     Traceback (most recent call last):
     ...
     ValueError: prompt 2 is not valid UTF-8 (byte 0xe9 at character 3)
@@ -336,7 +336,8 @@ def check_prompts(prompts: Sequence[str]) -> None:
             prompt.encode("utf-8")
         except UnicodeEncodeError as error:
             byte = ord(prompt[error.start]) & 0xFF
-            raise ValueError(f"prompt {number} is not valid UTF-8 (byte {byte:#04x} at character {error.start})") from None
+            raise ValueError(f"prompt {number} is not valid UTF-8 "
+                             f"(byte {byte:#04x} at character {error.start})") from None
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -84,7 +84,8 @@ def model_config_from_llama(hf: dict, source: str | os.PathLike) -> ModelConfig:
         (bool(hf.get("rope_scaling")) or (hf.get("rope_parameters") or {}).get("rope_type", "default") != "default",
          "RoPE scaling"),
         (hf.get("hidden_act", "silu") != "silu", f"activation {hf.get('hidden_act')!r} (ours is silu)"),
-        (hf.get("head_dim", hf["hidden_size"] // heads) * heads != hf["hidden_size"], "head_dim * heads != hidden size"),
+        (hf.get("head_dim", hf["hidden_size"] // heads) * heads != hf["hidden_size"],
+         "head_dim * heads != hidden size"),
         (abs(hf.get("rms_norm_eps", RMS_NORM_EPS) - RMS_NORM_EPS) > 1e-12,
          f"rms_norm_eps {hf.get('rms_norm_eps')} (ours is {RMS_NORM_EPS})"),
     ]
@@ -212,7 +213,7 @@ def model_card(run_dir: Path, meta: dict, model: TransformerLM) -> str:
         f"A {params / 1e6:.2f}M-parameter Llama-architecture language model trained from scratch with "
         f"[scratchlm](https://pypi.org/project/scratchlm/) on the `{meta.get('corpus')}` corpus.", "",
         "| | |", "|---|---|",
-        f"| tokens seen | {summary.get('tokens', 'unknown'):,} |" if summary.get("tokens") else "| tokens seen | unknown |",
+        f"| tokens seen | {summary['tokens']:,} |" if summary.get("tokens") else "| tokens seen | unknown |",
         f"| steps | {meta.get('step')} |",
         f"| final validation loss | {meta.get('val_loss'):.4f} nats |" if meta.get("val_loss") is not None else
         "| final validation loss | unknown |",

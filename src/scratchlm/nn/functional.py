@@ -133,7 +133,8 @@ class _Attention(torch.autograd.Function):
 def _chunks(batch_shape: torch.Size, entries_per_matrix: int, max_entries: int) -> list[slice]:
     """Slices of the first batch dim holding at most ``max_entries`` score entries each (at least one row).
 
-    >>> len(_chunks(torch.Size([128, 16]), 256 * 256, CPU_CHUNK_ENTRIES)), len(_chunks(torch.Size([128, 16]), 256 * 256, 1 << 28))
+    >>> base = torch.Size([128, 16])
+    >>> len(_chunks(base, 256 * 256, CPU_CHUNK_ENTRIES)), len(_chunks(base, 256 * 256, 1 << 28))
     (128, 1)
     """
     per_row = entries_per_matrix * math.prod(batch_shape[1:])

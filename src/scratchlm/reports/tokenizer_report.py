@@ -160,7 +160,8 @@ def render_markdown(stats: dict) -> str:
         [[name, f"{t['bytes'] / 2**20:.1f}", f"{t['first_pass_mb_s']:.1f}", f"{t['warm_mb_s']:.1f}",
           f"{t['pile_hours_1_process']:,.1f} h", f"{t[f'pile_hours_{workers}_processes']:,.1f} h"]
          for name, t in ((name, info["throughput"]) for name, info in tokenizers.items())])
-    encoded = [[name, split, f"{size['bytes'] / 2**20:,.1f} MiB", f"{size['tokens']:,}", f"{size['bytes_per_token']:.2f}"]
+    encoded = [[name, split, f"{size['bytes'] / 2**20:,.1f} MiB", f"{size['tokens']:,}",
+                f"{size['bytes_per_token']:.2f}"]
                for name, info in tokenizers.items() for split, size in info["encoded"].items()]
     if encoded:
         lines += ["", "## Encoded corpora", ""]
@@ -170,7 +171,8 @@ def render_markdown(stats: dict) -> str:
         lines += [f"**{name}** ({info['vocab_size']:,} ids, {info['merges']:,} merges, special tokens: "
                   f"{', '.join(_cell(s) for s in info['special_tokens']) or 'none'})", ""]
         lines += markdown_table(["id", "bytes", "token"],
-                                [[token["id"], token["bytes"], _cell(token["text"])] for token in info["longest_tokens"]])
+                                [[token["id"], token["bytes"], _cell(token["text"])]
+                                 for token in info["longest_tokens"]])
         lines.append("")
     return "\n".join(lines)
 

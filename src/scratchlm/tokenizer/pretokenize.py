@@ -26,7 +26,8 @@ GPT2_REGEX = regex.compile(GPT2_PATTERN)
 # not Unicode White_Space (and so are not \s for `regex` and tiktoken).
 ASCII_WHITESPACE = r"\t\n\x0b\x0c\r "
 ASCII_PRETOKEN_RE = re.compile(
-    rf"'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{ASCII_WHITESPACE}A-Za-z0-9]+|[{ASCII_WHITESPACE}]+(?![^{ASCII_WHITESPACE}])|[{ASCII_WHITESPACE}]+"
+    rf"'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{ASCII_WHITESPACE}A-Za-z0-9]+"
+    rf"|[{ASCII_WHITESPACE}]+(?![^{ASCII_WHITESPACE}])|[{ASCII_WHITESPACE}]+"
 )
 # The same on ASCII bytes: counting then makes no str per pre-token and encodes none at the end,
 # which doubles the counting rate on text with many rare words.
@@ -177,7 +178,7 @@ def last_safe_cut(data: bytes | bytearray, special_tokens: Sequence[bytes] = ())
     special token that would straddle them.
 
     >>> last_safe_cut(b"one two  three"), last_safe_cut(b"nospaces"), last_safe_cut(b"a b <| x", [b"<| x |>"])
-    (7, 0, 1)
+    (7, 0, 3)
     """
     found = _SAFE_CUT.search(data, 0, growing_special_start(data, special_tokens))
     return before_straddling_specials(data, found.start() + 1 if found else 0, special_tokens)

@@ -176,7 +176,8 @@ def check_settings(settings: dict) -> None:
     if settings["precision"] not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, got {settings['precision']!r}")
     if not re.fullmatch(DEVICE_PATTERN, settings["device"]):
-        raise ValueError(f"training setting 'device' must be auto, cpu, cuda, cuda:N or mps, got {settings['device']!r}")
+        raise ValueError(f"training setting 'device' must be auto, cpu, cuda, cuda:N or mps, "
+                         f"got {settings['device']!r}")
     _check_optimizer(settings["optimizer"])
     from scratchlm.nn import ModelConfig  # the model's own checks (heads divide d_model, ...); imports torch
 

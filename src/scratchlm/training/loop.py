@@ -336,7 +336,8 @@ class Trainer:
         differing = self.differing_settings(saved, saved_steps)
         if differing:
             raise ValueError(f"{path}: checkpoint was written with different settings ({', '.join(differing)}); "
-                             f"pass --fresh to start the run over (the old files are moved to {self.run_dir / REPLACED_DIR})")
+                             f"pass --fresh to start the run over (the old files are moved to "
+                             f"{self.run_dir / REPLACED_DIR})")
 
     def differing_settings(self, saved: dict, saved_steps: int | None) -> list[str]:
         """The settings (of RESUME_KEYS, plus the step count) in which a checkpoint differs from this run."""
@@ -440,7 +441,8 @@ class Trainer:
                 "schedule": s["schedule"], "training": {**{k: s[k] for k in training_keys},
                                                         "total_steps": self.steps, "resolved_device": str(self.device),
                                                         "processes": self.ranks.world},
-                "data": {k: str(v) if isinstance(v, Path) else v for k, v in self.data.items()} | {"corpus": s["corpus"]},
+                "data": {k: str(v) if isinstance(v, Path) else v for k, v in self.data.items()}
+                | {"corpus": s["corpus"]},
                 "seed": s["seed"], "git_revision": git_revision(), "versions": package_versions(),
                 "settings": s}
 

@@ -15,12 +15,11 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from scratchlm.fileio import atomic_path, read_json, require_file
+from scratchlm.fileio import atomic_path, read_json
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.training.checkpoint import read_checkpoint
 
