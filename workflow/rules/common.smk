@@ -4,6 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from scratchlm.code_inputs import code_inputs
 from scratchlm.tokenizer.shards import num_planned_shards
 
 
@@ -23,24 +24,15 @@ def check_targets():
 check_targets()
 
 RESULTS = "results"
-SRC = Path(workflow.basedir) / "src" / "scratchlm"
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 # Each rule file appends the outputs that `snakemake` (rule all) should build.
 ALL_TARGETS = []
 
 
-def src_files(*subpackages):
-    """Python sources of the given src/scratchlm subpackages (or modules), as rule inputs.
-
-    Snakemake reruns a job when an input is newer than its outputs, so listing the code a
-    stage runs makes a change to, say, the tokenizer rerun tokenizer stages but not training.
-    The shared plumbing (pipeline, profiling, fileio, progress) is part of every stage.
-    """
-    shared = ["pipeline.py", "profiling.py", "fileio.py", "progress.py"]
-    files = [SRC / name for name in shared]
-    for name in subpackages:
-        path = SRC / name
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-    return [str(f) for f in files]
+def script_code(script):
+    """The src/scratchlm files a workflow script runs (its imports, followed transitively), as rule
+    inputs: Snakemake reruns a job when its code changes, and only then."""
+    return code_inputs(SCRIPTS / script)
 
 
 def corpus_config(corpus):

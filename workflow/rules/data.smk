@@ -17,7 +17,7 @@ rule demo_corpus:
         size_mb=lambda wc: corpus_config(wc.corpus)["generator"][f"{wc.split}_mb"],
         special_token=lambda wc: corpus_config(wc.corpus)["special_tokens"][0],
     input:
-        code=src_files("data/demo.py"),
+        code=script_code("demo_corpus.py"),
     log:
         f"{RESULTS}/logs/demo_corpus/{{corpus}}_{{split}}.log",
     benchmark:
@@ -40,7 +40,7 @@ rule download:
         timeout_s=config["download"]["timeout_s"],
         backoff_s=config["download"]["backoff_s"],
     input:
-        code=src_files("data/download.py"),
+        code=script_code("download.py"),
     log:
         f"{RESULTS}/logs/download/{{corpus}}_{{split}}.log",
     benchmark:

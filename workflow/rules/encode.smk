@@ -1,8 +1,6 @@
 # Encoded corpora (results/{corpus}_{split}.npy: uint16 ids, documents separated by the first
 # special token's id) and the tokenizer report (results/reports/tokenizer.md + .json).
 
-ENCODE_CODE = ["tokenizer/tokenizer.py", "tokenizer/pretokenize.py", "tokenizer/serialization.py"]
-
 
 # Encoding is a map over the shard plan of the split (tokenizer.smk's plan_shards): one job per
 # shard writes its ids, so a cluster spreads a Pile-sized corpus over many nodes; then one job
@@ -16,7 +14,7 @@ rule encode_shard:
         text=f"{RESULTS}/data/{{corpus}}_{{split}}.txt",
         vocab=f"{RESULTS}/{{corpus}}_vocab.pkl",
         merges=f"{RESULTS}/{{corpus}}_merges.pkl",
-        code=src_files(*ENCODE_CODE, "tokenizer/encode.py", "tokenizer/shards.py"),
+        code=script_code("encode_shard.py"),
     params:
         special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
         chunk_mb=config["encode"]["chunk_mb"],
@@ -38,7 +36,7 @@ rule encode:
         f"{RESULTS}/{{corpus}}_{{split}}.npy",
     input:
         parts=planned_shards(f"{RESULTS}/shards/{{corpus}}/{{split}}/{{shard}}.npy"),
-        code=src_files(*ENCODE_CODE, "tokenizer/encode.py"),
+        code=script_code("encode.py"),
     log:
         f"{RESULTS}/logs/encode/{{corpus}}_{{split}}.log",
     benchmark:
@@ -59,7 +57,7 @@ rule tokenizer_report:
         merges=expand(f"{RESULTS}/{{corpus}}_merges.pkl", corpus=target_corpora()),
         valid=expand(f"{RESULTS}/data/{{corpus}}_valid.txt", corpus=target_corpora()),
         encoded=expand(f"{RESULTS}/{{corpus}}_{{split}}.npy", corpus=target_corpora(), split=["train", "valid"]),
-        code=src_files(*ENCODE_CODE, "reports/tokenizer_report.py"),
+        code=script_code("tokenizer_report.py"),
     params:
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.markdown)),
         special_tokens={corpus: corpus_config(corpus)["special_tokens"] for corpus in target_corpora()},

@@ -12,7 +12,7 @@ rule export_hf:
         summary=f"{RESULTS}/runs/{{run}}/summary.json",
         vocab=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_vocab.pkl",
         merges=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_merges.pkl",
-        code=src_files("hf.py", "nn", "tokenizer", "generation.py", "training"),
+        code=script_code("export_hf.py"),
     params:
         run_dir=lambda wc: f"{RESULTS}/runs/{wc.run}",
     log:

@@ -12,7 +12,7 @@ rule generate:
         valid=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_valid.npy",
         vocab=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_vocab.pkl",
         merges=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_merges.pkl",
-        code=src_files("generation", "nn", "tokenizer", "training"),
+        code=script_code("generate.py"),
     params:
         run_dir=lambda wc: f"{RESULTS}/runs/{wc.run}",
         generation=config["generation"],

@@ -8,7 +8,6 @@ import os
 REPORTS = f"{RESULTS}/reports"
 # Everything the other stages build, before the reports below are added.
 PIPELINE_TARGETS = [str(target) for target in ALL_TARGETS]
-REPORT_CODE = ["reports/__init__"]
 # Run-folder outputs other stages put in ALL_TARGETS (samples.md, ...), linked by the training report.
 RUN_FILES = [target for target in PIPELINE_TARGETS if target.startswith(f"{RESULTS}/runs/")]
 
@@ -23,7 +22,7 @@ localrules:
 
 rule accounting:
     input:
-        code=src_files(*REPORT_CODE, "reports/accounting", "nn"),
+        code=script_code("accounting.py"),
     output:
         markdown=f"{REPORTS}/accounting.md",
         json=f"{REPORTS}/accounting.json",
@@ -40,7 +39,7 @@ rule training_report:
     input:
         summaries=expand(f"{RESULTS}/runs/{{run}}/summary.json", run=target_runs()),
         run_files=RUN_FILES,
-        code=src_files(*REPORT_CODE, "reports/accounting", "reports/training_report", "training/plots", "nn"),
+        code=script_code("training_report.py"),
     output:
         markdown=f"{REPORTS}/training.md",
         plot=report(f"{REPORTS}/training.png", category="Training"),
@@ -62,7 +61,7 @@ rule profile_report:
     input:
         # Not read: waiting for every other job makes its benchmark part of this report.
         done=PIPELINE_TARGETS + REPORT_TARGETS,
-        code=src_files(*REPORT_CODE, "reports/profile"),
+        code=script_code("profile_report.py"),
     output:
         markdown=f"{REPORTS}/profile.md",
         plot=report(f"{REPORTS}/profile.png", category="Pipeline profile"),
@@ -80,7 +79,7 @@ rule profile_report:
 rule index:
     input:
         done=PIPELINE_TARGETS + REPORT_TARGETS + rules.profile_report.output,
-        code=src_files(*REPORT_CODE, "reports/index"),
+        code=script_code("index.py"),
     output:
         f"{RESULTS}/index.md",
     params:

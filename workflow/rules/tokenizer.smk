@@ -12,16 +12,11 @@
 # Snakemake re-evaluates train_bpe's inputs once the plan exists. Each shard is its own job,
 # so `--cores N` runs N of them at once and a cluster profile spreads them over nodes.
 
-# Only the modules each stage runs, so editing the encoder does not retrain the tokenizer.
-MAP_CODE = src_files("tokenizer/__init__.py", "tokenizer/pretokenize.py", "tokenizer/shards.py")
-REDUCE_CODE = src_files("tokenizer/__init__.py", "tokenizer/pretokenize.py", "tokenizer/shards.py",
-                        "tokenizer/training.py", "tokenizer/serialization.py")
-
 
 checkpoint plan_shards:
     input:
         text=f"{RESULTS}/data/{{corpus}}_{{split}}.txt",
-        code=MAP_CODE,
+        code=script_code("plan_shards.py"),
     output:
         f"{RESULTS}/shards/{{corpus}}/{{split}}/plan.json",
     params:
@@ -41,7 +36,7 @@ rule pretokenize_shard:
     input:
         plan=f"{RESULTS}/shards/{{corpus}}/train/plan.json",
         text=f"{RESULTS}/data/{{corpus}}_train.txt",
-        code=MAP_CODE,
+        code=script_code("pretokenize.py"),
     output:
         temp(f"{RESULTS}/shards/{{corpus}}/train/{{shard}}.parquet"),
     log:
@@ -58,7 +53,7 @@ rule pretokenize_shard:
 rule train_bpe:
     input:
         shards=planned_shards(f"{RESULTS}/shards/{{corpus}}/train/{{shard}}.parquet"),
-        code=REDUCE_CODE,
+        code=script_code("train_bpe.py"),
     output:
         vocab_pkl=f"{RESULTS}/{{corpus}}_vocab.pkl",
         merges_pkl=f"{RESULTS}/{{corpus}}_merges.pkl",

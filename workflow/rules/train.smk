@@ -17,7 +17,7 @@ rule train:
         valid=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_valid.npy",
         vocab=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_vocab.pkl",
         merges=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_merges.pkl",
-        code=src_files("nn", "optim", "training"),
+        code=script_code("train.py"),
     params:
         settings=lambda wc: RUN_SETTINGS[wc.run],
         vocab_size=lambda wc: corpus_config(RUN_SETTINGS[wc.run]["corpus"])["vocab_size"],
