@@ -36,7 +36,7 @@ bench: $(STAMP)
 # is the one lint this workflow accepts (the test below fails on any other).
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:doctest tests/test_pipeline.py -k lint
+	$(BIN)/python -m pytest -q tests/test_pipeline.py -k lint
 
 clean:
 	rm -rf results .snakemake
