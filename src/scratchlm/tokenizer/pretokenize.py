@@ -129,14 +129,6 @@ class ChunkCounts:
     invalid_utf8: int = 0  # invalid byte sequences replaced by U+FFFD while decoding
     seconds: float = 0.0
 
-    def add(self, other: "ChunkCounts") -> None:
-        """Fold ``other`` into this one."""
-        for token, count in other.counts.items():
-            self.counts[token] = self.counts.get(token, 0) + count
-        self.num_bytes += other.num_bytes
-        self.invalid_utf8 += other.invalid_utf8
-        self.seconds += other.seconds
-
 
 def decode_utf8(data: bytes) -> tuple[str, int]:
     """Decode UTF-8, replacing invalid sequences with U+FFFD; returns ``(text, number replaced)``.

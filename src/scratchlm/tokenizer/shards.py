@@ -70,12 +70,27 @@ def write_planned_shard(plan_path: str | os.PathLike, shard: int, output: str | 
     return write_shard(path, output, start=start, end=end, special_tokens=special_tokens)
 
 
+def counts_table(counts: dict[bytes, int]) -> pa.Table:
+    """Pre-token counts as an Arrow table (token, count): cheap to send between processes."""
+    return pa.table({"token": pa.array(list(counts), pa.binary()),
+                     "count": pa.array(list(counts.values()), pa.int64())}, schema=SCHEMA)
+
+
+def sum_count_tables(tables: Sequence[pa.Table]) -> pa.Table:
+    """One (token, count) table summing ``tables``, by Arrow's hash aggregation (C++)."""
+    return pa.concat_tables(tables).group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
+
+
+def table_counts(table: pa.Table) -> dict[bytes, int]:
+    """The counts of a (token, count) table as a dict."""
+    return dict(zip(table.column("token").to_pylist(), table.column("count").to_pylist()))
+
+
 def write_shard(input_path: str | os.PathLike, output: str | os.PathLike, *, start: int, end: int,
                 special_tokens: Sequence[str]) -> ChunkCounts:
     """Count pre-tokens of bytes ``[start, end)`` of ``input_path`` and write them as a shard."""
     chunk = count_file_range(input_path, start, end, special_tokens)
-    table = pa.table({"token": pa.array(list(chunk.counts), pa.binary()),
-                      "count": pa.array(list(chunk.counts.values()), pa.int64())}, schema=SCHEMA)
+    table = counts_table(chunk.counts)
     meta = {"input": str(input_path), "start": start, "end": end, "num_bytes": chunk.num_bytes,
             "invalid_utf8": chunk.invalid_utf8, "seconds": chunk.seconds,
             "peak_rss_bytes": peak_rss_bytes()}
@@ -107,10 +122,7 @@ def read_shards(paths: Sequence[str | os.PathLike], *, group: int = 8) -> ChunkC
             total.invalid_utf8 += meta["invalid_utf8"]
             total.seconds += meta["seconds"]
             tables.append(pq.read_table(path, columns=["token", "count"]).cast(SCHEMA))
-        if summed is not None:
-            tables.append(summed)
-        summed = (pa.concat_tables(tables).group_by("token").aggregate([("count", "sum")])
-                  .rename_columns(["token", "count"]))
+        summed = sum_count_tables(tables + ([summed] if summed is not None else []))
     if summed is not None:
-        total.counts = dict(zip(summed.column("token").to_pylist(), summed.column("count").to_pylist()))
+        total.counts = table_counts(summed)
     return total

@@ -43,7 +43,7 @@ from scratchlm.tokenizer.serialization import (
     save_pickle,
 )
 from scratchlm.profiling import peak_rss_bytes
-from scratchlm.tokenizer.shards import read_shards, shard_metadata
+from scratchlm.tokenizer.shards import counts_table, read_shards, shard_metadata, sum_count_tables, table_counts
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,24 @@ def count_file(input_path: str | os.PathLike, special_tokens: Sequence[str], *, 
     # Several chunks per worker balance the load when documents are uneven.
     bounds = find_chunk_boundaries(input_path, workers * 4, special_tokens[0].encode("utf-8"))
     jobs = [(input_path, start, end, list(special_tokens)) for start, end in zip(bounds, bounds[1:])]
-    total = ChunkCounts()
+    total, tables = ChunkCounts(), []
     with get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) as pool:
-        for part in pool.imap_unordered(_count_job, jobs):
-            total.add(part)
+        for table, part in pool.imap_unordered(_count_job, jobs):
+            tables.append(table)
+            total.num_bytes += part.num_bytes
+            total.invalid_utf8 += part.invalid_utf8
+            total.seconds += part.seconds
+    # Summed by Arrow (C++), not key by key in this process: with many rare words, the
+    # workers' tables hold millions of keys each.
+    total.counts = table_counts(sum_count_tables(tables))
     return total
 
 
-def _count_job(job: tuple) -> ChunkCounts:
-    return count_file_range(*job)
+def _count_job(job: tuple) -> tuple:
+    """A worker's counts as an Arrow table (pickled as buffers), and the rest of its ChunkCounts."""
+    chunk = count_file_range(*job)
+    table, chunk.counts = counts_table(chunk.counts), {}
+    return table, chunk
 
 
 def initial_vocab(special_tokens: Sequence[str]) -> Vocab:
