@@ -1,6 +1,6 @@
 # scratchlm pipeline: download -> pre-tokenize (map) -> train BPE (reduce) -> encode ->
 # train LM -> generate -> reports. Each stage group is one file under workflow/rules/;
-# every rule has log: and benchmark:, and depends on the src subpackage it runs.
+# every rule has log: and benchmark:, and depends on the src files its script imports.
 from snakemake.utils import min_version
 
 min_version("8.0")
