@@ -17,7 +17,7 @@ import pytest
 
 from scratchlm.fileio import atomic_open, atomic_path
 from scratchlm.pipeline import profile_path, stage
-from scratchlm.progress import Progress, format_bytes, format_duration
+from scratchlm.progress import format_bytes, format_duration, progress_bar
 from scratchlm.tokenizer.serialization import (
     load_gpt2_format,
     load_pickle,
@@ -61,17 +61,26 @@ def test_format_helpers():
     assert format_duration(3725) == "1:02:05"
 
 
-def test_progress_lines():
-    stream = io.StringIO()
-    with Progress("download x", total=2048, stream=stream, min_interval=0) as progress:
-        progress.update(1024, extra="attempt 1")
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 2  # one per update (min_interval=0), one at close; no \r off a terminal
-    assert lines[0].startswith("download x |  50.0% 1.0 KB/2.0 KB |")
-    assert "eta" in lines[0] and lines[0].endswith("| attempt 1")
-    items = Progress("docs", unit="docs", stream=io.StringIO())
-    items.update(3)
-    assert items.line().startswith("docs | 3 docs ")
+def test_progress_bar_is_tqdm_with_our_units():
+    """tqdm draws on terminals only, so job logs stay clean; bytes show as sizes, items as counts."""
+    import tqdm
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    with progress_bar("download x", total=2048, file=screen) as bar:
+        drawing = not bar.disable
+        bar.update(1024)
+        bar.set_postfix_str("attempt 1")
+    assert isinstance(bar, tqdm.tqdm) and drawing
+    assert "download x" in screen.getvalue() and "2.00k" in screen.getvalue() and "attempt 1" in screen.getvalue()
+    with progress_bar("docs", total=3, unit="docs", file=Terminal()) as bar:
+        bar.update(3)
+    assert bar.n == 3 and bar.unit == " docs"
+    assert progress_bar("quiet", file=Terminal(), quiet=True).disable
+    assert progress_bar("log file", file=io.StringIO()).disable
 
 
 # ---------------------------------------------------------------- profiling

@@ -25,7 +25,7 @@ from torch import Tensor
 from scratchlm.fileio import atomic_open
 from scratchlm.nn.functional import cross_entropy, softmax
 from scratchlm.nn.model import TransformerLM
-from scratchlm.progress import Progress
+from scratchlm.progress import progress_bar
 from scratchlm.tokenizer import Tokenizer
 
 END_OF_TEXT = "<|endoftext|>"  # the separator of runs whose model.json names no special tokens
@@ -212,7 +212,7 @@ def perplexity(model: TransformerLM, tokens: np.ndarray | Sequence[int], *, batc
         raise ValueError(f"token ids outside the model's vocabulary of {model.config.vocab_size}")
     device = next(model.parameters()).device
     total_nll, count = 0.0, 0
-    with Progress("perplexity", total=len(tokens) - 1, unit="tokens") as progress:
+    with progress_bar("perplexity", total=len(tokens) - 1, unit="tokens") as progress:
         for inputs, targets in _windows(tokens, model.config.context_length, batch_size):
             inputs, targets = (torch.from_numpy(a.astype(np.int64)).to(device) for a in (inputs, targets))
             total_nll += cross_entropy(model(inputs), targets).item() * targets.numel()

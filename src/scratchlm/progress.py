@@ -1,10 +1,10 @@
-"""A dependency-free progress bar for long stages (bytes or items, rate, ETA) on stderr."""
+"""Progress bars for long stages (tqdm, configured in one place) and human-readable sizes and durations."""
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import TextIO
+
+from tqdm.auto import tqdm  # a notebook widget in Jupyter, a text bar in a terminal
 
 
 def format_bytes(num_bytes: float) -> str:
@@ -24,77 +24,18 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-class Progress:
-    """Progress reporter: redraws one line on a terminal, prints a line every few seconds otherwise.
+def progress_bar(desc: str, total: float | None = None, *, unit: str = "bytes", quiet: bool = False,
+                 file: TextIO | None = None) -> tqdm:
+    """A tqdm bar on stderr: ``unit="bytes"`` shows sizes and MB/s, other units counts per second.
 
-    ``unit="bytes"`` formats counts as sizes and the rate as MB/s; ``quiet`` draws nothing.
+    It draws only on a terminal (or in a notebook), so job logs stay readable; ``quiet`` turns it
+    off everywhere (e.g. on training ranks other than 0). Use ``set_postfix_str`` for a status.
+
+    >>> import io
+    >>> progress_bar("docs", total=3, unit="docs", file=io.StringIO()).disable  # off a terminal: silent
+    True
     """
-
-    def __init__(
-        self,
-        desc: str,
-        total: float | None = None,
-        *,
-        unit: str = "bytes",
-        stream: TextIO | None = None,
-        min_interval: float | None = None,
-        quiet: bool = False,
-    ) -> None:
-        self.desc, self.total, self.unit, self.quiet = desc, total, unit, quiet
-        self.stream = stream if stream is not None else sys.stderr
-        self.is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.min_interval = min_interval if min_interval is not None else (0.2 if self.is_tty else 10.0)
-        self.done = 0.0
-        self.start = time.perf_counter()
-        self._last_draw = 0.0
-        self.extra = ""
-
-    def _fmt(self, amount: float) -> str:
-        return format_bytes(amount) if self.unit == "bytes" else f"{amount:,.0f} {self.unit}"
-
-    def line(self) -> str:
-        """The current status line."""
-        elapsed = time.perf_counter() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        rate_txt = f"{format_bytes(rate)}/s" if self.unit == "bytes" else f"{rate:,.1f} {self.unit}/s"
-        parts = [self.desc]
-        if self.total:
-            pct = 100.0 * self.done / self.total
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            eta_txt = format_duration(eta) if eta != float("inf") else "?"
-            parts.append(f"{pct:5.1f}% {self._fmt(self.done)}/{self._fmt(self.total)}")
-            parts.append(f"{rate_txt} elapsed {format_duration(elapsed)} eta {eta_txt}")
-        else:
-            parts.append(f"{self._fmt(self.done)} {rate_txt} elapsed {format_duration(elapsed)}")
-        if self.extra:
-            parts.append(self.extra)
-        return " | ".join(parts)
-
-    def update(self, amount: float = 1, *, extra: str | None = None) -> None:
-        """Advance by ``amount``; redraw when enough time has passed."""
-        self.done += amount
-        if extra is not None:
-            self.extra = extra
-        now = time.perf_counter()
-        if now - self._last_draw >= self.min_interval:
-            self._draw()
-            self._last_draw = now
-
-    def _draw(self, final: bool = False) -> None:
-        if self.quiet:  # e.g. training ranks other than 0
-            return
-        if self.is_tty:
-            self.stream.write("\r\033[K" + self.line() + ("\n" if final else ""))
-        else:
-            self.stream.write(self.line() + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Draw the final line."""
-        self._draw(final=True)
-
-    def __enter__(self) -> "Progress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    is_bytes = unit == "bytes"
+    return tqdm(desc=desc, total=total, unit="B" if is_bytes else f" {unit}", unit_scale=is_bytes,
+                unit_divisor=1024 if is_bytes else 1000, disable=True if quiet else None, file=file,
+                dynamic_ncols=True, mininterval=0.2)

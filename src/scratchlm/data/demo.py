@@ -20,7 +20,7 @@ import re
 from typing import Iterator
 
 from scratchlm.fileio import atomic_open
-from scratchlm.progress import Progress
+from scratchlm.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ def write_demo_corpus(path: str | os.PathLike, *, seed: int, split: str, size_mb
         raise ValueError(f"{path}: size_mb must be positive, got {size_mb}")
     target = int(size_mb * 2**20)
     written = 0
-    with Progress(f"demo {split}", total=target) as progress, atomic_open(path, "w", encoding="utf-8") as out:
+    with progress_bar(f"demo {split}", total=target) as progress, atomic_open(path, "w", encoding="utf-8") as out:
         for story in iter_stories(seed=seed, split=split):
             document = f"{story}\n{special_token}\n"
             out.write(document)

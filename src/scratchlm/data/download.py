@@ -33,7 +33,7 @@ from typing import IO, BinaryIO
 
 from scratchlm import __version__
 from scratchlm.fileio import atomic_open, exclusive_lock, require_file
-from scratchlm.progress import Progress
+from scratchlm.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class _HttpTransfer:
         self.received = part.seek(0, os.SEEK_END)
         self.total: int | None = None
         self.chunked = False  # http.client checks the terminating chunk, so a chunked body is complete
-        self.progress = Progress(f"download {Path(urllib.parse.urlparse(url).path).name}")
+        self.progress = progress_bar(f"download {Path(urllib.parse.urlparse(url).path).name}")
 
     @property
     def proven_complete(self) -> bool:
@@ -113,13 +113,14 @@ class _HttpTransfer:
         self.part.seek(0)
         self.part.truncate()
         self.received = 0
-        self.progress.done = 0
+        self.progress.reset(total=self.progress.total)
 
     def attempt(self) -> None:
         """One request: append what is new to the partial file; raise ConnectionError if cut short."""
         with self._open() as response:
             self._start_response(response)
             self.progress.total = self.total
+            self.progress.refresh()
             while chunk := response.read(self.chunk_size):
                 self.part.write(chunk)
                 self.received += len(chunk)
@@ -263,7 +264,7 @@ def _finish(raw: Path, output: Path, *, source: str, sha256: str | None, decompr
     digest = hashlib.sha256()
     with open(raw, "rb") as src, atomic_open(output, "wb") as out:
         sink = _Gunzip(out, source=source) if decompress else out
-        with Progress(f"{'gunzip' if decompress else 'copy'} {raw.name}", total=raw.stat().st_size) as progress:
+        with progress_bar(f"{'gunzip' if decompress else 'copy'} {raw.name}", total=raw.stat().st_size) as progress:
             while chunk := src.read(CHUNK_SIZE):
                 digest.update(chunk)
                 sink.write(chunk)

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from scratchlm.fileio import atomic_path, require_file
-from scratchlm.progress import Progress, format_bytes
+from scratchlm.progress import format_bytes, progress_bar
 from scratchlm.tokenizer.pretokenize import decode_utf8, default_workers, find_chunk_boundaries, iter_document_blocks
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
@@ -120,7 +120,7 @@ def encode_file(tokenizer: Tokenizer, text_path: str | os.PathLike, output_path:
         bounds = [0, size]
     tasks = [(str(text_path), start, end) for start, end in zip(bounds, bounds[1:])]
     started = time.perf_counter()
-    progress = Progress(f"encode {Path(text_path).name}", total=size, quiet=not show_progress)
+    progress = progress_bar(f"encode {Path(text_path).name}", total=size, quiet=not show_progress)
     with progress:
         def ids_in_order() -> Iterator[np.ndarray]:
             for (_, start, end), ids in zip(tasks, encoded_in_order(tokenizer, tasks, min(workers, len(tasks)))):

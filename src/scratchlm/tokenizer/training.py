@@ -23,10 +23,10 @@ import os
 import time
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from scratchlm.fileio import require_file, write_json
-from scratchlm.progress import Progress, format_bytes
+from scratchlm.progress import format_bytes, progress_bar
 from scratchlm.tokenizer.pretokenize import (
     ChunkCounts,
     PretokenCounts,
@@ -133,7 +133,7 @@ def train_from_counts(counts: PretokenCounts, vocab_size: int, special_tokens: S
     """
     check_vocab_size(vocab_size, special_tokens)
     num_merges = vocab_size - 256 - len(special_tokens)
-    progress = Progress("BPE merges", total=num_merges, unit="merges", quiet=not show_progress)
+    progress = progress_bar("BPE merges", total=num_merges, unit="merges", quiet=not show_progress)
     with progress:
         if _use_numba(engine):
             from scratchlm.tokenizer.fast_merge import train_merges
@@ -174,7 +174,7 @@ def _use_numba(engine: str) -> bool:
     return True
 
 
-def _merge_in_python(counts: PretokenCounts, num_merges: int, progress: Progress) -> list[tuple[int, int]]:
+def _merge_in_python(counts: PretokenCounts, num_merges: int, progress: Any) -> list[tuple[int, int]]:
     """The reference merge loop: (left, right) ids of each merge, as ``fast_merge.train_merges``."""
     tokens: list[bytes] = [bytes([b]) for b in range(256)]
     merger = _Merger(counts)

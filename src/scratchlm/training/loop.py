@@ -30,7 +30,7 @@ from scratchlm.fileio import atomic_open, exclusive_lock, read_json, write_json
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
-from scratchlm.progress import Progress
+from scratchlm.progress import progress_bar
 from scratchlm.training import distributed
 from scratchlm.training.checkpoint import read_checkpoint, save_checkpoint, state_is_finite
 from scratchlm.training.config import load_yaml, parse_assignment, resolve_run, total_steps
@@ -361,8 +361,8 @@ class Trainer:
         main = self.ranks.is_main
         wandb_run = _start_wandb(self.settings, self.run_name) if main else None
         clock = _Clock(self.state.step, self.state.elapsed_s)
-        progress = Progress(f"train {self.run_name}", total=self.steps - self.state.step, unit="steps",
-                            quiet=not main)
+        progress = progress_bar(f"train {self.run_name}", total=self.steps - self.state.step, unit="steps",
+                                quiet=not main)
         speed = ""  # tokens/s of the latest metrics line
         with stop_signals() as received, progress:
             while self.state.step < self.steps:
@@ -375,7 +375,8 @@ class Trainer:
                     if main:
                         self._log(line, wandb_run)
                     speed = f"loss {line['train_loss']:.3f} {line['tokens_per_s']:,.0f} tok/s"
-                progress.update(1, extra=f"step {step}/{self.steps} lr {lr:.2e} {speed}")
+                progress.update(1)
+                progress.set_postfix_str(f"step {step}/{self.steps} lr {lr:.2e} {speed}", refresh=False)
                 if on_step is not None:
                     on_step(step, line)
                 # A signal on any rank stops every rank (checked where the ranks sync anyway); at
