@@ -233,10 +233,10 @@ def test_training_report_errors(tmp_path):
     run = _write_run(tmp_path, "broken")
     (run / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
-        training_report.load_run(run)
+        training_report.read_run_summary(run)
     (run / "summary.json").unlink()
     with pytest.raises(FileNotFoundError, match="summary.json"):
-        training_report.load_run(run)
+        training_report.read_run_summary(run)
 
 
 def _markdown_links(text):

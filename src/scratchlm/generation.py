@@ -87,7 +87,7 @@ def sample_next(logits: Tensor, *, temperature: float, top_p: float,
 
 
 @torch.inference_mode()
-def decode(model: TransformerLM, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+def sample_continuation(model: TransformerLM, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
            top_p: float = 1.0, stop_id: int | None = None,
            generators: Sequence[torch.Generator | None] | None = None, use_cache: bool = True) -> Tensor:
     """Extend equal-length prompts (batch, n) by up to max_new_tokens tokens -> (batch, n + new).
@@ -141,7 +141,7 @@ def generate_ids(model: TransformerLM, prompts: Sequence[Sequence[int]], max_new
         rows = [i for i, ids in enumerate(prompts) if len(ids) == length]
         batch = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long, device=device)
         gens = [None if seed is None else torch.Generator(device=device).manual_seed(seed + i) for i in rows]
-        out = decode(model, batch, max_new_tokens, temperature=temperature, top_p=top_p, stop_id=stop_id,
+        out = sample_continuation(model, batch, max_new_tokens, temperature=temperature, top_p=top_p, stop_id=stop_id,
                      generators=gens, use_cache=use_cache)
         for i, new_ids in zip(rows, out[:, length:].tolist()):
             results[i] = _cut_at_stop(new_ids, stop_id)

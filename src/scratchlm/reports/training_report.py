@@ -54,7 +54,7 @@ def _read_json(path: Path) -> dict:
     return read_json(path)
 
 
-def load_run(run_dir: str | Path) -> dict:
+def read_run_summary(run_dir: str | Path) -> dict:
     """One run's summary, config, metrics and MFU, plus the paths of its curves and samples if present."""
     run_dir = Path(run_dir)
     summary = _read_json(run_dir / "summary.json")
@@ -140,7 +140,7 @@ def write_training_report(run_dirs: list[str | Path], markdown_path: str | Path,
     """Write training.md and the validation-loss plot for the given run folders."""
     if not run_dirs:
         raise FileNotFoundError("no finished runs to report (no run folder with a summary.json)")
-    runs = [load_run(path) for path in run_dirs]
+    runs = [read_run_summary(path) for path in run_dirs]
     plot_comparison(run_dirs, plot_path, x="tokens")
     with atomic_open(markdown_path, "w") as handle:
         handle.write(render_markdown(runs, markdown_path, plot_path=plot_path))
