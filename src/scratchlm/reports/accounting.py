@@ -18,7 +18,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratchlm.fileio import atomic_open, atomic_path, write_json
+from scratchlm.figures import pyplot, save_figure
+from scratchlm.fileio import atomic_open, write_json
 from scratchlm.nn.model import ModelConfig
 from scratchlm.reports import markdown_table, relative_link
 
@@ -376,10 +377,7 @@ def render_markdown(report: dict, *, plot_name: str | None = None, detail: str =
 
 def plot_flop_shares(report: dict, path: str | Path) -> None:
     """Stacked horizontal bars: each model's forward FLOPs split by component."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     models = report["models"]
     names = list(models)
@@ -394,10 +392,7 @@ def plot_flop_shares(report: dict, path: str | Path) -> None:
     ax.set_xlabel("share of forward-pass FLOPs (%)")
     ax.set_title("Where the FLOPs of one forward pass go")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(COMPONENTS), fontsize="small")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_accounting_report(markdown_path: str | Path, json_path: str | Path, plot_path: str | Path,

@@ -21,7 +21,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratchlm.fileio import atomic_open, atomic_path
+from scratchlm.figures import pyplot, save_figure
+from scratchlm.fileio import atomic_open
 from scratchlm.progress import format_duration
 from scratchlm.reports import markdown_table, relative_link
 
@@ -171,10 +172,7 @@ def render_markdown(records: list[StageRecord], *, plot_name: str | None = None)
 
 def plot_profile(records: list[StageRecord], path: str | Path) -> None:
     """Two bar charts side by side: wall and CPU seconds, and peak RSS, one bar group per record."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = [r.label for r in records]
     positions = range(len(records))
@@ -196,10 +194,7 @@ def plot_profile(records: list[StageRecord], path: str | Path) -> None:
         ax.margins(x=0.15)  # room for the labels
     time_ax.set_yticks(list(positions), labels, fontsize="small")
     time_ax.invert_yaxis()  # first job on top, like the table
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_profile_report(results_dir: str | Path, markdown_path: str | Path, plot_path: str | Path, *,

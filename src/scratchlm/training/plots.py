@@ -5,12 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from scratchlm.fileio import atomic_path  # noqa: E402
+from scratchlm.figures import pyplot, save_figure
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -36,7 +31,7 @@ def plot_curves(metrics_path: str | Path, out: str | Path, *, title: str = "") -
     lines = read_metrics(metrics_path)
     for line in lines:
         line["elapsed_min"] = line["elapsed_s"] / 60
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, x, label in ((axes[0], "step", "step"), (axes[1], "elapsed_min", "wall-clock (minutes)")):
         ax.plot(*_series(lines, x, "train_loss"), label="train", linewidth=1)
         ax.plot(*_series(lines, x, "val_loss"), "o-", label="validation", markersize=3)
@@ -45,12 +40,12 @@ def plot_curves(metrics_path: str | Path, out: str | Path, *, title: str = "") -
     axes[0].set_ylabel("loss (nats/token)")
     axes[0].legend()
     fig.suptitle(title)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def plot_comparison(run_dirs: list[str | Path], out: str | Path, *, x: str = "step") -> None:
     """Validation loss of several runs (each folder's metrics.jsonl) on one plot, labelled by folder name."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for run_dir in map(Path, run_dirs):
         lines = read_metrics(run_dir / "metrics.jsonl")
         xs, ys = _series(lines, x, "val_loss")
@@ -59,11 +54,4 @@ def plot_comparison(run_dirs: list[str | Path], out: str | Path, *, x: str = "st
     ax.set_ylabel("validation loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, out)
-
-
-def _save(fig: plt.Figure, out: str | Path) -> None:
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_figure(fig, out)
