@@ -5,7 +5,7 @@ d_model 512, 4 layers, 16 heads, d_ff 1344, vocab 10K).
 The step is the trainer's own: autocast, our cross-entropy, gradient clipping on the device,
 our foreach AdamW, no host sync inside the step. Variants run in alternating rounds in this one
 process, so the ratio scratch/sdpa compares them under the same conditions. MFU divides model
-FLOPs (``scratchlm.reports.accounting.training_flops_per_token``) by the device's dense peak.
+FLOPs (``scratchlm.nn.accounting.training_flops_per_token``) by the device's dense peak.
 
     python benchmarks/gpu_train.py --quick          # < 5 min on one H100/H200, compilation included
     python benchmarks/gpu_train.py                  # every combination, more rounds
@@ -27,7 +27,7 @@ import torch
 from scratchlm.fileio import atomic_open
 from scratchlm.nn import ModelConfig, TransformerLM, cross_entropy
 from scratchlm.optim import AdamW, clip_gradients
-from scratchlm.reports.accounting import training_flops_per_token
+from scratchlm.nn.accounting import training_flops_per_token
 from scratchlm.training.device import CompiledOrEager, autocast, configure_backend
 
 BASE = dict(vocab_size=10_000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from scratchlm.nn import accounting as flops
 from scratchlm.nn.model import ModelConfig, TransformerLM
 from scratchlm import cli
 from scratchlm.reports import accounting, index, profile, training_report
@@ -28,7 +29,7 @@ def test_parameter_count_matches_meta_model(name):
     cfg = accounting.GPT2_CONFIGS.get(name) or VARIANTS[name]
     model = TransformerLM.from_config(cfg, device="meta")
     # parameters() yields a tied Parameter once, like the accounting.
-    assert accounting.parameter_counts(cfg)["total"] == sum(p.numel() for p in model.parameters())
+    assert flops.parameter_counts(cfg)["total"] == sum(p.numel() for p in model.parameters())
 
 
 def test_gpt2_xl_figures():
@@ -44,16 +45,16 @@ def test_gpt2_xl_figures():
 
 def test_activation_memory_scales_with_context():
     cfg = accounting.GPT2_CONFIGS["GPT-2 small"]
-    short, long = (accounting.activation_floats(cfg, seq_len=t) for t in (512, 1024))
+    short, long = (flops.activation_floats(cfg, seq_len=t) for t in (512, 1024))
     for name, floats in short.items():
         quadratic = name.startswith(("Q·Kᵀ", "softmax"))  # the (heads, T, T) attention matrices
         assert long[name] == (4 if quadratic else 2) * floats, name
-    memory = accounting.adamw_memory(cfg)
-    assert memory.total_bytes(3) == 3 * memory.per_sequence_bytes + 16 * accounting.parameter_counts(cfg)["total"]
+    memory = flops.adamw_memory(cfg)
+    assert memory.total_bytes(3) == 3 * memory.per_sequence_bytes + 16 * flops.parameter_counts(cfg)["total"]
 
 
 def _counted_flops(cfg: ModelConfig, batch_size: int) -> dict[str, int]:
-    """FlopCounterMode's FLOPs of a real forward pass, grouped like accounting.COMPONENTS."""
+    """FlopCounterMode's FLOPs of a real forward pass, grouped like flops.COMPONENTS."""
     model = TransformerLM.from_config(cfg)
     with FlopCounterMode(display=False) as counter:
         model(torch.zeros(batch_size, cfg.context_length, dtype=torch.long))
@@ -75,17 +76,17 @@ def _counted_flops(cfg: ModelConfig, batch_size: int) -> dict[str, int]:
 def test_forward_flops_match_flop_counter(name):
     cfg = VARIANTS[name]
     counted = _counted_flops(cfg, batch_size=2)
-    computed = accounting.flops_by_component(accounting.forward_matmuls(cfg, batch_size=2))
+    computed = flops.flops_by_component(flops.forward_matmuls(cfg, batch_size=2))
     assert computed == {k: v for k, v in counted.items() if k != "total"}
-    assert accounting.forward_flops(cfg, batch_size=2) == counted["total"]
+    assert flops.forward_flops(cfg, batch_size=2) == counted["total"]
 
 
 def test_training_time_and_step_flops():
     xl = accounting.GPT2_CONFIGS["GPT-2 XL"]
-    step = accounting.adamw_step_flops(xl, batch_size=1024)
+    step = flops.adamw_step_flops(xl, batch_size=1024)
     assert step["total"] == 3 * step["forward"] + step["optimizer update"]
-    assert step["forward"] == 1024 * accounting.forward_flops(xl)
-    days = accounting.training_days(xl, steps=400_000, batch_size=1024, peak_flops=19.5e12, mfu=0.5)
+    assert step["forward"] == 1024 * flops.forward_flops(xl)
+    days = flops.training_days(xl, steps=400_000, batch_size=1024, peak_flops=19.5e12, mfu=0.5)
     assert days == pytest.approx(400_000 * step["total"] / 9.75e12 / 86_400)
     assert 6_000 < days < 7_000  # ~4.5 TFLOPs per forward sequence: 18 years on one A100
 
@@ -218,7 +219,7 @@ def test_training_report(tmp_path):
     md = tmp_path / "results" / "reports" / "training.md"
     runs = training_report.write_training_report(training_report.find_runs(runs_dir), md, md.with_suffix(".png"))
     big = next(run for run in runs if run["name"] == "big")
-    expected_mfu = gpu_rate * 3 * accounting.forward_flops(TINY) / TINY.context_length / 312e12
+    expected_mfu = gpu_rate * 3 * flops.forward_flops(TINY) / TINY.context_length / 312e12
     assert big["mfu"] == pytest.approx(expected_mfu)
     text = md.read_text()
     assert f"{100 * expected_mfu:.3g}%" in text and "n/a (peak unknown)" in text

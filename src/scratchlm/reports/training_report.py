@@ -17,7 +17,7 @@ from pathlib import Path
 from scratchlm.fileio import atomic_open, read_json
 from scratchlm.nn.model import ModelConfig
 from scratchlm.reports import markdown_table, relative_link
-from scratchlm.reports.accounting import training_flops_per_token
+from scratchlm.nn.accounting import training_flops_per_token
 from scratchlm.training.plots import plot_comparison, read_metrics
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s from NVIDIA's data sheets. "fp32" is the
