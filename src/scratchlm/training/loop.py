@@ -220,10 +220,10 @@ class Trainer:
         warmup = int(schedule["warmup_fraction"] * self.steps)
         return get_lr_cosine_schedule(step + 1, max_lr, max_lr * schedule["min_lr_ratio"], warmup, self.steps)
 
-    def _micro_batches(self, starts: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _micro_batches(self, tokens: np.ndarray, starts: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs, targets) of the windows at ``starts``, ``micro_rows`` at a time."""
         for first in range(0, len(starts), self.micro_rows):
-            yield windows(self.train_tokens, starts[first:first + self.micro_rows], self.model_config.context_length,
-                          self.device)
+            yield windows(tokens, starts[first:first + self.micro_rows], self.model_config.context_length, self.device)
 
     def train_step(self) -> tuple[torch.Tensor, float, torch.Tensor]:
         """One optimizer step on a fresh global batch; returns (loss, lr, pre-clip grad norm).
@@ -240,7 +240,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         accum = self.settings["grad_accum_steps"]
         loss = torch.zeros((), device=self.device)
-        for index, (inputs, targets) in enumerate(self._micro_batches(starts)):
+        for index, (inputs, targets) in enumerate(self._micro_batches(self.train_tokens, starts)):
             last = index == accum - 1
             # DDP averages gradients over ranks once, on the last micro-batch of the step.
             with (self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()):
@@ -279,15 +279,13 @@ class Trainer:
     def evaluate(self) -> float:
         """Mean loss over the fixed validation batches (each rank its rows, averaged over ranks)."""
         self.model.eval()
-        total = torch.zeros((), device=self.device)
+        total, batches = torch.zeros((), device=self.device), 0
         for starts in self.eval_batches:
-            for first in range(0, len(starts), self.micro_rows):
-                inputs, targets = windows(self.valid_tokens, starts[first:first + self.micro_rows],
-                                          self.model_config.context_length, self.device)
+            for inputs, targets in self._micro_batches(self.valid_tokens, starts):
                 with autocast(self.device, self.amp_dtype):
                     total += cross_entropy(self.forward(inputs), targets)
+                batches += 1
         self.model.train()
-        batches = len(self.eval_batches) * math.ceil(len(self.eval_batches[0]) / self.micro_rows)
         return float(distributed.mean_over_ranks(total / batches, self.ranks))
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -309,13 +307,11 @@ class Trainer:
             prune_checkpoints(self.checkpoint_dir, self.settings["keep_last"])
         return path
 
-    def resume(self) -> bool:
-        """Continue from the latest checkpoint of an unfinished run; False when starting afresh."""
-        saved = checkpoint_files(self.checkpoint_dir)
-        if not saved:
+    def resume(self, latest: tuple[Path, dict] | None) -> bool:
+        """Continue from ``latest`` (``latest_checkpoint()``: path and checkpoint); False when there is none."""
+        if latest is None:
             return False
-        path = saved[-1][1]
-        checkpoint = read_checkpoint(path, map_location=self.device)
+        path, checkpoint = latest
         extra = checkpoint["extra"]
         self._check_compatible(path, extra.get("settings", {}), extra.get("steps"))
         try:
@@ -347,7 +343,7 @@ class Trainer:
         return differing
 
     def latest_checkpoint(self) -> tuple[Path, dict] | None:
-        """(path, extra) of the newest checkpoint, or None."""
+        """(path, checkpoint) of the newest checkpoint, read once (to the CPU), or None."""
         saved = checkpoint_files(self.checkpoint_dir)
         if not saved:
             return None
@@ -442,8 +438,7 @@ class Trainer:
                 "schedule": s["schedule"], "training": {**{k: s[k] for k in training_keys},
                                                         "total_steps": self.steps, "resolved_device": str(self.device),
                                                         "processes": self.ranks.world},
-                "data": {k: str(v) if isinstance(v, Path) else v for k, v in self.data.items()}
-                | {"corpus": s["corpus"]},
+                "data": _plain(self.data) | {"corpus": s["corpus"]},
                 "seed": s["seed"], "git_revision": git_revision(), "versions": package_versions(),
                 "settings": s}
 
@@ -472,6 +467,11 @@ class Trainer:
 
         plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png", title=self.run_name)
         return summary
+
+
+def _plain(data: dict) -> dict:
+    """``data`` with its paths as strings (for JSON)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in data.items()}
 
 
 def _start_wandb(settings: dict, run_name: str) -> Any:
@@ -507,7 +507,7 @@ def train(settings: dict, data: dict, run_dir: str | Path, *, run_name: str | No
     run_dir = Path(run_dir)
     ranks = distributed.ranks_from_env()
     if settings["devices"] > 1 and not ranks.distributed:  # start the processes ourselves
-        job = {"settings": settings, "data": {k: str(v) if isinstance(v, Path) else v for k, v in data.items()},
+        job = {"settings": settings, "data": _plain(data),
                "run_dir": str(run_dir), "run_name": run_name or run_dir.name, "fresh": fresh,
                "replace_finished": replace_finished,
                "threads": max(1, threads // settings["devices"]) if threads else None}  # shared by the processes
@@ -528,16 +528,19 @@ def train(settings: dict, data: dict, run_dir: str | Path, *, run_name: str | No
 def _prepare_and_run(trainer: Trainer, *, fresh: bool, replace_finished: bool,
                      on_step: Callable[[int, dict], None] | None) -> dict:
     """Rank 0 decides what the run folder holds (move aside, already finished); every rank follows."""
-    finished = None
+    finished, latest = None, None
     if trainer.ranks.is_main:
-        if fresh or (replace_finished and _is_stale(trainer)):
+        latest = trainer.latest_checkpoint()
+        if fresh or (replace_finished and _is_stale(trainer, latest)):
             move_aside(trainer.run_dir)
+            latest = None
         else:
-            finished = _finished_summary(trainer)
+            finished = _finished_summary(trainer, latest)
     finished = distributed.from_main(finished, trainer.ranks)
     if finished is not None:
         return finished
-    trainer.resume()
+    # from_main was a collective: rank 0 has moved the old run aside, if it had to, by now.
+    trainer.resume(latest if trainer.ranks.is_main else trainer.latest_checkpoint())
     if trainer.ranks.is_main:
         trainer.write_run_files()
     distributed.barrier(trainer.ranks)
@@ -548,29 +551,26 @@ def _prepare_and_run(trainer: Trainer, *, fresh: bool, replace_finished: bool,
     return trainer.run(on_step=on_step)
 
 
-def _is_stale(trainer: Trainer) -> bool:
-    """Whether the run folder holds a finished run or one written with other settings."""
-    latest = trainer.latest_checkpoint()
+def _is_stale(trainer: Trainer, latest: tuple[Path, dict] | None) -> bool:
+    """Whether ``latest`` is the checkpoint of a finished run or of one with other settings."""
     if latest is None:
         return False
-    path, checkpoint = latest
-    extra = checkpoint["extra"]
-    return (extra.get("steps") == checkpoint["iteration"]
+    extra = latest[1]["extra"]
+    return (extra.get("steps") == latest[1]["iteration"]
             or bool(trainer.differing_settings(extra.get("settings", {}), extra.get("steps"))))
 
 
-def _finished_summary(trainer: Trainer) -> dict | None:
+def _finished_summary(trainer: Trainer, latest: tuple[Path, dict] | None) -> dict | None:
     """For a run that already finished: its summary (final files rewritten if any is missing); else None."""
-    latest = trainer.latest_checkpoint()
     if latest is None or latest[1]["extra"].get("steps") != latest[1]["iteration"]:
         return None
-    path = latest[0]
-    trainer.resume()  # checks the settings match (else: a clear error suggesting --fresh)
+    trainer.resume(latest)  # checks the settings match (else: a clear error suggesting --fresh)
     if all((trainer.run_dir / name).is_file() for name in FINAL_FILES):
         log.info("run %s already finished (%s); nothing to do (--fresh trains it again, moving this one aside)",
-                 trainer.run_name, path)
+                 trainer.run_name, latest[0])
         return read_json(trainer.run_dir / "summary.json")
-    log.info("run %s finished at %s but some final files are missing; writing them again", trainer.run_name, path)
+    log.info("run %s finished at %s but some final files are missing; writing them again", trainer.run_name,
+             latest[0])
     trainer.write_run_files()
     return trainer.finish()
 
