@@ -156,7 +156,7 @@ def encode_planned_shard(plan_path: str | os.PathLike, shard: int, vocab_path: s
     """The map half of pipeline encoding: ids of shard ``shard`` of a shard plan, as a uint16 ``.npy``."""
     from scratchlm.tokenizer.shards import planned_range
 
-    path, start, end = planned_range(plan_path, shard)
+    path, start, end, _ = planned_range(plan_path, shard)  # the tokenizer's special tokens split it
     tokenizer = Tokenizer.from_files(vocab_path, merges_path, list(special_tokens))
     check_fits_uint16(tokenizer, vocab_path)
     ids = encode_range(tokenizer, path, start, end, block_size=int(chunk_mb * 2**20))

@@ -22,7 +22,6 @@ get index entries and heap pushes.
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
@@ -337,7 +336,7 @@ def train_merges(counts: dict[bytes, int], num_merges: int, *,
     """The first ``num_merges`` BPE merges of ``{pre-token bytes: count}`` as (left, right) token ids
     (bytes are 0-255, merge k makes token 256 + k); fewer if every pre-token becomes one token.
 
-    ``on_progress(merges_so_far)`` is called every ``batch`` merges (a progress bar).
+    ``on_progress(merges)`` is called after every ``batch`` merges with how many were made (a progress bar).
     """
     # Flatten with numpy, not a Python loop per word; single-byte pre-tokens have no pairs.
     all_lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
@@ -357,14 +356,7 @@ def train_merges(counts: dict[bytes, int], num_merges: int, *,
                                   merges, done)
         done += made
         if on_progress is not None:
-            on_progress(done)
+            on_progress(made)
         if made == 0:
             break
     return [tuple(pair) for pair in merges[:done].tolist()]
-
-
-def compile_seconds() -> float:
-    """Time to make the compiled core ready (loaded from numba's cache after the first run)."""
-    began = time.perf_counter()
-    train_merges({b"ab": 2, b"abc": 1}, 2)
-    return time.perf_counter() - began

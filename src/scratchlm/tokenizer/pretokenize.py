@@ -43,12 +43,13 @@ def pretokenize(text: str) -> list[str]:
     return ASCII_PRETOKEN_RE.findall(text) if text.isascii() else GPT2_REGEX.findall(text)
 
 
-def special_tokens_regex(special_tokens: Sequence[str]) -> "regex.Pattern[str] | None":
-    """A regex matching any special token, longest first (so overlapping specials work)."""
+def special_tokens_regex(special_tokens: Sequence[AnyStr]) -> "regex.Pattern[AnyStr] | None":
+    """A regex matching any special token (str or bytes), longest first (so overlapping specials work)."""
     if not special_tokens:
         return None
     ordered = sorted(set(special_tokens), key=len, reverse=True)
-    return regex.compile("|".join(regex.escape(token) for token in ordered))
+    bar = "|" if isinstance(ordered[0], str) else b"|"
+    return regex.compile(bar.join(regex.escape(token) for token in ordered))
 
 
 def split_on_special_tokens(text: str, special_tokens: Sequence[str]) -> Iterator[tuple[str, bool]]:
@@ -239,8 +240,7 @@ def count_file_range(path: str | os.PathLike, start: int, end: int, special_toke
     """
     began = time.perf_counter()
     specials = [token.encode("utf-8") for token in special_tokens]
-    split_specials = (re.compile(b"|".join(re.escape(token) for token in sorted(specials, key=len, reverse=True)))
-                      if specials else None)
+    split_specials = special_tokens_regex(specials)
     byte_counts: Counter[bytes] = Counter()
     text_counts: Counter[str] = Counter()
     result = ChunkCounts()

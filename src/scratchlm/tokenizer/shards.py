@@ -54,19 +54,18 @@ def _checked_size(path: str | os.PathLike) -> int:
     return size
 
 
-def planned_range(plan_path: str | os.PathLike, shard: int) -> tuple[str, int, int]:
-    """(input file, start byte, end byte) of shard number ``shard`` of a plan."""
+def planned_range(plan_path: str | os.PathLike, shard: int) -> tuple[str, int, int, list[str]]:
+    """(input file, start byte, end byte, special tokens) of shard number ``shard`` of a plan."""
     plan = json.loads(Path(plan_path).read_text())
     bounds = plan["boundaries"]
     if not 0 <= shard < len(bounds) - 1:
         raise ValueError(f"{plan_path}: shard {shard} out of range (plan has {len(bounds) - 1})")
-    return plan["input"], bounds[shard], bounds[shard + 1]
+    return plan["input"], bounds[shard], bounds[shard + 1], plan["special_tokens"]
 
 
 def write_planned_shard(plan_path: str | os.PathLike, shard: int, output: str | os.PathLike) -> ChunkCounts:
     """Count the pre-tokens of shard number ``shard`` of a plan into ``output`` (Parquet)."""
-    path, start, end = planned_range(plan_path, shard)
-    special_tokens = json.loads(Path(plan_path).read_text())["special_tokens"]
+    path, start, end, special_tokens = planned_range(plan_path, shard)
     return write_shard(path, output, start=start, end=end, special_tokens=special_tokens)
 
 

@@ -138,13 +138,7 @@ def train_from_counts(counts: PretokenCounts, vocab_size: int, special_tokens: S
         if _use_numba(engine):
             from scratchlm.tokenizer.fast_merge import train_merges
 
-            done = [0]
-
-            def advance(total: int) -> None:
-                progress.update(total - done[0])
-                done[0] = total
-
-            pairs = train_merges(counts, num_merges, on_progress=advance)
+            pairs = train_merges(counts, num_merges, on_progress=progress.update)
         else:
             pairs = _merge_in_python(counts, num_merges, progress)
     # Internal ids: byte b is b, merge k is 256 + k; shifted past the specials at the end.
