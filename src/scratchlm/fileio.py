@@ -66,10 +66,14 @@ def _make_folder(folder: Path) -> None:
         raise OutputError(f"{error.filename or folder}: cannot create output folder ({error.strerror})") from None
 
 
+def _host_tag() -> str:
+    """This host's name as it appears in temporary file names (no dots: they separate fields)."""
+    return socket.gethostname().replace(".", "_") or "host"
+
+
 def _temp_prefix(final: Path) -> str:
     """``.{name}.{host}.{pid}.``: whose temporary it is, so stale ones can be told from live ones."""
-    host = socket.gethostname().replace(".", "_") or "host"
-    return f".{final.name}.{host}.{os.getpid()}."
+    return f".{final.name}.{_host_tag()}.{os.getpid()}."
 
 
 def remove_stale_temporaries(final: str | os.PathLike) -> list[Path]:
@@ -77,8 +81,7 @@ def remove_stale_temporaries(final: str | os.PathLike) -> list[Path]:
 
     Temporaries of live processes, and of other hosts (a shared file system), are left alone.
     """
-    final = Path(final)
-    host = socket.gethostname().replace(".", "_") or "host"
+    final, host = Path(final), _host_tag()
     removed = []
     for candidate in final.parent.glob(f".{glob.escape(final.name)}.{glob.escape(host)}.*.tmp"):
         pid_text = candidate.name[len(f".{final.name}.{host}."):].split(".", 1)[0]

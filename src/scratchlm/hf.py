@@ -161,7 +161,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     model, tokenizer, meta = load_run(run_dir, device="cpu")
-    eos = tokenizer.token_id(tokenizer.special_tokens[0]) if tokenizer.special_tokens else None
+    eos = tokenizer.eot_token
     config = llama_config(model.config, eos_token_id=eos)  # refuses non-Llama runs first
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -182,7 +182,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
 def _write_tokenizer_files(tokenizer, folder: Path, *, context_length: int) -> None:
     save_hf_tokenizer(tokenizer.vocab, tokenizer.merges, folder / "tokenizer.json",
                       special_tokens=tokenizer.special_tokens)
-    eos = tokenizer.special_tokens[0] if tokenizer.special_tokens else None
+    eos = tokenizer.separator
     special = {"bos_token": eos, "eos_token": eos} if eos else {}
     write_json(folder / "special_tokens_map.json", special)
     write_json(folder / "tokenizer_config.json", {

@@ -185,10 +185,9 @@ def check_settings(settings: dict) -> None:
 
 
 def _check_optimizer(opt: dict) -> None:
-    for key, low, high, closed in (("lr", 0, math.inf, False), ("eps", 0, math.inf, False),
-                                   ("weight_decay", 0, math.inf, True)):
-        if not (low <= opt[key] < high and (closed or opt[key] > low)):
-            raise ValueError(f"training setting 'optimizer.{key}' must be {'>=' if closed else '>'} {low}, "
+    for key, positive in (("lr", True), ("eps", True), ("weight_decay", False)):
+        if not (opt[key] > 0 if positive else opt[key] >= 0):
+            raise ValueError(f"training setting 'optimizer.{key}' must be {'>' if positive else '>='} 0, "
                              f"got {opt[key]!r}")
     betas = opt["betas"]
     if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):

@@ -62,7 +62,6 @@ def windows(x: npt.ArrayLike, starts: np.ndarray, context_length: int,
     return tokens[:, :-1], tokens[:, 1:]
 
 
-
 def token_counts(tokens: np.ndarray, vocab_size: int, *, name: str) -> np.ndarray:
     """Occurrences of each id in ``tokens`` (counted in chunks); ValueError naming ``name`` for an id
     outside [0, vocab_size). Ids are range-checked before counting, so no allocation grows with an id."""

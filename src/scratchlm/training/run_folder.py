@@ -31,7 +31,6 @@ REPLACED_DIR = "replaced"  # earlier runs moved aside by --fresh (or a changed p
 FINAL_FILES = ("model.pt", "model.json", "summary.json", "metrics.jsonl", "curves.png", "config.json")
 
 
-
 def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
     """(step, path) of the checkpoints in ``folder``, oldest first."""
     found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := CHECKPOINT_PATTERN.fullmatch(p.name))]
