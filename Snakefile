@@ -16,11 +16,10 @@ include: "workflow/rules/encode.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/export.smk"
-# Keep reports.smk the LAST include: its profile/index rules depend on every target above.
 include: "workflow/rules/reports.smk"
 
 
 rule all:
     input:
-        ALL_TARGETS,
+        get_final_output(),
     default_target: True

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from scratchlm.fileio import atomic_open
+from scratchlm.layout import Layout, RunFiles
 from scratchlm.nn.functional import cross_entropy, softmax
 from scratchlm.nn.model import TransformerLM
 from scratchlm.progress import progress_bar
@@ -246,7 +247,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto",
 
     model, meta = load_trained_model(run_dir, device=select_device(device))
     if not (meta.get("vocab") and meta.get("merges")):
-        raise ValueError(f"{Path(run_dir) / 'model.json'} names no tokenizer files (keys 'vocab' and 'merges')")
+        raise ValueError(f"{RunFiles(run_dir).meta} names no tokenizer files (keys 'vocab' and 'merges')")
     vocab, merges = (tokenizer_file(run_dir, meta[key]) for key in ("vocab", "merges"))
     if special_tokens is None:
         special_tokens = meta.get("special_tokens") or [END_OF_TEXT]
@@ -343,7 +344,7 @@ def check_prompts(prompts: Sequence[str]) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     check_sampling(args.temperature, args.top_p)  # before the (slow) model load
     check_prompts(args.prompt)
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.results_dir) / "runs" / args.run
+    run_dir = args.run_dir or Layout(args.results_dir).run_dir(args.run)
     model, tokenizer, _ = load_run(run_dir, device=args.device, special_tokens=args.special_tokens)
     completions = generate_batch(model, tokenizer, args.prompt, args.max_new_tokens,
                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from scratchlm.fileio import read_json, require_file, write_json
+from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.model import RMS_NORM_EPS
 from scratchlm.tokenizer.serialization import load_hf_tokenizer, save_hf_tokenizer, save_pickle
@@ -204,7 +205,7 @@ def _replace_folder(staging: Path, out_dir: Path) -> None:
 
 def model_card(run_dir: Path, meta: dict, model: TransformerLM) -> str:
     """A short README.md: what was trained on what, how far, and how to load it."""
-    summary_path = run_dir / "summary.json"
+    summary_path = RunFiles(run_dir).summary
     summary = read_json(summary_path) if summary_path.is_file() else {}
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -250,12 +251,13 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path) -> Path:
     if max(vocab) >= config.vocab_size:
         raise ValueError(f"{hf_dir / 'tokenizer.json'}: token id {max(vocab)} >= the model's vocab_size "
                          f"{config.vocab_size}")
-    save_pickle(vocab, run_dir / "vocab.pkl")
-    save_pickle(merges, run_dir / "merges.pkl")
-    save_checkpoint(model, None, 0, run_dir / "model.pt", extra={"imported_from": str(hf_dir)})
-    write_json(run_dir / "model.json", {"model": config.to_dict(), "corpus": None, "step": 0, "val_loss": None,
-                                        "vocab": "vocab.pkl", "merges": "merges.pkl", "special_tokens": specials,
-                                        "imported_from": str(hf_dir)})
+    files = RunFiles(run_dir)
+    save_pickle(vocab, files.vocab)
+    save_pickle(merges, files.merges)
+    save_checkpoint(model, None, 0, files.model, extra={"imported_from": str(hf_dir)})
+    write_json(files.meta, {"model": config.to_dict(), "corpus": None, "step": 0, "val_loss": None,
+                            "vocab": files.vocab.name, "merges": files.merges.name, "special_tokens": specials,
+                            "imported_from": str(hf_dir)})
     log.info("imported %s -> %s", hf_dir, run_dir)
     return run_dir
 

@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from scratchlm.fileio import LockedError
+from scratchlm.layout import Layout
 from scratchlm.profiling import ProcessTreeMonitor
-
-PROFILE_DIR = Path("results/profiles")
 
 
 def profile_path(rule: str, wildcards: dict[str, str]) -> Path:
     """``results/profiles/<rule>/<wildcard values joined by _>.json`` (``all`` without wildcards)."""
-    name = "_".join(str(value) for value in wildcards.values()) or "all"
-    return PROFILE_DIR / rule / f"{name}.json"
+    return Path(Layout().profile(rule, "_".join(str(value) for value in wildcards.values()) or "all"))
 
 
 # Errors of the user's making (bad input, config, files, a busy run folder): one line, no traceback.

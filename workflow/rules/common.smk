@@ -1,11 +1,14 @@
-# Shared helpers used by the stage files: config validation, code dependencies, target list.
+# Shared helpers used by the stage files: config validation, the results layout, resolved run
+# settings, code dependencies, and get_final_output() (what `snakemake` builds by default).
 import re
 from pathlib import Path
 
 from snakemake.utils import validate
 
 from scratchlm.code_inputs import code_inputs
+from scratchlm.layout import SPLITS, Layout
 from scratchlm.tokenizer.shards import num_planned_shards
+from scratchlm.training.config import resolve_run
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -23,10 +26,10 @@ def check_targets():
 
 check_targets()
 
-RESULTS = "results"
+LAYOUT = Layout()
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
-# Each rule file appends the outputs that `snakemake` (rule all) should build.
-ALL_TARGETS = []
+# Resolved once at startup, so a bad run entry fails now with a clear message, not hours later.
+RUN_SETTINGS = {run: resolve_run(config, run) for run in config["runs"]}
 
 
 def script_code(script):
@@ -76,3 +79,34 @@ def name_pattern(names):
     """A wildcard constraint that matches exactly the given names."""
     return "|".join(re.escape(name) for name in names) or "(?!)"
 
+
+
+def run_corpus(wildcards):
+    """The corpus a run trains on."""
+    return RUN_SETTINGS[wildcards.run]["corpus"]
+
+
+def stage_outputs():
+    """Everything the stages build for the configured targets (the reports summarise these).
+    Called once every rule exists (by rule all and by input functions)."""
+    corpora, runs = target_corpora(), target_runs()
+    exported = [run for run in runs if RUN_SETTINGS[run]["hf_export"]]
+    return [
+        *expand(LAYOUT.corpus_text("{corpus}", "{split}"), corpus=corpora, split=SPLITS),
+        *expand(rules.train_bpe.output, corpus=corpora),
+        *expand(rules.encode.output, corpus=corpora, split=SPLITS),
+        *rules.tokenizer_report.output,
+        *expand(rules.train.output, run=runs),
+        *expand(rules.generate.output, run=runs),
+        *expand(rules.export_hf.output, run=exported),
+    ]
+
+
+def report_outputs():
+    """The reports that summarise the stages (the training report needs at least one run)."""
+    return [*rules.accounting.output, *(rules.training_report.output if target_runs() else [])]
+
+
+def get_final_output():
+    """What `snakemake` builds without a target: every stage output, report, profile and the index."""
+    return stage_outputs() + report_outputs() + [*rules.profile_report.output, *rules.index.output]

@@ -11,7 +11,7 @@ localrules:
 
 rule demo_corpus:
     output:
-        f"{RESULTS}/data/{{corpus}}_{{split}}.txt",
+        LAYOUT.corpus_text("{corpus}", "{split}"),
     params:
         seed=lambda wc: corpus_config(wc.corpus)["generator"]["seed"],
         size_mb=lambda wc: corpus_config(wc.corpus)["generator"][f"{wc.split}_mb"],
@@ -19,9 +19,9 @@ rule demo_corpus:
     input:
         code=script_code("demo_corpus.py"),
     log:
-        f"{RESULTS}/logs/demo_corpus/{{corpus}}_{{split}}.log",
+        LAYOUT.log("demo_corpus", "{corpus}_{split}"),
     benchmark:
-        f"{RESULTS}/benchmarks/demo_corpus/{{corpus}}_{{split}}.tsv"
+        LAYOUT.benchmark("demo_corpus", "{corpus}_{split}")
     wildcard_constraints:
         corpus=name_pattern(generated_corpora()),
         split="train|valid",
@@ -31,7 +31,7 @@ rule demo_corpus:
 
 rule download:
     output:
-        f"{RESULTS}/data/{{corpus}}_{{split}}.txt",
+        LAYOUT.corpus_text("{corpus}", "{split}"),
     params:
         url=lambda wc: corpus_config(wc.corpus)[wc.split]["url"],
         sha256=lambda wc: corpus_config(wc.corpus)[wc.split].get("sha256"),
@@ -42,16 +42,11 @@ rule download:
     input:
         code=script_code("download.py"),
     log:
-        f"{RESULTS}/logs/download/{{corpus}}_{{split}}.log",
+        LAYOUT.log("download", "{corpus}_{split}"),
     benchmark:
-        f"{RESULTS}/benchmarks/download/{{corpus}}_{{split}}.tsv"
+        LAYOUT.benchmark("download", "{corpus}_{split}")
     wildcard_constraints:
         corpus=name_pattern(downloaded_corpora()),
         split="train|valid",
     script:
         "../scripts/download.py"
-
-
-ALL_TARGETS.extend(
-    expand(f"{RESULTS}/data/{{corpus}}_{{split}}.txt", corpus=target_corpora(), split=["train", "valid"])
-)

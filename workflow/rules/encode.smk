@@ -8,21 +8,21 @@
 # documents.
 rule encode_shard:
     output:
-        temp(f"{RESULTS}/shards/{{corpus}}/{{split}}/{{shard}}.npy"),
+        temp(LAYOUT.shard_ids("{corpus}", "{split}", "{shard}")),
     input:
-        plan=f"{RESULTS}/shards/{{corpus}}/{{split}}/plan.json",
-        text=f"{RESULTS}/data/{{corpus}}_{{split}}.txt",
-        vocab=f"{RESULTS}/{{corpus}}_vocab.pkl",
-        merges=f"{RESULTS}/{{corpus}}_merges.pkl",
+        plan=LAYOUT.shard_plan("{corpus}", "{split}"),
+        text=LAYOUT.corpus_text("{corpus}", "{split}"),
+        vocab=LAYOUT.vocab_pkl("{corpus}"),
+        merges=LAYOUT.merges_pkl("{corpus}"),
         code=script_code("encode_shard.py"),
     params:
         special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
         chunk_mb=config["encode"]["chunk_mb"],
     threads: 1
     log:
-        f"{RESULTS}/logs/encode_shard/{{corpus}}_{{split}}_{{shard}}.log",
+        LAYOUT.log("encode_shard", "{corpus}_{split}_{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/encode_shard/{{corpus}}_{{split}}_{{shard}}.tsv"
+        LAYOUT.benchmark("encode_shard", "{corpus}_{split}_{shard}")
     wildcard_constraints:
         corpus=name_pattern(list(config["corpora"])),
         split="train|valid",
@@ -33,14 +33,14 @@ rule encode_shard:
 
 rule encode:
     output:
-        f"{RESULTS}/{{corpus}}_{{split}}.npy",
+        LAYOUT.ids("{corpus}", "{split}"),
     input:
-        parts=planned_shards(f"{RESULTS}/shards/{{corpus}}/{{split}}/{{shard}}.npy"),
+        parts=planned_shards(LAYOUT.shard_ids("{corpus}", "{split}", "{shard}")),
         code=script_code("encode.py"),
     log:
-        f"{RESULTS}/logs/encode/{{corpus}}_{{split}}.log",
+        LAYOUT.log("encode", "{corpus}_{split}"),
     benchmark:
-        f"{RESULTS}/benchmarks/encode/{{corpus}}_{{split}}.tsv"
+        LAYOUT.benchmark("encode", "{corpus}_{split}")
     wildcard_constraints:
         corpus=name_pattern(list(config["corpora"])),
         split="train|valid",
@@ -50,13 +50,13 @@ rule encode:
 
 rule tokenizer_report:
     output:
-        markdown=f"{RESULTS}/reports/tokenizer.md",
-        json=f"{RESULTS}/reports/tokenizer.json",
+        markdown=LAYOUT.report("tokenizer.md"),
+        json=LAYOUT.report("tokenizer.json"),
     input:
-        vocab=expand(f"{RESULTS}/{{corpus}}_vocab.pkl", corpus=target_corpora()),
-        merges=expand(f"{RESULTS}/{{corpus}}_merges.pkl", corpus=target_corpora()),
-        valid=expand(f"{RESULTS}/data/{{corpus}}_valid.txt", corpus=target_corpora()),
-        encoded=expand(f"{RESULTS}/{{corpus}}_{{split}}.npy", corpus=target_corpora(), split=["train", "valid"]),
+        vocab=expand(LAYOUT.vocab_pkl("{corpus}"), corpus=target_corpora()),
+        merges=expand(LAYOUT.merges_pkl("{corpus}"), corpus=target_corpora()),
+        valid=expand(LAYOUT.corpus_text("{corpus}", "valid"), corpus=target_corpora()),
+        encoded=expand(LAYOUT.ids("{corpus}", "{split}"), corpus=target_corpora(), split=["train", "valid"]),
         code=script_code("tokenizer_report.py"),
     params:
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.markdown)),
@@ -66,14 +66,8 @@ rule tokenizer_report:
         workers=config["encode"]["workers"],
         seed=config["encode"]["report_seed"],
     log:
-        f"{RESULTS}/logs/tokenizer_report/all.log",
+        LAYOUT.log("tokenizer_report", "all"),
     benchmark:
-        f"{RESULTS}/benchmarks/tokenizer_report/all.tsv"
+        LAYOUT.benchmark("tokenizer_report", "all")
     script:
         "../scripts/tokenizer_report.py"
-
-
-ALL_TARGETS.extend(
-    expand(f"{RESULTS}/{{corpus}}_{{split}}.npy", corpus=target_corpora(), split=["train", "valid"])
-    + rules.tokenizer_report.output
-)

@@ -5,24 +5,21 @@
 
 rule export_hf:
     output:
-        directory(f"{RESULTS}/runs/{{run}}/hf"),
+        directory(LAYOUT.run_file("{run}", "hf")),
     input:
-        model=f"{RESULTS}/runs/{{run}}/model.pt",
-        meta=f"{RESULTS}/runs/{{run}}/model.json",
-        summary=f"{RESULTS}/runs/{{run}}/summary.json",
-        vocab=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_vocab.pkl",
-        merges=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_merges.pkl",
+        model=LAYOUT.run_file("{run}", "model.pt"),
+        meta=LAYOUT.run_file("{run}", "model.json"),
+        summary=LAYOUT.run_file("{run}", "summary.json"),
+        vocab=lambda wc: LAYOUT.vocab_pkl(run_corpus(wc)),
+        merges=lambda wc: LAYOUT.merges_pkl(run_corpus(wc)),
         code=script_code("export_hf.py"),
     params:
-        run_dir=lambda wc: f"{RESULTS}/runs/{wc.run}",
+        run_dir=lambda wc: LAYOUT.run_dir(wc.run),
     log:
-        f"{RESULTS}/logs/export_hf/{{run}}.log",
+        LAYOUT.log("export_hf", "{run}"),
     benchmark:
-        f"{RESULTS}/benchmarks/export_hf/{{run}}.tsv"
+        LAYOUT.benchmark("export_hf", "{run}")
     wildcard_constraints:
         run=name_pattern(list(config["runs"])),
     script:
         "../scripts/export_hf.py"
-
-
-ALL_TARGETS.extend(expand(f"{RESULTS}/runs/{{run}}/hf", run=[r for r in target_runs() if RUN_SETTINGS[r]["hf_export"]]))

@@ -5,18 +5,18 @@
 
 rule generate:
     output:
-        f"{RESULTS}/runs/{{run}}/samples.md",
+        LAYOUT.run_file("{run}", "samples.md"),
     input:
-        model=f"{RESULTS}/runs/{{run}}/model.pt",
-        meta=f"{RESULTS}/runs/{{run}}/model.json",
-        valid=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_valid.npy",
-        vocab=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_vocab.pkl",
-        merges=lambda wc: f"{RESULTS}/{RUN_SETTINGS[wc.run]['corpus']}_merges.pkl",
+        model=LAYOUT.run_file("{run}", "model.pt"),
+        meta=LAYOUT.run_file("{run}", "model.json"),
+        valid=lambda wc: LAYOUT.ids(run_corpus(wc), "valid"),
+        vocab=lambda wc: LAYOUT.vocab_pkl(run_corpus(wc)),
+        merges=lambda wc: LAYOUT.merges_pkl(run_corpus(wc)),
         code=script_code("generate.py"),
     params:
-        run_dir=lambda wc: f"{RESULTS}/runs/{wc.run}",
+        run_dir=lambda wc: LAYOUT.run_dir(wc.run),
         generation=config["generation"],
-        special_tokens=lambda wc: corpus_config(RUN_SETTINGS[wc.run]["corpus"])["special_tokens"],
+        special_tokens=lambda wc: corpus_config(run_corpus(wc))["special_tokens"],
         # Sample on the device the run trained on (auto: the GPU where there is one).
         device=lambda wc: RUN_SETTINGS[wc.run]["device"],
     threads: 4
@@ -24,13 +24,10 @@ rule generate:
     resources:
         gpu=lambda wc: 0 if RUN_SETTINGS[wc.run]["device"] == "cpu" else 1,
     log:
-        f"{RESULTS}/logs/generate/{{run}}.log",
+        LAYOUT.log("generate", "{run}"),
     benchmark:
-        f"{RESULTS}/benchmarks/generate/{{run}}.tsv"
+        LAYOUT.benchmark("generate", "{run}")
     wildcard_constraints:
         run=name_pattern(list(config["runs"])),
     script:
         "../scripts/generate.py"
-
-
-ALL_TARGETS.extend(expand(f"{RESULTS}/runs/{{run}}/samples.md", run=target_runs()))

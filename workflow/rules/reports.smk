@@ -1,15 +1,8 @@
 # Reports: resource accounting (from model configurations alone), training (from the runs),
 # pipeline profile (from every other job's benchmark and profile) and results/index.md.
-# This file is included LAST: the profile and index rules take every target collected in
-# ALL_TARGETS so far as inputs, so they run after all other jobs have recorded their costs.
+# The profile and index rules take every stage output (common.smk's stage_outputs) as inputs,
+# so they run after all other jobs have recorded their costs.
 import os
-
-
-REPORTS = f"{RESULTS}/reports"
-# Everything the other stages build, before the reports below are added.
-PIPELINE_TARGETS = [str(target) for target in ALL_TARGETS]
-# Run-folder outputs other stages put in ALL_TARGETS (samples.md, ...), linked by the training report.
-RUN_FILES = [target for target in PIPELINE_TARGETS if target.startswith(f"{RESULTS}/runs/")]
 
 
 # Seconds of CPU each: on a cluster, run them on the submit node instead of queueing them.
@@ -24,72 +17,67 @@ rule accounting:
     input:
         code=script_code("accounting.py"),
     output:
-        markdown=f"{REPORTS}/accounting.md",
-        json=f"{REPORTS}/accounting.json",
-        plot=report(f"{REPORTS}/accounting.png", category="Accounting"),
+        markdown=LAYOUT.report("accounting.md"),
+        json=LAYOUT.report("accounting.json"),
+        plot=report(LAYOUT.report("accounting.png"), category="Accounting"),
     log:
-        f"{RESULTS}/logs/accounting/all.log",
+        LAYOUT.log("accounting", "all"),
     benchmark:
-        f"{RESULTS}/benchmarks/accounting/all.tsv"
+        LAYOUT.benchmark("accounting", "all")
     script:
         "../scripts/accounting.py"
 
 
 rule training_report:
     input:
-        summaries=expand(f"{RESULTS}/runs/{{run}}/summary.json", run=target_runs()),
-        run_files=RUN_FILES,
+        summaries=expand(LAYOUT.run_file("{run}", "summary.json"), run=target_runs()),
+        # Linked by the report (curves.png comes with summary.json).
+        samples=lambda wc: expand(rules.generate.output, run=target_runs()),
         code=script_code("training_report.py"),
     output:
-        markdown=f"{REPORTS}/training.md",
-        plot=report(f"{REPORTS}/training.png", category="Training"),
+        markdown=LAYOUT.report("training.md"),
+        plot=report(LAYOUT.report("training.png"), category="Training"),
     params:
         runs=lambda wildcards, input: [os.path.dirname(path) for path in input.summaries],
     log:
-        f"{RESULTS}/logs/training_report/all.log",
+        LAYOUT.log("training_report", "all"),
     benchmark:
-        f"{RESULTS}/benchmarks/training_report/all.tsv"
+        LAYOUT.benchmark("training_report", "all")
     script:
         "../scripts/training_report.py"
-
-
-# The training report needs at least one run.
-REPORT_TARGETS = rules.accounting.output + (rules.training_report.output if target_runs() else [])
 
 
 rule profile_report:
     input:
         # Not read: waiting for every other job makes its benchmark part of this report.
-        done=PIPELINE_TARGETS + REPORT_TARGETS,
+        done=lambda wc: stage_outputs() + report_outputs(),
         code=script_code("profile_report.py"),
     output:
-        markdown=f"{REPORTS}/profile.md",
-        plot=report(f"{REPORTS}/profile.png", category="Pipeline profile"),
+        markdown=LAYOUT.report("profile.md"),
+        plot=report(LAYOUT.report("profile.png"), category="Pipeline profile"),
     params:
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.markdown)),
         exclude=["profile_report", "index"],  # they finish after this report
     log:
-        f"{RESULTS}/logs/profile_report/all.log",
+        LAYOUT.log("profile_report", "all"),
     benchmark:
-        f"{RESULTS}/benchmarks/profile_report/all.tsv"
+        LAYOUT.benchmark("profile_report", "all")
     script:
         "../scripts/profile_report.py"
 
 
 rule index:
     input:
-        done=PIPELINE_TARGETS + REPORT_TARGETS + rules.profile_report.output,
+        done=lambda wc: stage_outputs() + report_outputs() + rules.profile_report.output,
         code=script_code("index.py"),
     output:
-        f"{RESULTS}/index.md",
+        LAYOUT.index(),
     params:
         results=lambda wildcards, output: os.path.dirname(output[0]),
     log:
-        f"{RESULTS}/logs/index/all.log",
+        LAYOUT.log("index", "all"),
     benchmark:
-        f"{RESULTS}/benchmarks/index/all.tsv"
+        LAYOUT.benchmark("index", "all")
     script:
         "../scripts/index.py"
 
-
-ALL_TARGETS.extend(REPORT_TARGETS + rules.profile_report.output + rules.index.output)

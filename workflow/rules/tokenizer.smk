@@ -15,17 +15,17 @@
 
 checkpoint plan_shards:
     input:
-        text=f"{RESULTS}/data/{{corpus}}_{{split}}.txt",
+        text=LAYOUT.corpus_text("{corpus}", "{split}"),
         code=script_code("plan_shards.py"),
     output:
-        f"{RESULTS}/shards/{{corpus}}/{{split}}/plan.json",
+        LAYOUT.shard_plan("{corpus}", "{split}"),
     params:
         shard_mb=config["bpe"]["shard_mb"],
         special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
     log:
-        f"{RESULTS}/logs/plan_shards/{{corpus}}_{{split}}.log",
+        LAYOUT.log("plan_shards", "{corpus}_{split}"),
     benchmark:
-        f"{RESULTS}/benchmarks/plan_shards/{{corpus}}_{{split}}.tsv"
+        LAYOUT.benchmark("plan_shards", "{corpus}_{split}")
     wildcard_constraints:
         split="train|valid",
     script:
@@ -34,15 +34,15 @@ checkpoint plan_shards:
 
 rule pretokenize_shard:
     input:
-        plan=f"{RESULTS}/shards/{{corpus}}/train/plan.json",
-        text=f"{RESULTS}/data/{{corpus}}_train.txt",
+        plan=LAYOUT.shard_plan("{corpus}", "train"),
+        text=LAYOUT.corpus_text("{corpus}", "train"),
         code=script_code("pretokenize.py"),
     output:
-        temp(f"{RESULTS}/shards/{{corpus}}/train/{{shard}}.parquet"),
+        temp(LAYOUT.shard_counts("{corpus}", "{shard}")),
     log:
-        f"{RESULTS}/logs/pretokenize_shard/{{corpus}}_{{shard}}.log",
+        LAYOUT.log("pretokenize_shard", "{corpus}_{shard}"),
     benchmark:
-        f"{RESULTS}/benchmarks/pretokenize_shard/{{corpus}}_{{shard}}.tsv"
+        LAYOUT.benchmark("pretokenize_shard", "{corpus}_{shard}")
     wildcard_constraints:
         shard=r"\d+",
     threads: 1
@@ -52,32 +52,23 @@ rule pretokenize_shard:
 
 rule train_bpe:
     input:
-        shards=planned_shards(f"{RESULTS}/shards/{{corpus}}/train/{{shard}}.parquet"),
+        shards=planned_shards(LAYOUT.shard_counts("{corpus}", "{shard}")),
         code=script_code("train_bpe.py"),
     output:
-        vocab_pkl=f"{RESULTS}/{{corpus}}_vocab.pkl",
-        merges_pkl=f"{RESULTS}/{{corpus}}_merges.pkl",
-        vocab_json=f"{RESULTS}/tokenizers/{{corpus}}-vocab.json",
-        merges_txt=f"{RESULTS}/tokenizers/{{corpus}}-merges.txt",
-        tokenizer_json=f"{RESULTS}/tokenizers/{{corpus}}/tokenizer.json",
-        summary_json=f"{RESULTS}/tokenizers/{{corpus}}_summary.json",
+        vocab_pkl=LAYOUT.vocab_pkl("{corpus}"),
+        merges_pkl=LAYOUT.merges_pkl("{corpus}"),
+        vocab_json=LAYOUT.vocab_json("{corpus}"),
+        merges_txt=LAYOUT.merges_txt("{corpus}"),
+        tokenizer_json=LAYOUT.hf_tokenizer("{corpus}"),
+        summary_json=LAYOUT.tokenizer_summary("{corpus}"),
     params:
         vocab_size=lambda wc: corpus_config(wc.corpus)["vocab_size"],
         special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
     log:
-        f"{RESULTS}/logs/train_bpe/{{corpus}}.log",
+        LAYOUT.log("train_bpe", "{corpus}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train_bpe/{{corpus}}.tsv"
+        LAYOUT.benchmark("train_bpe", "{corpus}")
     # The merge loop is sequential: one core.
     threads: 1
     script:
         "../scripts/train_bpe.py"
-
-
-ALL_TARGETS.extend(
-    expand(
-        [f"{RESULTS}/{{corpus}}_vocab.pkl", f"{RESULTS}/{{corpus}}_merges.pkl",
-         f"{RESULTS}/tokenizers/{{corpus}}_summary.json"],
-        corpus=target_corpora(),
-    )
-)

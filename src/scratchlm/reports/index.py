@@ -10,14 +10,15 @@ import argparse
 from pathlib import Path
 
 from scratchlm.fileio import atomic_open, read_json
+from scratchlm.layout import Layout, RunFiles
 from scratchlm.reports import markdown_table, relative_link
 
-# (file under results/, title, what it shows)
+# (report file, title, what it shows)
 REPORTS = (
-    ("reports/tokenizer.md", "Tokenizer", "compression ratio, vocabulary, throughput of each trained tokenizer"),
-    ("reports/training.md", "Training", "validation loss, tokens/s and MFU of every run, learning curves"),
-    ("reports/accounting.md", "Resource accounting", "parameters, FLOPs and AdamW memory of GPT-2-sized models"),
-    ("reports/profile.md", "Pipeline profile", "wall time, CPU time and peak RSS of every pipeline stage"),
+    ("tokenizer.md", "Tokenizer", "compression ratio, vocabulary, throughput of each trained tokenizer"),
+    ("training.md", "Training", "validation loss, tokens/s and MFU of every run, learning curves"),
+    ("accounting.md", "Resource accounting", "parameters, FLOPs and AdamW memory of GPT-2-sized models"),
+    ("profile.md", "Pipeline profile", "wall time, CPU time and peak RSS of every pipeline stage"),
 )
 
 
@@ -25,61 +26,60 @@ def _link(text: str, target: Path, index_path: Path) -> str:
     return f"[{text}]({relative_link(target, index_path)})"
 
 
-def _reports_section(results: Path, index_path: Path) -> list[str]:
+def _reports_section(layout: Layout, index_path: Path) -> list[str]:
     lines = ["## Reports", ""]
     for name, title, what in REPORTS:
-        path = results / name
+        path = Path(layout.report(name))
         lines.append(f"- {_link(title, path, index_path)}: {what}" if path.is_file()
                      else f"- {title}: not built yet (`{path}`)")
     return lines + [""]
 
 
 def _run_row(run_dir: Path, index_path: Path) -> list[str]:
-    summary_path = run_dir / "summary.json"
-    summary = read_json(summary_path) if summary_path.is_file() else {}
+    run = RunFiles(run_dir)
+    summary = read_json(run.summary) if run.summary.is_file() else {}
     loss = summary.get("final_val_loss")
-    files = [(run_dir / "curves.png", "curves"), (run_dir / "samples.md", "samples"),
-             (run_dir / "metrics.jsonl", "metrics"), (run_dir / "config.json", "config")]
+    files = [(run.curves, "curves"), (run.samples, "samples"), (run.metrics, "metrics"), (run.config, "config")]
     links = " · ".join(_link(label, path, index_path) for path, label in files if path.is_file())
     status = "finished" if summary else "not finished"
     return [f"[{run_dir.name}]({relative_link(run_dir, index_path)}/)", summary.get("corpus", "n/a"),
             "n/a" if loss is None else f"{loss:.4f}", f"{summary.get('steps', 0):,}", status, links or "none"]
 
 
-def _runs_section(results: Path, index_path: Path) -> list[str]:
-    run_dirs = sorted(path for path in (results / "runs").glob("*") if path.is_dir())
+def _runs_section(layout: Layout, index_path: Path) -> list[str]:
+    run_dirs = sorted(path for path in Path(layout.runs_dir()).glob("*") if path.is_dir())
     if not run_dirs:
         return ["## Runs", "", "No training runs yet.", ""]
     rows = [_run_row(path, index_path) for path in run_dirs]
     lines = ["## Runs", "", *markdown_table(["run", "corpus", "final val loss", "steps", "status", "files"], rows), ""]
-    plot = results / "reports" / "training.png"
+    plot = Path(layout.report("training.png"))
     if plot.is_file():
         lines += [f"![validation loss of every run]({relative_link(plot, index_path)})", ""]
     return lines
 
 
-def _tokenizers_section(results: Path, index_path: Path) -> list[str]:
-    vocabs = sorted((results / "tokenizers").glob("*-vocab.json"))
-    if not vocabs:
+def _tokenizers_section(layout: Layout, index_path: Path) -> list[str]:
+    corpora = layout.trained_tokenizers()
+    if not corpora:
         return []
     rows = []
-    for vocab in vocabs:
-        corpus = vocab.name.removesuffix("-vocab.json")
-        files = [(vocab, "vocab.json"), (vocab.with_name(f"{corpus}-merges.txt"), "merges.txt"),
-                 (vocab.with_name(f"{corpus}_summary.json"), "summary")]
-        rows.append([corpus, " · ".join(_link(label, path, index_path) for path, label in files if path.is_file())])
+    for corpus in corpora:
+        files = [(layout.vocab_json(corpus), "vocab.json"), (layout.merges_txt(corpus), "merges.txt"),
+                 (layout.hf_tokenizer(corpus), "tokenizer.json"), (layout.tokenizer_summary(corpus), "summary")]
+        rows.append([corpus, " · ".join(_link(label, Path(path), index_path) for path, label in files
+                                        if Path(path).is_file())])
     return ["## Tokenizers (GPT-2 vocab.json / merges.txt format)", "", *markdown_table(["corpus", "files"], rows), ""]
 
 
 def render_index(results_dir: str | Path, index_path: str | Path) -> str:
     """The index page for ``results_dir``, with links relative to ``index_path``."""
-    results, index_path = Path(results_dir), Path(index_path)
+    layout, index_path = Layout(str(results_dir)), Path(index_path)
     lines = ["# scratchlm results", "",
              "Everything the pipeline produced, one click away. Rebuild with `snakemake` (or `make demo`); "
              "`snakemake --report results/report.html` adds Snakemake's own HTML report of the jobs.", ""]
-    lines += _reports_section(results, index_path) + _runs_section(results, index_path)
-    lines += _tokenizers_section(results, index_path)
-    logs = results / "logs"
+    lines += _reports_section(layout, index_path) + _runs_section(layout, index_path)
+    lines += _tokenizers_section(layout, index_path)
+    logs = Path(layout.logs_dir())
     if logs.is_dir():
         lines += ["## Logs", "", f"Each job's log is under {_link('logs/', logs, index_path)} "
                   "(`<rule>/<wildcards>.log`).", ""]

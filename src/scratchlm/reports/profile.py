@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from scratchlm.figures import pyplot, save_figure
 from scratchlm.fileio import atomic_open
+from scratchlm.layout import Layout
 from scratchlm.progress import format_duration
 from scratchlm.reports import markdown_table, relative_link
 
@@ -83,7 +85,7 @@ def collect_stage_records(results_dir: str | Path = "results", *,
 
     ``exclude_rules`` drops rules that run after the report (their records would be stale).
     """
-    results_dir = Path(results_dir)
+    layout = Layout(str(results_dir))
     records: dict[tuple[str, str], StageRecord] = {}
 
     def record(path: Path) -> StageRecord:
@@ -92,11 +94,11 @@ def collect_stage_records(results_dir: str | Path = "results", *,
         entry.finished = max(entry.finished, path.stat().st_mtime)
         return entry
 
-    for path in sorted(results_dir.glob("profiles/*/*.json")):
+    for path in sorted(map(Path, glob.glob(layout.profile("*", "*")))):
         entry, prof = record(path), read_profile(path)
         entry.wall_s, entry.cpu_s, entry.peak_rss_mb = prof["wall_s"], prof["cpu_s"], prof["peak_rss_mb"]
         entry.processes = prof["processes"]
-    for path in sorted(results_dir.glob("benchmarks/*/*.tsv")):
+    for path in sorted(map(Path, glob.glob(layout.benchmark("*", "*")))):
         entry, bench = record(path), read_benchmark(path)
         entry.wall_s = bench["wall_s"] if bench["wall_s"] is not None else entry.wall_s
         entry.cpu_s = _max_known([entry.cpu_s, bench["cpu_s"]])
@@ -202,8 +204,9 @@ def write_profile_report(results_dir: str | Path, markdown_path: str | Path, plo
     """Collect every stage record under ``results_dir`` and write the markdown table and the bar chart."""
     records = collect_stage_records(results_dir, exclude_rules=tuple(exclude_rules))
     if not records:
-        raise FileNotFoundError(f"no stage benchmarks or profiles under {Path(results_dir) / 'benchmarks'} "
-                                f"or {Path(results_dir) / 'profiles'}; run the pipeline first")
+        layout = Layout(str(results_dir))
+        raise FileNotFoundError(f"no stage benchmarks ({layout.benchmark('*', '*')}) or profiles "
+                                f"({layout.profile('*', '*')}); run the pipeline first")
     plot_profile(by_rule(records), plot_path)
     with atomic_open(markdown_path, "w") as handle:
         handle.write(render_markdown(records, plot_name=relative_link(plot_path, markdown_path)))

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from scratchlm.fileio import atomic_open, write_json
+from scratchlm.layout import SPLITS, Layout
 from scratchlm.reports import markdown_table
 from scratchlm.tokenizer.pretokenize import decode_utf8, iter_document_blocks
 from scratchlm.tokenizer.tokenizer import Tokenizer
@@ -21,16 +22,15 @@ from scratchlm.tokenizer.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 PILE_BYTES = 825 * 10**9  # the Pile (Gao et al., 2020) is 825 GB of text
-SPLITS = ("train", "valid")
 
 
 def corpus_paths(results: str | os.PathLike, corpus: str) -> dict[str, Path]:
     """Where the pipeline puts a corpus's tokenizer, text and encoded splits."""
-    root = Path(results)
-    paths = {"vocab": root / f"{corpus}_vocab.pkl", "merges": root / f"{corpus}_merges.pkl"}
+    layout = Layout(str(results))
+    paths = {"vocab": Path(layout.vocab_pkl(corpus)), "merges": Path(layout.merges_pkl(corpus))}
     for split in SPLITS:
-        paths[f"{split}_text"] = root / "data" / f"{corpus}_{split}.txt"
-        paths[f"{split}_ids"] = root / f"{corpus}_{split}.npy"
+        paths[f"{split}_text"] = Path(layout.corpus_text(corpus, split))
+        paths[f"{split}_ids"] = Path(layout.ids(corpus, split))
     return paths
 
 
@@ -207,10 +207,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``scratchlm report tokenizer``."""
-    corpora = args.corpora or sorted(path.name[: -len("_vocab.pkl")] for path in Path(args.results).glob("*_vocab.pkl"))
+    corpora = args.corpora or Layout(args.results).trained_tokenizers()
     if not corpora:
-        raise FileNotFoundError(f"{args.results}: no *_vocab.pkl tokenizer to report on")
-    markdown = Path(args.output or Path(args.results) / "reports" / "tokenizer.md")
+        raise FileNotFoundError(f"{args.results}: no trained tokenizer to report on")
+    markdown = Path(args.output or Layout(args.results).report("tokenizer.md"))
     write_tokenizer_report(args.results, {corpus: args.special_tokens for corpus in corpora}, markdown,
                            markdown.with_suffix(".json"), documents=args.documents,
                            throughput_mb=args.throughput_mb, workers=args.workers, seed=args.seed)

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from scratchlm.fileio import atomic_open, read_json
+from scratchlm.layout import RunFiles
 from scratchlm.nn.model import ModelConfig
 from scratchlm.reports import markdown_table, relative_link
 from scratchlm.nn.accounting import training_flops_per_token
@@ -56,18 +57,18 @@ def _read_json(path: Path) -> dict:
 
 def read_run_summary(run_dir: str | Path) -> dict:
     """One run's summary, config, metrics and MFU, plus the paths of its curves and samples if present."""
-    run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "summary.json")
-    config = _read_json(run_dir / "config.json")
+    run_dir, files = Path(run_dir), RunFiles(run_dir)
+    summary = _read_json(files.summary)
+    config = _read_json(files.config)
     try:
         model = ModelConfig.from_dict(config["model"])
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{run_dir / 'config.json'}: no valid model configuration ({error})") from None
+        raise ValueError(f"{files.config}: no valid model configuration ({error})") from None
     device_name = summary.get("device_name") or summary.get("device")
     precision = summary.get("precision", "fp32")
     peak = device_peak_flops(device_name, precision)
     flops_per_token = training_flops_per_token(model)
-    metrics = run_dir / "metrics.jsonl"
+    metrics = files.metrics
     achieved = summary.get("tokens_per_s", 0) * flops_per_token
     return {
         "name": summary.get("run", run_dir.name), "dir": run_dir, "summary": summary, "model": model,
@@ -75,8 +76,8 @@ def read_run_summary(run_dir: str | Path) -> dict:
         "device_name": device_name, "precision": precision,
         "flops_per_token": flops_per_token, "achieved_flops": achieved,
         "mfu": achieved / peak if peak else None,
-        "curves": run_dir / "curves.png" if (run_dir / "curves.png").is_file() else None,
-        "samples": run_dir / "samples.md" if (run_dir / "samples.md").is_file() else None,
+        "curves": files.curves if files.curves.is_file() else None,
+        "samples": files.samples if files.samples.is_file() else None,
     }
 
 

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from scratchlm.fileio import atomic_open, exclusive_lock, read_json, write_json
+from scratchlm.fileio import atomic_open, read_json, write_json
+from scratchlm.layout import Layout, RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
@@ -45,9 +46,6 @@ from scratchlm.training.device import (
     wants_compile,
 )
 from scratchlm.training.run_folder import (
-    FINAL_FILES,
-    LOCK_FILE,
-    REPLACED_DIR,
     checkpoint_files,
     copy_atomically,
     git_revision,
@@ -56,6 +54,7 @@ from scratchlm.training.run_folder import (
     package_versions,
     prune_checkpoints,
     relative_to_run,
+    run_folder_lock,
 )
 
 log = logging.getLogger(__name__)
@@ -147,7 +146,8 @@ class Trainer:
 
     def __init__(self, settings: dict, data: dict, run_dir: Path, *, run_name: str):
         self.settings, self.data, self.run_dir, self.run_name = settings, data, Path(run_dir), run_name
-        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.files = RunFiles(self.run_dir)
+        self.checkpoint_dir = self.files.checkpoints
         self.steps = total_steps(settings)
         self.ranks = distributed.ranks_from_env()
         self.device = distributed.rank_device(select_device(settings["device"]), self.ranks)
@@ -333,7 +333,7 @@ class Trainer:
         if differing:
             raise ValueError(f"{path}: checkpoint was written with different settings ({', '.join(differing)}); "
                              f"pass --fresh to start the run over (the old files are moved to "
-                             f"{self.run_dir / REPLACED_DIR})")
+                             f"{self.files.replaced})")
 
     def differing_settings(self, saved: dict, saved_steps: int | None) -> list[str]:
         """The settings (of RESUME_KEYS, plus the step count) in which a checkpoint differs from this run."""
@@ -417,7 +417,7 @@ class Trainer:
 
     def _log(self, line: dict, wandb_run: Any) -> None:
         self.state.history.append(line)
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+        with open(self.files.metrics, "a") as handle:
             handle.write(json.dumps(line) + "\n")
         if wandb_run is not None:
             wandb_run.log(line, step=line["step"])
@@ -425,8 +425,8 @@ class Trainer:
     def write_run_files(self) -> None:
         """config.json and metrics.jsonl as of the current state (rewritten on resume)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir / "config.json", self.resolved_config())
-        with atomic_open(self.run_dir / "metrics.jsonl") as handle:
+        write_json(self.files.config, self.resolved_config())
+        with atomic_open(self.files.metrics) as handle:
             handle.writelines(json.dumps(line) + "\n" for line in self.state.history)
 
     def resolved_config(self) -> dict:
@@ -445,8 +445,8 @@ class Trainer:
     def finish(self) -> dict:
         """Write model.pt, model.json, summary.json and curves.png; return the summary."""
         final_val = self.state.history[-1]["val_loss"]
-        copy_atomically(checkpoint_files(self.checkpoint_dir)[-1][1], self.run_dir / "model.pt")
-        write_json(self.run_dir / "model.json", {
+        copy_atomically(checkpoint_files(self.checkpoint_dir)[-1][1], self.files.model)
+        write_json(self.files.meta, {
             "model": self.model_config.to_dict(), "corpus": self.settings["corpus"], "step": self.state.step,
             "val_loss": final_val, "vocab": relative_to_run(self.data.get("vocab"), self.run_dir),
             "merges": relative_to_run(self.data.get("merges"), self.run_dir),
@@ -462,10 +462,10 @@ class Trainer:
             "precision": "bf16" if self.amp_dtype else "fp32",
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
-        write_json(self.run_dir / "summary.json", summary)
+        write_json(self.files.summary, summary)
         from scratchlm.training.plots import plot_curves
 
-        plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png", title=self.run_name)
+        plot_curves(self.files.metrics, self.files.curves, title=self.run_name)
         return summary
 
 
@@ -511,13 +511,13 @@ def train(settings: dict, data: dict, run_dir: str | Path, *, run_name: str | No
                "run_dir": str(run_dir), "run_name": run_name or run_dir.name, "fresh": fresh,
                "replace_finished": replace_finished,
                "threads": max(1, threads // settings["devices"]) if threads else None}  # shared by the processes
-        with exclusive_lock(run_dir / LOCK_FILE, what=f"run folder {run_dir}"):
+        with run_folder_lock(run_dir):
             return distributed.launch(job, settings["devices"], run_dir)
     if ranks.distributed and ranks.world != settings["devices"]:
         log.warning("run %s sets devices: %d but runs in %d processes (torchrun's --nproc-per-node decides)",
                     run_name or run_dir.name, settings["devices"], ranks.world)
     lock_here = ranks.is_main and not os.environ.get(distributed.LOCK_HELD_ENV)
-    with exclusive_lock(run_dir / LOCK_FILE, what=f"run folder {run_dir}") if lock_here else contextlib.nullcontext():
+    with run_folder_lock(run_dir) if lock_here else contextlib.nullcontext():
         trainer = Trainer(settings, data, run_dir, run_name=run_name or run_dir.name)
         try:
             return _prepare_and_run(trainer, fresh=fresh, replace_finished=replace_finished, on_step=on_step)
@@ -565,10 +565,10 @@ def _finished_summary(trainer: Trainer, latest: tuple[Path, dict] | None) -> dic
     if latest is None or latest[1]["extra"].get("steps") != latest[1]["iteration"]:
         return None
     trainer.resume(latest)  # checks the settings match (else: a clear error suggesting --fresh)
-    if all((trainer.run_dir / name).is_file() for name in FINAL_FILES):
+    if all((trainer.run_dir / name).is_file() for name in RunFiles.FINAL):
         log.info("run %s already finished (%s); nothing to do (--fresh trains it again, moving this one aside)",
                  trainer.run_name, latest[0])
-        return read_json(trainer.run_dir / "summary.json")
+        return read_json(trainer.files.summary)
     log.info("run %s finished at %s but some final files are missing; writing them again", trainer.run_name,
              latest[0])
     trainer.write_run_files()
@@ -597,10 +597,10 @@ def corpus_data(project: dict, corpus: str, results: str | Path) -> dict:
     corpora = project.get("corpora") or {}
     if corpus not in corpora:
         raise ValueError(f"unknown corpus {corpus!r}; configured corpora: {', '.join(sorted(corpora))}")
-    results = Path(results)
-    return {"corpus": corpus, "train": str(results / f"{corpus}_train.npy"),
-            "valid": str(results / f"{corpus}_valid.npy"), "vocab": str(results / f"{corpus}_vocab.pkl"),
-            "merges": str(results / f"{corpus}_merges.pkl"), "vocab_size": corpora[corpus]["vocab_size"],
+    layout = Layout(str(results))
+    return {"corpus": corpus, "train": layout.ids(corpus, "train"), "valid": layout.ids(corpus, "valid"),
+            "vocab": layout.vocab_pkl(corpus), "merges": layout.merges_pkl(corpus),
+            "vocab_size": corpora[corpus]["vocab_size"],
             "special_tokens": list(corpora[corpus].get("special_tokens", []))}
 
 
@@ -608,7 +608,7 @@ def run_cli(args: argparse.Namespace) -> int:
     project = load_yaml(args.config_file)
     overrides = [load_yaml(path) for path in args.config] + [parse_assignment(a) for a in args.assignments]
     settings = resolve_run(project, args.run, overrides)
-    run_dir = args.run_dir or Path(args.results) / "runs" / args.run
+    run_dir = args.run_dir or Layout(args.results).run_dir(args.run)
     try:
         summary = train(settings, corpus_data(project, settings["corpus"], args.results), run_dir,
                         run_name=args.run, fresh=args.fresh)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from scratchlm.figures import pyplot, save_figure
+from scratchlm.layout import RunFiles
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -47,7 +48,7 @@ def plot_comparison(run_dirs: list[str | Path], out: str | Path, *, x: str = "st
     """Validation loss of several runs (each folder's metrics.jsonl) on one plot, labelled by folder name."""
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for run_dir in map(Path, run_dirs):
-        lines = read_metrics(run_dir / "metrics.jsonl")
+        lines = read_metrics(RunFiles(run_dir).metrics)
         xs, ys = _series(lines, x, "val_loss")
         ax.plot(xs, ys, "o-", markersize=3, label=run_dir.name)
     ax.set_xlabel(x)

@@ -7,6 +7,7 @@ trainer writing it, and ``replaced/{UTC time}/`` keeps earlier runs moved aside 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -19,16 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scratchlm.fileio import atomic_path, read_json
+from scratchlm.fileio import atomic_path, exclusive_lock, read_json
+from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.training.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"step_(\d+)\.pt")
-LOCK_FILE = ".lock"  # in the run folder: held by the one trainer writing it
-REPLACED_DIR = "replaced"  # earlier runs moved aside by --fresh (or a changed pipeline config)
-FINAL_FILES = ("model.pt", "model.json", "summary.json", "metrics.jsonl", "curves.png", "config.json")
 
 
 def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
@@ -77,12 +76,18 @@ def copy_atomically(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+def run_folder_lock(run_dir: Path) -> contextlib.AbstractContextManager:
+    """Held by the one trainer writing ``run_dir``; a second one fails at once, naming the holder."""
+    return exclusive_lock(RunFiles(run_dir).lock, what=f"run folder {run_dir}")
+
+
 def move_aside(run_dir: Path) -> Path | None:
     """Move everything in ``run_dir`` (but its lock and earlier replaced runs) to ``replaced/{UTC time}/``."""
-    entries = [entry for entry in run_dir.iterdir() if entry.name not in (LOCK_FILE, REPLACED_DIR)]
+    files = RunFiles(run_dir)
+    entries = [entry for entry in run_dir.iterdir() if entry not in (files.lock, files.replaced)]
     if not entries:
         return None
-    target = run_dir / REPLACED_DIR / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = files.replaced / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     suffix = 0
     while target.exists():
         suffix += 1
@@ -96,15 +101,14 @@ def move_aside(run_dir: Path) -> Path | None:
 
 def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[TransformerLM, dict]:
     """The final model of a finished run (in eval mode) and its model.json metadata."""
-    run_dir = Path(run_dir)
-    meta_path = run_dir / "model.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"no trained model in {run_dir} (missing {meta_path.name}; has the run finished?)")
-    meta = read_json(meta_path)
+    files = RunFiles(run_dir)
+    if not files.meta.is_file():
+        raise FileNotFoundError(f"no trained model in {run_dir} (missing {files.meta.name}; has the run finished?)")
+    meta = read_json(files.meta)
     model = TransformerLM.from_config(ModelConfig.from_dict(meta["model"]), device=device)
-    checkpoint = read_checkpoint(run_dir / "model.pt", map_location=device)
+    checkpoint = read_checkpoint(files.model, map_location=device)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
-        raise ValueError(f"{run_dir / 'model.pt'}: weights do not match {meta_path.name}: {error}") from error
+        raise ValueError(f"{files.model}: weights do not match {files.meta.name}: {error}") from error
     return model.eval(), meta

@@ -1,0 +1,150 @@
+"""Where every pipeline output lives: the one home for the names of files under ``results/``.
+
+The Snakemake rules, the command line, the training data lookup, the reports and generation
+all ask a :class:`Layout` for paths, so renaming an output is a change here and nowhere else.
+Methods take names and return the path as a string; give them Snakemake wildcards and they
+return a rule's pattern.
+
+>>> layout = Layout()
+>>> layout.vocab_pkl("owt")
+'results/owt_vocab.pkl'
+>>> layout.ids("{corpus}", "{split}")
+'results/{corpus}_{split}.npy'
+>>> RunFiles("results/runs/demo").summary
+PosixPath('results/runs/demo/summary.json')
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS = "results"
+SPLITS = ("train", "valid")
+
+
+class RunFiles:
+    """The files of one run folder (``results/runs/{run}/``, or any folder ``scratchlm train`` wrote)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+
+    # Written when the run finishes (config.json and metrics.jsonl grow while it trains).
+    FINAL = ("model.pt", "model.json", "summary.json", "metrics.jsonl", "curves.png", "config.json")
+
+    model = property(lambda self: self.folder / "model.pt")
+    meta = property(lambda self: self.folder / "model.json")
+    summary = property(lambda self: self.folder / "summary.json")
+    metrics = property(lambda self: self.folder / "metrics.jsonl")
+    curves = property(lambda self: self.folder / "curves.png")
+    config = property(lambda self: self.folder / "config.json")
+    samples = property(lambda self: self.folder / "samples.md")
+    checkpoints = property(lambda self: self.folder / "checkpoints")
+    lock = property(lambda self: self.folder / ".lock")
+    hf = property(lambda self: self.folder / "hf")
+    # The tokenizer of a run imported from Hugging Face (pipeline runs point to their corpus's).
+    vocab = property(lambda self: self.folder / "vocab.pkl")
+    merges = property(lambda self: self.folder / "merges.pkl")
+    # Runs moved aside by --fresh (or a changed config in the pipeline), by UTC time.
+    replaced = property(lambda self: self.folder / "replaced")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of the pipeline's outputs under one results folder."""
+
+    root: str = RESULTS
+
+    def _path(self, *parts: str) -> str:
+        return "/".join((self.root, *parts))
+
+    # --- corpora and their shards ---------------------------------------------------------
+    def corpus_text(self, corpus: str, split: str) -> str:
+        """The downloaded or generated text of one split."""
+        return self._path("data", f"{corpus}_{split}.txt")
+
+    def shard_plan(self, corpus: str, split: str) -> str:
+        """Byte ranges of the split's shards (pre-tokenization and encoding map over them)."""
+        return self._path("shards", corpus, split, "plan.json")
+
+    def shard_counts(self, corpus: str, shard: str | int) -> str:
+        """Pre-token counts of one shard of the train split (temporary)."""
+        return self._path("shards", corpus, "train", f"{shard}.parquet")
+
+    def shard_ids(self, corpus: str, split: str, shard: str | int) -> str:
+        """Token ids of one shard (temporary; concatenated into :meth:`ids`)."""
+        return self._path("shards", corpus, split, f"{shard}.npy")
+
+    # --- tokenizers -----------------------------------------------------------------------
+    def vocab_pkl(self, corpus: str) -> str:
+        """The tokenizer's vocabulary, ``{id: bytes}`` pickled (the CS336 form)."""
+        return self._path(f"{corpus}_vocab.pkl")
+
+    def merges_pkl(self, corpus: str) -> str:
+        """The tokenizer's merges, ``[(bytes, bytes)]`` pickled."""
+        return self._path(f"{corpus}_merges.pkl")
+
+    def vocab_json(self, corpus: str) -> str:
+        """GPT-2 ``vocab.json`` form of the vocabulary."""
+        return self._path("tokenizers", f"{corpus}-vocab.json")
+
+    def merges_txt(self, corpus: str) -> str:
+        """GPT-2 ``merges.txt`` form of the merges."""
+        return self._path("tokenizers", f"{corpus}-merges.txt")
+
+    def hf_tokenizer(self, corpus: str) -> str:
+        """Hugging Face ``tokenizer.json`` of the tokenizer."""
+        return self._path("tokenizers", corpus, "tokenizer.json")
+
+    def tokenizer_summary(self, corpus: str) -> str:
+        """Counts and timings of the tokenizer's training."""
+        return self._path("tokenizers", f"{corpus}_summary.json")
+
+    def ids(self, corpus: str, split: str) -> str:
+        """The encoded split: uint16 token ids."""
+        return self._path(f"{corpus}_{split}.npy")
+
+    def trained_tokenizers(self) -> list[str]:
+        """The corpora whose tokenizer exists (a vocab pickle), by name."""
+        prefix, suffix = self.vocab_pkl("\0").split("\0")
+        return sorted(path[len(prefix):-len(suffix)] for path in glob.glob(glob.escape(prefix) + "*" + suffix))
+
+    # --- runs -----------------------------------------------------------------------------
+    def runs_dir(self) -> str:
+        """The folder of run folders."""
+        return self._path("runs")
+
+    def run_dir(self, run: str) -> str:
+        """One run folder (its files: :class:`RunFiles`)."""
+        return self._path("runs", run)
+
+    def run_file(self, run: str, name: str) -> str:
+        """A file of one run folder, by name (``summary.json``, ``samples.md``, ``hf``...)."""
+        return self._path("runs", run, name)
+
+    # --- reports and job records ----------------------------------------------------------
+    def report(self, name: str) -> str:
+        """A report file (``tokenizer.md``, ``training.png``...)."""
+        return self._path("reports", name)
+
+    def index(self) -> str:
+        """The page linking every report and run."""
+        return self._path("index.md")
+
+    def logs_dir(self) -> str:
+        """The folder of job logs (``<rule>/<job>.log``)."""
+        return self._path("logs")
+
+    def log(self, rule: str, job: str) -> str:
+        """The log of one job."""
+        return self._path("logs", rule, f"{job}.log")
+
+    def benchmark(self, rule: str, job: str) -> str:
+        """Snakemake's ``benchmark:`` record of one job."""
+        return self._path("benchmarks", rule, f"{job}.tsv")
+
+    def profile(self, rule: str, job: str) -> str:
+        """The stage's own process-tree profile of one job."""
+        return self._path("profiles", rule, f"{job}.json")
