@@ -14,9 +14,9 @@ import yaml
 
 from scratchlm.cli import main as cli_main
 from scratchlm.fileio import LockedError
-from scratchlm.training import loop
+from scratchlm.training import trainer
 from scratchlm.training.checkpoint import read_checkpoint
-from scratchlm.training.config import DEFAULTS, parse_assignment, resolve_run, total_steps
+from scratchlm.training.config import DEFAULTS, parse_assignment, resolve_run
 from scratchlm.training.device import autocast_dtype, configure_backend, select_device
 from scratchlm.training.loop import TrainingDiverged, TrainingInterrupted, train
 from scratchlm.training.run_folder import load_trained_model
@@ -84,9 +84,9 @@ def test_runs_deep_merge_onto_defaults_and_overrides():
     project = {"training": {"batch_size": 8, "optimizer": {"lr": 0.5}},
                "runs": {"a": {"corpus": "c", "optimizer": {"weight_decay": 0.0}}}}
     settings = resolve_run(project, "a", [parse_assignment("optimizer.lr=3e-4"), parse_assignment("model.d_ff=64")])
-    assert settings["batch_size"] == 8
-    assert settings["optimizer"] == {**DEFAULTS["optimizer"], "lr": 3e-4, "weight_decay": 0.0}
-    assert settings["model"]["d_ff"] == 64 and settings["model"]["d_model"] == DEFAULTS["model"]["d_model"]
+    assert settings.batch_size == 8
+    assert settings.to_dict()["optimizer"] == {**DEFAULTS["optimizer"], "lr": 3e-4, "weight_decay": 0.0}
+    assert settings.model["d_ff"] == 64 and settings.model["d_model"] == DEFAULTS["model"]["d_model"]
 
 
 @pytest.mark.parametrize("override, message", [
@@ -128,11 +128,11 @@ def test_project_config_runs_and_schema_defaults(project_root):
     from snakemake.utils import validate
 
     project = yaml.safe_load((project_root / "config.yaml").read_text())
-    steps = {run: total_steps(resolve_run(project, run)) for run in project["runs"]}
+    steps = {run: resolve_run(project, run).total_steps for run in project["runs"]}
     assert steps["ts-base"] == 10_000 and steps["ts-small"] == 5_000
-    assert resolve_run(project, "demo")["corpus"] == "demo"
+    assert resolve_run(project, "demo").corpus == "demo"
     ts_base = resolve_run(project, "ts-base")
-    architecture = {**ts_base["model"], "vocab_size": project["corpora"]["tinystories"]["vocab_size"]}
+    architecture = {**ts_base.model, "vocab_size": project["corpora"]["tinystories"]["vocab_size"]}
     assert architecture.items() >= {"vocab_size": 10_000, "context_length": 256, "d_model": 512, "num_layers": 4,
                                     "num_heads": 16, "d_ff": 1344}.items()
     minimal = {"targets": {}, "corpora": project["corpora"]}
@@ -296,7 +296,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeyp
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, -2), targets.flatten())
         return loss * float("nan") if len(calls) > 6 else loss
 
-    monkeypatch.setattr(loop, "cross_entropy", nan_after_six)
+    monkeypatch.setattr(trainer, "cross_entropy", nan_after_six)
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"diverged at step 7: loss nan.*step_0000004.pt"):
         train(tiny_settings(eval_interval=100), data, run_dir)
@@ -307,7 +307,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeyp
 
 
 def test_non_finite_state_is_never_checkpointed(tmp_path, data, monkeypatch):
-    real_step = loop.Trainer.train_step
+    real_step = trainer.Trainer.train_step
 
     def poisoned_at_8(self):
         result = real_step(self)
@@ -316,7 +316,7 @@ def test_non_finite_state_is_never_checkpointed(tmp_path, data, monkeypatch):
                 next(self.model.parameters()).fill_(float("nan"))
         return result
 
-    monkeypatch.setattr(loop.Trainer, "train_step", poisoned_at_8)
+    monkeypatch.setattr(trainer.Trainer, "train_step", poisoned_at_8)
     with pytest.raises(TrainingDiverged, match=r"non-finite weights .* step_0000008.pt was not written.*"
                                                r"last good checkpoint: .*step_0000004.pt"):
         train(tiny_settings(), data, tmp_path / "run")

@@ -20,6 +20,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 RESULTS = "results"
 SPLITS = ("train", "valid")
@@ -106,9 +107,10 @@ class Layout:
         """The encoded split: uint16 token ids."""
         return self._path(f"{corpus}_{split}.npy")
 
-    def trained_tokenizers(self) -> list[str]:
-        """The corpora whose tokenizer exists (a vocab pickle), by name."""
-        prefix, suffix = self.vocab_pkl("\0").split("\0")
+    @staticmethod
+    def corpora_with(output: Callable[[str], str]) -> list[str]:
+        """The corpora for which the file ``output(corpus)`` exists, e.g. ``corpora_with(layout.vocab_pkl)``."""
+        prefix, suffix = output("\0").split("\0")
         return sorted(path[len(prefix):-len(suffix)] for path in glob.glob(glob.escape(prefix) + "*" + suffix))
 
     # --- runs -----------------------------------------------------------------------------

@@ -83,14 +83,14 @@ def name_pattern(names):
 
 def run_corpus(wildcards):
     """The corpus a run trains on."""
-    return RUN_SETTINGS[wildcards.run]["corpus"]
+    return RUN_SETTINGS[wildcards.run].corpus
 
 
 def stage_outputs():
     """Everything the stages build for the configured targets (the reports summarise these).
     Called once every rule exists (by rule all and by input functions)."""
     corpora, runs = target_corpora(), target_runs()
-    exported = [run for run in runs if RUN_SETTINGS[run]["hf_export"]]
+    exported = [run for run in runs if RUN_SETTINGS[run].hf_export]
     return [
         *expand(LAYOUT.corpus_text("{corpus}", "{split}"), corpus=corpora, split=SPLITS),
         *expand(rules.train_bpe.output, corpus=corpora),

@@ -18,11 +18,11 @@ rule generate:
         generation=config["generation"],
         special_tokens=lambda wc: corpus_config(run_corpus(wc))["special_tokens"],
         # Sample on the device the run trained on (auto: the GPU where there is one).
-        device=lambda wc: RUN_SETTINGS[wc.run]["device"],
+        device=lambda wc: RUN_SETTINGS[wc.run].device,
     threads: 4
     # Like train: one GPU unless the run is pinned to the CPU.
     resources:
-        gpu=lambda wc: 0 if RUN_SETTINGS[wc.run]["device"] == "cpu" else 1,
+        gpu=lambda wc: 0 if RUN_SETTINGS[wc.run].device == "cpu" else 1,
     log:
         LAYOUT.log("generate", "{run}"),
     benchmark:

@@ -15,7 +15,7 @@ rule train:
         merges=lambda wc: LAYOUT.merges_pkl(run_corpus(wc)),
         code=script_code("train.py"),
     params:
-        settings=lambda wc: RUN_SETTINGS[wc.run],
+        settings=lambda wc: RUN_SETTINGS[wc.run].to_dict(),
         vocab_size=lambda wc: corpus_config(run_corpus(wc))["vocab_size"],
         special_tokens=lambda wc: corpus_config(run_corpus(wc))["special_tokens"],
     # CPU runs use these threads for the matrix maths (shared by the run's processes); on a GPU
@@ -25,7 +25,7 @@ rule train:
     # run is pinned to the CPU; the SLURM profile (workflow/profiles/slurm) sends train jobs to
     # its GPU partition, all GPUs on one node, as one task.
     resources:
-        gpu=lambda wc: 0 if RUN_SETTINGS[wc.run]["device"] == "cpu" else RUN_SETTINGS[wc.run]["devices"],
+        gpu=lambda wc: 0 if RUN_SETTINGS[wc.run].device == "cpu" else RUN_SETTINGS[wc.run].devices,
     log:
         LAYOUT.log("train", "{run}"),
     benchmark:

@@ -1,13 +1,15 @@
 from pathlib import Path
 
 from scratchlm.pipeline import stage
+from scratchlm.training.config import RunSettings
 from scratchlm.training.loop import train
 
 with stage(snakemake):
+    settings = RunSettings.from_dict(snakemake.params.settings)
     train(
-        snakemake.params.settings,
+        settings,
         {
-            "corpus": snakemake.params.settings["corpus"],
+            "corpus": settings.corpus,
             "train": snakemake.input.train,
             "valid": snakemake.input.valid,
             "vocab": snakemake.input.vocab,

@@ -59,7 +59,7 @@ def _runs_section(layout: Layout, index_path: Path) -> list[str]:
 
 
 def _tokenizers_section(layout: Layout, index_path: Path) -> list[str]:
-    corpora = layout.trained_tokenizers()
+    corpora = layout.corpora_with(layout.vocab_json)
     if not corpora:
         return []
     rows = []

@@ -207,7 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``scratchlm report tokenizer``."""
-    corpora = args.corpora or Layout(args.results).trained_tokenizers()
+    corpora = args.corpora or Layout.corpora_with(Layout(args.results).vocab_pkl)
     if not corpora:
         raise FileNotFoundError(f"{args.results}: no trained tokenizer to report on")
     markdown = Path(args.output or Layout(args.results).report("tokenizer.md"))

@@ -122,7 +122,7 @@ def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
     The caller holds the run folder's lock; the processes know it through ``LOCK_HELD_ENV``.
     Raises the same TrainingInterrupted / TrainingDiverged / ValueError as a single process.
     """
-    from scratchlm.training.loop import TrainingDiverged, TrainingInterrupted
+    from scratchlm.training.session import TrainingDiverged, TrainingInterrupted
 
     with tempfile.TemporaryDirectory(prefix=".launch.", dir=run_dir) as folder:
         job_file, result_file = Path(folder) / "job.json", Path(folder) / "result.json"
@@ -164,6 +164,7 @@ def _forwarding_stop_signals(process: subprocess.Popen) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of each process that :func:`launch` starts: ``train(**job)``, result from rank 0."""
     from scratchlm.pipeline import configure_logging
+    from scratchlm.training.config import RunSettings
     from scratchlm.training.loop import TrainingInterrupted, train
 
     configure_logging()
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     result_file = Path(job.pop("result_file"))
     ranks = ranks_from_env()
     try:
-        result: dict = {"summary": train(**job)}
+        result: dict = {"summary": train(**{**job, "settings": RunSettings.from_dict(job["settings"])})}
         status = 0
     except TrainingInterrupted as stop:
         result, status = {"error": "TrainingInterrupted", "message": str(stop), "signum": stop.signum}, 0

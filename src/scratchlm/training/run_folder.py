@@ -23,7 +23,7 @@ import torch
 from scratchlm.fileio import atomic_path, exclusive_lock, read_json
 from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
-from scratchlm.training.checkpoint import read_checkpoint
+from scratchlm.training.checkpoint import read_checkpoint, state_is_finite
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,26 @@ def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
 def prune_checkpoints(folder: Path, keep_last: int) -> None:
     for _, path in checkpoint_files(folder)[:-keep_last]:
         path.unlink()
+
+
+def latest_checkpoint(folder: Path) -> tuple[Path, dict] | None:
+    """(path, checkpoint) of the newest checkpoint in ``folder``, read once (to the CPU), or None."""
+    saved = checkpoint_files(folder)
+    if not saved:
+        return None
+    return saved[-1][1], read_checkpoint(saved[-1][1])
+
+
+def last_good_checkpoint(folder: Path) -> str:
+    """Names the newest checkpoint whose weights and optimizer state are all finite (each is checked)."""
+    for _, path in reversed(checkpoint_files(folder)):
+        try:
+            checkpoint = read_checkpoint(path)
+        except ValueError:
+            continue
+        if state_is_finite(checkpoint["model"], checkpoint["optimizer"]):
+            return f"last good checkpoint: {path}."
+    return "no good checkpoint was written yet."
 
 
 # ---------------------------------------------------------------------------------- provenance
@@ -68,6 +88,11 @@ def package_versions() -> dict[str, str | None]:
 def relative_to_run(path: str | Path | None, run_dir: Path) -> str | None:
     """``path`` relative to the run folder (model.json must not depend on the working directory)."""
     return None if path is None else os.path.relpath(Path(path).resolve(), run_dir.resolve())
+
+
+def plain_paths(data: dict) -> dict:
+    """``data`` with its paths as strings (for JSON)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in data.items()}
 
 
 def copy_atomically(src: Path, dst: Path) -> None:
