@@ -29,7 +29,7 @@ from _docs_corpus import BENCH_DIR, docs_corpus
 from bpe_train import report, run_child
 
 from scratchlm.tokenizer.pretokenize import count_pretokens
-from scratchlm.tokenizer.training import count_file, train_from_counts
+from scratchlm.tokenizer.bpe import count_file, train_from_counts
 
 EOT = "<|endoftext|>"
 SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou", "er")]

@@ -34,7 +34,7 @@ SCALES = {"TinyStories (10K)": (2.1e9, 60e3), "OpenWebText (32K)": (11.9e9, 6.6e
 
 def run_ours(path: str, vocab_size: int, workers: int, profile: bool) -> dict:
     """Our trainer, timed in two halves: counting pre-tokens and the merge loop."""
-    from scratchlm.tokenizer.training import count_file, train_from_counts
+    from scratchlm.tokenizer.bpe import count_file, train_from_counts
 
     began, began_cpu = time.perf_counter(), _tree_cpu_seconds()
     chunk = count_file(path, [EOT], num_workers=workers)

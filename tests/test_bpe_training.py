@@ -12,11 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scratchlm.tokenizer import train_bpe, training
+from scratchlm.tokenizer import python_merge, train_bpe
 from scratchlm.tokenizer.pretokenize import count_pretokens
 from scratchlm.tokenizer.serialization import load_gpt2_format, load_pickle
 from scratchlm.tokenizer.shards import num_planned_shards, plan_shards, read_shards, write_planned_shard
-from scratchlm.tokenizer.training import count_file, reversed_key, train_from_counts, train_from_shards
+from scratchlm.tokenizer.bpe import count_file, train_from_counts, train_from_shards
+from scratchlm.tokenizer.python_merge import reversed_key
 
 EOT = "<|endoftext|>"
 
@@ -113,7 +114,7 @@ def test_compiled_loop_equals_the_python_one_on_a_large_random_case():
 
 def test_heap_rebuilds_keep_the_merges(fixtures_dir, monkeypatch):
     # Rebuild the heap whenever it grows 4x, however small: the merges must not change.
-    monkeypatch.setattr(training, "MIN_COMPACT", 1)
+    monkeypatch.setattr(python_merge, "MIN_COMPACT", 1)
     chunk = count_file(fixtures_dir / "corpus.en", [EOT], num_workers=1)
     _, merges = train_from_counts(chunk.counts, 500, [EOT], engine="python")
     _, ref_merges = load_gpt2_format(fixtures_dir / "train-bpe-reference-vocab.json",

@@ -74,7 +74,7 @@ def test_sigterm_on_one_rank_checkpoints_and_resumes_in_one_process(tmp_path, da
     long_run = {**TINY_RUN, "steps": 400, "eval_interval": 400, "checkpoint_interval": 1000, "keep_last": 1}
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"corpora": {"tiny": {"vocab_size": VOCAB}}, "runs": {"tiny": long_run}}))
-    command = [sys.executable, "-m", "scratchlm.cli", "train", "tiny", "--config-file", str(config),
+    command = [sys.executable, "-m", "scratchlm.cli", "train", "tiny", "--config", str(config),
                "--results", str(results)]
     launcher = subprocess.Popen([*command, "--set", "devices=2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     metrics = results / "runs/tiny/metrics.jsonl"

@@ -256,14 +256,15 @@ def test_cli_generate(run_folder, gpt2_tokenizer, gpt2_model, capsys):
     from scratchlm.cli import main
 
     results = str(run_folder.parent.parent)
-    args = ["generate", "--run", "tiny", "--results-dir", results, "--prompt", "Hello", "",
+    args = ["generate", "tiny", "--results", results, "--prompt", "Hello", "",
             "--max-new-tokens", "4", "--temperature", "0", "--device", "cpu"]
     assert main(args) == 0
     out = capsys.readouterr().out
     for prompt in ("Hello", ""):
         completion = generate(gpt2_model, gpt2_tokenizer, prompt, 4, temperature=0)
-        assert f"{prompt}{completion.text}\n[{len(completion.token_ids)} tokens, " in out
-    assert main(["generate", "--run", "missing", "--results-dir", results]) == 1
+        assert f"text\n{(prompt + completion.text).rstrip()}\n```" in out
+        assert f"*{len(completion.token_ids)} new tokens, " in out
+    assert main(["generate", "missing", "--results", results]) == 1
     assert "model.json" in capsys.readouterr().err
     assert main(args + ["--temperature", "-1"]) == 1
     assert "temperature must be" in capsys.readouterr().err
@@ -271,7 +272,7 @@ def test_cli_generate(run_folder, gpt2_tokenizer, gpt2_model, capsys):
     assert main(args + ["--device", "tpu"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         "scratchlm generate: error: unknown device 'tpu': use auto, cpu, cuda, cuda:N or mps"]
-    assert main([*args[:6], "caf\udce9", *args[7:]]) == 1  # how Python passes the bytes b"caf\xe9"
+    assert main([*args[:5], "caf\udce9", *args[6:]]) == 1  # how Python passes the bytes b"caf\xe9"
     assert capsys.readouterr().err.strip().splitlines() == [
         "scratchlm generate: error: prompt 1 is not valid UTF-8 (byte 0xe9 at character 3)"]
 

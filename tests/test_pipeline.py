@@ -1,12 +1,11 @@
 """The whole Snakemake pipeline end to end on a tiny configuration, plus its caching behaviour.
 
-One module-scoped run (demo corpus of ~200 KB, vocab 320, a two-layer model trained for a few
-steps) backs all tests here; each then asserts on what that run left behind.
+One module-scoped run of .test/config.yaml (demo corpus of ~250 KB, vocab 320, a two-layer model
+trained for a few steps) backs all tests here; each then asserts on what that run left behind.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import pickle
 import re
@@ -24,34 +23,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+TEST_CONFIG = PROJECT_ROOT / ".test" / "config.yaml"
 
 
 def tiny_config() -> dict:
-    """The project's config.yaml scaled down to seconds per stage (same keys, so it stays valid)."""
-    config = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
-    demo = copy.deepcopy(config["corpora"]["demo"])
-    demo["generator"].update(train_mb=0.2, valid_mb=0.05)
-    demo["vocab_size"] = 320
-    config["corpora"] = {"demo": demo}
-    config["bpe"]["shard_mb"] = 0.05  # several shards per split: the maps run more than one job
-    config["targets"] = {"corpora": ["demo"], "runs": ["tiny"]}
-    config["runs"] = {
-        "tiny": {
-            "corpus": "demo",
-            "model": {"context_length": 32, "d_model": 32, "num_layers": 2, "num_heads": 2},
-            "batch_size": 4,
-            "steps": 12,
-            "eval_interval": 6,
-            "eval_batches": 2,
-            "log_interval": 3,
-            "checkpoint_interval": 6,
-            "device": "cpu",
-            "hf_export": True,
-        }
-    }
-    if "generation" in config:
-        config["generation"]["max_new_tokens"] = 8
-    return config
+    """The checked-in test configuration, .test/config.yaml (the demo corpus scaled down, 12 steps)."""
+    return yaml.safe_load(TEST_CONFIG.read_text())
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = 540) -> subprocess.CompletedProcess:
@@ -234,3 +211,13 @@ def test_downloaded_gzip_corpus_trains_a_tokenizer(http_server, tmp_path):
     snakemake(workdir, "results/owt_vocab.pkl")
     assert (workdir / "results/data/owt_train.txt").read_bytes() == (tmp_path / "train.txt").read_bytes()
     assert len(pickle.loads((workdir / "results/owt_vocab.pkl").read_bytes())) == 300
+
+
+def test_test_config_is_valid_and_uses_only_project_settings():
+    """.test/config.yaml validates against the schema, and names only sections config.yaml has."""
+    from snakemake.utils import validate
+
+    project, test = (yaml.safe_load(path.read_text()) for path in (PROJECT_ROOT / "config.yaml", TEST_CONFIG))
+    validate(test, str(PROJECT_ROOT / "workflow/schemas/config.schema.yaml"))
+    assert set(test) <= set(project)
+    assert set(test["runs"]["tiny"]) <= set(project["training"]) | {"corpus"}

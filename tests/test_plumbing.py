@@ -372,5 +372,5 @@ def test_rule_code_inputs_follow_the_imports(project_root):
     # Lazy package exports are followed only where they are used: counting shards does not
     # depend on the merge loop, so editing it does not redo pre-tokenization.
     assert "tokenizer/pretokenize.py" in files("pretokenize.py")
-    assert not {"tokenizer/training.py", "tokenizer/fast_merge.py"} & files("pretokenize.py")
-    assert {"tokenizer/training.py", "tokenizer/fast_merge.py"} <= files("train_bpe.py")
+    assert not {"tokenizer/bpe.py", "tokenizer/fast_merge.py"} & files("pretokenize.py")
+    assert {"tokenizer/bpe.py", "tokenizer/fast_merge.py"} <= files("train_bpe.py")

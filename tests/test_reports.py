@@ -273,7 +273,7 @@ def test_report_cli(tmp_path, stage_records, capsys):
     assert cli.main(["report", "accounting", "--markdown", str(out / "a.md"), "--json", str(out / "a.json"),
                      "--plot", str(out / "a.png"), "--mfu", "0.25"]) == 0
     assert json.loads((out / "a.json").read_text())["training_time"]["mfu"] == 0.25
-    assert cli.main(["report", "index", "--results", str(stage_records), "--output", str(out / "index.md")]) == 0
+    assert cli.main(["report", "index", "--results", str(stage_records), "--markdown", str(out / "index.md")]) == 0
     assert "[Pipeline profile]" not in (out / "index.md").read_text()  # not built in this results folder
-    assert cli.main(["report", "training", "--runs-dir", str(tmp_path / "none")]) == 1
+    assert cli.main(["report", "training", "--results", str(tmp_path / "none")]) == 1
     assert "no finished runs under" in capsys.readouterr().err

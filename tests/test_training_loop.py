@@ -404,14 +404,14 @@ def test_cli_trains_a_configured_run(tmp_path, data, capsys):
         os.replace(data[split], results / f"tiny_{split}.npy")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"corpora": {"tiny": {"vocab_size": VOCAB}}, "runs": {"tiny": TINY_RUN}}))
-    args = ["train", "tiny", "--config-file", str(config), "--results", str(results), "--set", "steps=3"]
+    args = ["train", "tiny", "--config", str(config), "--results", str(results), "--set", "steps=3"]
     assert cli_main(args) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 3
     assert cli_main([*args, "--set", "optimizer.betas=0.9"]) == 1
     assert "optimizer.betas' must be list" in capsys.readouterr().err
     overrides = tmp_path / "two-steps.yaml"
     overrides.write_text("steps: 2\nmodel: {num_layers: 2}\n")
-    assert cli_main([*args[:6], "--config", str(overrides), "--run-dir", str(tmp_path / "other")]) == 0
+    assert cli_main([*args[:6], "--settings", str(overrides), "--run-dir", str(tmp_path / "other")]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 2
     assert json.loads((tmp_path / "other/config.json").read_text())["model"]["num_layers"] == 2
 

@@ -1,4 +1,5 @@
-"""The package's source files a script runs, found by following its imports (the rules' ``code:``).
+"""The package's source files a script runs, found by following its imports (the rules' ``code:``),
+and the package's import graph (which must have no cycles: tests check it).
 
 Snakemake reruns a job when an input is newer than its outputs, so each rule lists, as inputs,
 the files of this package that its workflow script imports, directly or not (lazy imports
@@ -88,3 +89,51 @@ def _with_parents(modules: Iterable[str]) -> set[str]:
         parts = module.split(".")
         names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     return names
+
+
+def import_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (lazy ones in functions too; ``from a import b``
+    counts as importing ``a.b`` when that is a module, else ``a``)."""
+    modules = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = path.relative_to(package_dir.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        imported = imported_modules(path, name) | imported_modules(path, name, lazy=True)
+        graph[name] = {module for module in imported if module in modules and module != name
+                       and not any(other.startswith(module + ".") for other in imported if other in modules)}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or not (strongly connected components).
+
+    >>> import_cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}})
+    [['a', 'b']]
+    """
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in order:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], order[other])
+        if low[node] == order[node]:
+            group = []
+            while (member := stack.pop()) != node:
+                group.append(member)
+            if group:
+                cycles.append(sorted([node, *group]))
+
+    for node in sorted(graph):
+        if node not in order:
+            visit(node)
+    return cycles

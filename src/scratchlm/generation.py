@@ -11,7 +11,6 @@ Also the evaluation that goes with it: ``perplexity`` over an encoded split, the
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor
 
 from scratchlm.fileio import atomic_open
-from scratchlm.layout import Layout, RunFiles
+from scratchlm.layout import RunFiles
 from scratchlm.nn.functional import cross_entropy, softmax
 from scratchlm.nn.model import TransformerLM
 from scratchlm.progress import progress_bar
@@ -263,32 +262,45 @@ def tokenizer_file(run_dir: str | Path, recorded: str) -> Path:
     return Path(recorded)
 
 
-def write_samples(run_dir: str | Path, output: str | Path, *, valid: str | Path, prompts: Sequence[str],
+def write_samples(run_dir: str | Path, output: str | Path | None, *, valid: str | Path | None, prompts: Sequence[str],
                   settings: Sequence[dict], max_new_tokens: int, seed: int | None = None,
                   perplexity_tokens: int | None = None, batch_size: int = 8, device: str = "auto",
-                  special_tokens: Sequence[str] | None = None) -> None:
-    """Write samples.md for a run: validation perplexity, then each prompt at each sampling setting."""
+                  special_tokens: Sequence[str] | None = None) -> str:
+    """samples.md for a run: validation perplexity (if ``valid`` is given), then each prompt at each
+    sampling setting; written to ``output`` unless it is None, and returned."""
     for setting in settings:
         check_sampling(setting["temperature"], setting["top_p"])
+    check_prompts(prompts)
     model, tokenizer, meta = load_run(run_dir, device=device, special_tokens=special_tokens)
-    tokens = np.load(valid, mmap_mode="r")
-    ppl = perplexity(model, tokens, batch_size=batch_size, max_tokens=perplexity_tokens)
-    evaluated = len(tokens) if perplexity_tokens is None else min(len(tokens), perplexity_tokens)
     params = sum(p.numel() for p in model.parameters())
     lines = [f"# Samples: run `{Path(run_dir).name}`", "",
              f"Model: {params / 1e6:.2f}M parameters, step {meta.get('step')}, corpus `{meta.get('corpus')}`, "
-             f"context {model.config.context_length} tokens.", "",
-             f"Validation perplexity: **{ppl:.3f}** (first {evaluated:,} tokens of `{valid}`; training's final "
-             f"validation loss {meta['val_loss']:.4f} is perplexity {math.exp(meta['val_loss']):.3f}).", "",
-             f"Up to {max_new_tokens} new tokens per sample, seed {seed}; a sample ends at {tokenizer.separator}.", ""]
+             f"context {model.config.context_length} tokens.", ""]
+    if valid is not None:
+        lines += [_perplexity_line(model, meta, valid, batch_size=batch_size, max_tokens=perplexity_tokens), ""]
+    lines += [f"Up to {max_new_tokens} new tokens per sample, seed {seed}; a sample ends at {tokenizer.separator}.",
+              ""]
     for setting in settings:
         completions = generate_batch(model, tokenizer, prompts, max_new_tokens, temperature=setting["temperature"],
                                      top_p=setting["top_p"], seed=seed)
         lines += [f"## temperature {setting['temperature']}, top_p {setting['top_p']}", ""]
         for i, completion in enumerate(completions, 1):
             lines += _sample_lines(i, completion, max_new_tokens, separator=tokenizer.separator)
-    with atomic_open(output) as handle:
-        handle.write("\n".join(lines))
+    text = "\n".join(lines)
+    if output is not None:
+        with atomic_open(output) as handle:
+            handle.write(text)
+    return text
+
+
+def _perplexity_line(model: TransformerLM, meta: dict, valid: str | Path, *, batch_size: int,
+                     max_tokens: int | None) -> str:
+    tokens = np.load(valid, mmap_mode="r")
+    ppl = perplexity(model, tokens, batch_size=batch_size, max_tokens=max_tokens)
+    evaluated = len(tokens) if max_tokens is None else min(len(tokens), max_tokens)
+    trained = ("" if meta.get("val_loss") is None else f"; training's final validation loss "
+               f"{meta['val_loss']:.4f} is perplexity {math.exp(meta['val_loss']):.3f}")
+    return f"Validation perplexity: **{ppl:.3f}** (first {evaluated:,} tokens of `{valid}`{trained})."
 
 
 def _sample_lines(number: int, completion: Completion, max_new_tokens: int, *, separator: str | None) -> list[str]:
@@ -303,25 +315,6 @@ def _sample_lines(number: int, completion: Completion, max_new_tokens: int, *, s
         ending += "; trailing whitespace not shown"
     return [f"### {number}. {title}", "", f"{fence}text", text, fence, "",
             f"*{len(completion.token_ids)} new token{'s' * (len(completion.token_ids) != 1)}, {ending}.*", ""]
-
-
-# --------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", help="name of a finished run: reads RESULTS/runs/RUN/model.json")
-    which.add_argument("--run-dir", help="a run folder anywhere (e.g. made by scratchlm import-hf)")
-    parser.add_argument("--prompt", nargs="+", default=[""],
-                        help="one or more prompts (decoded as a batch); '' starts from the document separator")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate per prompt")
-    parser.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass in (0, 1]; 1 = off")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
-    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--results-dir", default="results", help="pipeline results folder holding runs/RUN")
-    parser.add_argument("--special-token", nargs="+", dest="special_tokens", default=None,
-                        help="special tokens of the run's tokenizer (default: those model.json records)")
 
 
 def check_prompts(prompts: Sequence[str]) -> None:
@@ -339,16 +332,3 @@ def check_prompts(prompts: Sequence[str]) -> None:
             byte = ord(prompt[error.start]) & 0xFF
             raise ValueError(f"prompt {number} is not valid UTF-8 "
                              f"(byte {byte:#04x} at character {error.start})") from None
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    check_sampling(args.temperature, args.top_p)  # before the (slow) model load
-    check_prompts(args.prompt)
-    run_dir = args.run_dir or Layout(args.results_dir).run_dir(args.run)
-    model, tokenizer, _ = load_run(run_dir, device=args.device, special_tokens=args.special_tokens)
-    completions = generate_batch(model, tokenizer, args.prompt, args.max_new_tokens,
-                                 temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-    for completion in completions:
-        ending = "stopped" if completion.stopped else "limit"
-        print(f"{completion.prompt}{completion.text}\n[{len(completion.token_ids)} tokens, {ending}]\n")
-    return 0

@@ -14,7 +14,6 @@ the same products, in another order. Tests prove it with equal logits.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -268,26 +267,3 @@ def _safetensors_files(hf_dir: Path) -> list[Path]:
     if index.is_file():
         return [hf_dir / name for name in sorted(set(read_json(index)["weight_map"].values()))]
     return [require_file(hf_dir / "model.safetensors", "safetensors weights file")]
-
-
-# --------------------------------------------------------------------------------------- CLI
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a finished run folder (results/runs/RUN)")
-    parser.add_argument("out_dir", help="folder to write (e.g. results/runs/RUN/hf)")
-
-
-def run_export_cli(args: argparse.Namespace) -> int:
-    print(export_run(args.run_dir, args.out_dir))
-    return 0
-
-
-def add_import_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("hf_dir", help="a LlamaForCausalLM folder (config.json, model.safetensors, tokenizer.json)")
-    parser.add_argument("run_dir", help="run folder to write (model.pt, model.json, vocab/merges pickles)")
-
-
-def run_import_cli(args: argparse.Namespace) -> int:
-    print(import_hf(args.hf_dir, args.run_dir))
-    return 0

@@ -1,5 +1,5 @@
 from scratchlm.pipeline import stage
-from scratchlm.tokenizer.training import train_from_shards
+from scratchlm.tokenizer.bpe import train_from_shards
 
 with stage(snakemake):
     train_from_shards(snakemake.input.shards, vocab_size=snakemake.params.vocab_size,

@@ -12,7 +12,6 @@ word list (``{animal}``, drawn anew each time), and ``{a|b|c}`` for a random alt
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import random
@@ -346,19 +345,3 @@ def write_demo_corpus(path: str | os.PathLike, *, seed: int, split: str, size_mb
                 break
     log.info("wrote %s: %d bytes of demo stories (seed %d, split %s)", path, written, seed, split)
     return written
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``scratchlm demo-corpus``."""
-    parser.add_argument("output", help="text file to write, e.g. results/data/demo_train.txt")
-    parser.add_argument("--split", default="train", help="name of the split; each split is a different stream")
-    parser.add_argument("--seed", type=int, default=1234, help="random seed (same seed and split, same bytes)")
-    parser.add_argument("--size-mb", type=float, default=20.0, help="size of the file in MiB")
-    parser.add_argument("--special-token", default="<|endoftext|>", help="document separator")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``scratchlm demo-corpus``."""
-    write_demo_corpus(args.output, seed=args.seed, split=args.split, size_mb=args.size_mb,
-                      special_token=args.special_token)
-    return 0

@@ -16,7 +16,6 @@ corpus config).
 
 from __future__ import annotations
 
-import argparse
 import errno
 import hashlib
 import http.client
@@ -275,29 +274,3 @@ def _finish(raw: Path, output: Path, *, source: str, sha256: str | None, decompr
             raise DownloadError(f"{source}: sha256 mismatch: expected {sha256.lower()}, got {digest.hexdigest()}")
     if rename:
         raw.unlink()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``scratchlm download``."""
-    parser.add_argument("source", help="https://, http://, file:// URL or a local path (.gz is decompressed)")
-    parser.add_argument("output", help="file to write, e.g. results/data/owt_train.txt")
-    parser.add_argument("--sha256", default=None, help="expected sha256 of the transferred (compressed) bytes")
-    parser.add_argument("--retries", type=int, default=5, help="consecutive attempts without progress before giving up")
-    parser.add_argument("--timeout-s", type=float, default=60.0, help="socket timeout per read, in seconds")
-    parser.add_argument("--backoff-s", type=float, default=2.0, help="first retry delay, doubled each failure")
-    parser.add_argument("--no-decompress", dest="decompress", action="store_const", const=False, default=None,
-                        help="keep .gz data compressed")
-    parser.add_argument("--allow-unverified", action="store_true",
-                        help="accept a transfer whose completeness nothing proves (no length, not chunked, no sha256)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``scratchlm download``."""
-    try:
-        download(args.source, args.output, sha256=args.sha256, retries=args.retries, timeout_s=args.timeout_s,
-                 backoff_s=args.backoff_s, decompress=args.decompress,
-                 allow_unverified=args.allow_unverified)
-    except DownloadError as error:
-        log.error("%s", error)
-        return 1
-    return 0

@@ -6,7 +6,6 @@ models, tabulates, plots and writes the report.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -246,26 +245,3 @@ def write_accounting_report(markdown_path: str | Path, json_path: str | Path, pl
         handle.write(render_markdown(report, plot_name=relative_link(plot_path, markdown_path)))
     write_json(json_path, report)
     return report
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--markdown", default="results/reports/accounting.md", help="markdown report to write")
-    parser.add_argument("--json", default="results/reports/accounting.json", help="JSON report to write")
-    parser.add_argument("--plot", default="results/reports/accounting.png", help="FLOPs-share plot (PNG) to write")
-    parser.add_argument("--steps", type=int, default=400_000, help="training steps of the training-time estimate")
-    parser.add_argument("--batch-size", type=int, default=1024, help="batch size of the training-time estimate")
-    parser.add_argument("--peak-tflops", type=float, default=A100_FP32_PEAK_FLOPS / 1e12,
-                        help="device peak in TFLOP/s (A100 float32 by default)")
-    parser.add_argument("--mfu", type=float, default=0.5, help="model FLOPs utilisation assumed for training time")
-    parser.add_argument("--memory-gb", type=float, default=MEMORY_BUDGET_BYTES / 1e9,
-                        help="device memory (decimal GB) for the largest batch")
-
-
-def run_cli(args: argparse.Namespace) -> None:
-    if not 0 < args.mfu <= 1:
-        raise ValueError(f"--mfu must be in (0, 1], got {args.mfu}")
-    report = write_accounting_report(args.markdown, args.json, args.plot, steps=args.steps,
-                                     batch_size=args.batch_size, peak_flops=args.peak_tflops * 1e12,
-                                     mfu=args.mfu, budget_bytes=int(args.memory_gb * 1e9))
-    print(f"wrote {args.markdown}, {args.json}, {args.plot} "
-          f"(GPT-2 XL training: {report['training_time']['days']:,.0f} days)")

@@ -6,7 +6,6 @@ Built from what exists under the results folder, so it also works after a partia
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from scratchlm.fileio import atomic_open, read_json
@@ -93,13 +92,3 @@ def write_index(results_dir: str | Path, index_path: str | Path) -> None:
     text = render_index(results_dir, index_path)
     with atomic_open(index_path, "w") as handle:
         handle.write(text)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", default="results", help="results folder to index")
-    parser.add_argument("--output", default="results/index.md", help="index page to write")
-
-
-def run_cli(args: argparse.Namespace) -> None:
-    write_index(args.results, args.output)
-    print(f"wrote {args.output}")

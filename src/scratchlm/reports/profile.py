@@ -15,7 +15,6 @@ the profile sees workers that exited between the benchmark's samples.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import json
@@ -211,16 +210,3 @@ def write_profile_report(results_dir: str | Path, markdown_path: str | Path, plo
     with atomic_open(markdown_path, "w") as handle:
         handle.write(render_markdown(records, plot_name=relative_link(plot_path, markdown_path)))
     return records
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", default="results", help="results folder holding benchmarks/ and profiles/")
-    parser.add_argument("--markdown", default="results/reports/profile.md", help="markdown report to write")
-    parser.add_argument("--plot", default="results/reports/profile.png", help="bar chart (PNG) to write")
-    parser.add_argument("--exclude", nargs="*", default=["profile_report", "index"],
-                        help="rules left out (those that run after this report)")
-
-
-def run_cli(args: argparse.Namespace) -> None:
-    records = write_profile_report(args.results, args.markdown, args.plot, exclude_rules=tuple(args.exclude))
-    print(f"wrote {args.markdown} and {args.plot} ({len(records)} jobs)")

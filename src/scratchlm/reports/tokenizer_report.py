@@ -3,7 +3,6 @@ and the time it projects for the Pile, encoded corpus sizes, vocabulary and long
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import random
@@ -188,31 +187,3 @@ def write_tokenizer_report(results: str | os.PathLike, corpora: dict[str, list[s
     with atomic_open(markdown_path, "w", encoding="utf-8") as handle:
         handle.write(render_markdown(stats))
     return stats
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``scratchlm report tokenizer``."""
-    parser.add_argument("--results", default="results", help="pipeline results folder")
-    parser.add_argument("--corpora", nargs="+", metavar="NAME",
-                        help="corpora whose tokenizers to report; if not given, every RESULTS/*_vocab.pkl")
-    parser.add_argument("--special-tokens", nargs="+", default=["<|endoftext|>"], metavar="TOKEN",
-                        help="special tokens of every corpus; the first one separates documents")
-    parser.add_argument("--documents", type=int, default=10, help="documents sampled per corpus")
-    parser.add_argument("--throughput-mb", type=float, default=4.0, help="MiB encoded to measure throughput")
-    parser.add_argument("--workers", type=int, default=16, help="processes assumed in the Pile projection")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the document sample")
-    parser.add_argument("--output", help="markdown path, the JSON goes beside it; if not given, "
-                                         "RESULTS/reports/tokenizer.md")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``scratchlm report tokenizer``."""
-    corpora = args.corpora or Layout.corpora_with(Layout(args.results).vocab_pkl)
-    if not corpora:
-        raise FileNotFoundError(f"{args.results}: no trained tokenizer to report on")
-    markdown = Path(args.output or Layout(args.results).report("tokenizer.md"))
-    write_tokenizer_report(args.results, {corpus: args.special_tokens for corpus in corpora}, markdown,
-                           markdown.with_suffix(".json"), documents=args.documents,
-                           throughput_mb=args.throughput_mb, workers=args.workers, seed=args.seed)
-    print(markdown)
-    return 0

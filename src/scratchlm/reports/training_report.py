@@ -11,7 +11,6 @@ rate uses the run's overall tokens/s (evaluation time included, so it is a lower
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from scratchlm.fileio import atomic_open, read_json
@@ -146,18 +145,3 @@ def write_training_report(run_dirs: list[str | Path], markdown_path: str | Path,
     with atomic_open(markdown_path, "w") as handle:
         handle.write(render_markdown(runs, markdown_path, plot_path=plot_path))
     return runs
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="*", help="run folders (default: every finished run under --runs-dir)")
-    parser.add_argument("--runs-dir", default="results/runs", help="folder of run folders")
-    parser.add_argument("--markdown", default="results/reports/training.md", help="markdown report to write")
-    parser.add_argument("--plot", default="results/reports/training.png", help="validation-loss plot (PNG) to write")
-
-
-def run_cli(args: argparse.Namespace) -> None:
-    run_dirs = args.runs or find_runs(args.runs_dir)
-    if not run_dirs:
-        raise FileNotFoundError(f"no finished runs under {args.runs_dir} (no */summary.json)")
-    runs = write_training_report(run_dirs, args.markdown, args.plot)
-    print(f"wrote {args.markdown} and {args.plot} ({len(runs)} runs)")

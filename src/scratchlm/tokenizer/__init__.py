@@ -11,7 +11,7 @@ def __getattr__(name: str) -> Any:
     # Imported lazily so that `import scratchlm.tokenizer.pretokenize` in a worker process
     # stays cheap.
     if name == "train_bpe":
-        from scratchlm.tokenizer.training import train_bpe
+        from scratchlm.tokenizer.bpe import train_bpe
 
         return train_bpe
     if name == "Tokenizer":

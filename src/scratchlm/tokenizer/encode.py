@@ -10,7 +10,6 @@ room in the header for that), so ``np.load(path, mmap_mode="r")`` works on the r
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import math
@@ -25,7 +24,7 @@ import numpy as np
 
 from scratchlm.fileio import atomic_path, require_file
 from scratchlm.progress import format_bytes, progress_bar
-from scratchlm.tokenizer.pretokenize import decode_utf8, default_workers, find_chunk_boundaries, iter_document_blocks
+from scratchlm.tokenizer.pretokenize import decode_utf8, find_chunk_boundaries, iter_document_blocks
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -187,23 +186,3 @@ def encode_corpus(text_path: str | os.PathLike, vocab_path: str | os.PathLike, m
     tokenizer = Tokenizer.from_files(vocab_path, merges_path, list(special_tokens))
     check_fits_uint16(tokenizer, vocab_path)
     return encode_file(tokenizer, text_path, output_path, workers=workers, chunk_bytes=int(chunk_mb * 2**20))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``scratchlm encode``."""
-    parser.add_argument("input", help="UTF-8 corpus text file")
-    parser.add_argument("output", help="output .npy file (uint16 ids)")
-    parser.add_argument("--vocab", required=True, help="vocab file: our .pkl or a GPT-2 vocab.json")
-    parser.add_argument("--merges", required=True, help="merges file: our .pkl or a GPT-2 merges.txt")
-    parser.add_argument("--special-tokens", nargs="+", default=["<|endoftext|>"], metavar="TOKEN",
-                        help="special tokens; the first one separates documents")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="worker processes")
-    parser.add_argument("--chunk-mb", type=float, default=4.0, help="MiB of text per task sent to a worker")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``scratchlm encode``."""
-    encode_corpus(args.input, args.vocab, args.merges, args.output,
-                  special_tokens=args.special_tokens, workers=args.workers,
-                  chunk_mb=args.chunk_mb)
-    return 0

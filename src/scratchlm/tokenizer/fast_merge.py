@@ -1,4 +1,4 @@
-"""The BPE merge loop compiled with numba: the same merges as ``training._Merger``, 5-10x faster.
+"""The BPE merge loop compiled with numba: the same merges as ``python_merge.Merger``, 5-10x faster.
 
 The data structures are the Python trainer's, flattened into arrays that numba compiles to
 machine code (no toolchain needed; the compiled code is cached next to this file):

@@ -3,18 +3,15 @@ and cutting a file into chunks at special-token boundaries (so no document is sp
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import AnyStr, Iterator, Sequence
 
 import regex
 
-from scratchlm.fileio import require_file
 
 # GPT-2's pre-tokenizer pattern (as used by CS336 and tiktoken's "gpt2" encoding).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -259,32 +256,3 @@ def count_file_range(path: str | os.PathLike, start: int, end: int, special_toke
     result.counts = dict(byte_counts)
     result.seconds = time.perf_counter() - began
     return result
-
-
-# --- CLI: scratchlm pretokenize --------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``scratchlm pretokenize``."""
-    parser.add_argument("input", type=Path, help="UTF-8 text file, documents separated by the first special token")
-    parser.add_argument("--output", type=Path, required=True, help="Parquet shard to write (token, count)")
-    parser.add_argument("--special-tokens", nargs="*", default=["<|endoftext|>"], help="special tokens")
-    parser.add_argument("--num-shards", type=int, default=1, help="cut the file into this many shards at documents")
-    parser.add_argument("--shard", type=int, default=0, help="which shard (0-based) to count")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Count the pre-tokens of one shard of a file into a Parquet shard."""
-    from scratchlm.tokenizer.shards import write_shard  # pyarrow only where needed
-
-    require_file(args.input, "corpus file")
-    if args.special_tokens:
-        bounds = find_chunk_boundaries(args.input, args.num_shards, args.special_tokens[0].encode("utf-8"))
-    else:
-        bounds = [0, args.input.stat().st_size]
-    if not 0 <= args.shard < len(bounds) - 1:
-        raise ValueError(f"{args.input}: shard {args.shard} out of range (the file cuts into {len(bounds) - 1})")
-    chunk = write_shard(args.input, args.output, start=bounds[args.shard], end=bounds[args.shard + 1],
-                        special_tokens=args.special_tokens)
-    print(f"{len(chunk.counts)} distinct pre-tokens from {chunk.num_bytes} bytes in {chunk.seconds:.1f}s "
-          f"-> {args.output} ({chunk.invalid_utf8} invalid UTF-8 sequences replaced)")
-    return 0

@@ -113,7 +113,7 @@ def barrier(ranks: Ranks) -> None:
 def torchrun_command(nprocs: int, job_file: Path) -> list[str]:
     """``torchrun --standalone --nproc-per-node N`` running :func:`main` on ``job_file``."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nprocs}",
-            "-m", "scratchlm.training.distributed", str(job_file)]
+            "-m", "scratchlm.training.loop", str(job_file)]
 
 
 def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
@@ -159,29 +159,3 @@ def _forwarding_stop_signals(process: subprocess.Popen) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of each process that :func:`launch` starts: ``train(**job)``, result from rank 0."""
-    from scratchlm.pipeline import configure_logging
-    from scratchlm.training.config import RunSettings
-    from scratchlm.training.loop import TrainingInterrupted, train
-
-    configure_logging()
-    job = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
-    result_file = Path(job.pop("result_file"))
-    ranks = ranks_from_env()
-    try:
-        result: dict = {"summary": train(**{**job, "settings": RunSettings.from_dict(job["settings"])})}
-        status = 0
-    except TrainingInterrupted as stop:
-        result, status = {"error": "TrainingInterrupted", "message": str(stop), "signum": stop.signum}, 0
-    except Exception as error:  # handed to the launcher, which raises it again
-        result, status = {"error": type(error).__name__, "message": str(error)}, 1
-    if ranks.is_main:
-        result_file.write_text(json.dumps(result))
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,11 +9,11 @@ checkpoint (model, optimizer, step, RNG states), so its curve continues exactly 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +22,7 @@ import torch
 from scratchlm.fileio import read_json
 from scratchlm.layout import Layout, RunFiles
 from scratchlm.training import distributed
-from scratchlm.training.config import RunSettings, load_yaml, parse_assignment, resolve_run
+from scratchlm.training.config import RunSettings
 from scratchlm.training.run_folder import latest_checkpoint, move_aside, plain_paths, run_folder_lock
 from scratchlm.training.session import TrainingDiverged, TrainingInterrupted
 from scratchlm.training.trainer import Trainer
@@ -121,23 +121,6 @@ def _finished_summary(trainer: Trainer, latest: tuple[Path, dict] | None) -> dic
     return trainer.finish()
 
 
-# ------------------------------------------------------------------------------------------ CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="name of the run under `runs:` in the config file")
-    parser.add_argument("--config-file", default="config.yaml", help="pipeline config with `training:` and `runs:`")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="YAML file of run settings merged on top of the run (repeatable)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
-                        help="override one setting, e.g. --set optimizer.lr=3e-4 --set model.num_layers=2")
-    parser.add_argument("--results", default="results",
-                        help="folder with the encoded splits ({corpus}_{split}.npy) and tokenizers")
-    parser.add_argument("--run-dir", default=None, help="run folder; RESULTS/runs/RUN when not given")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start the run over; its existing files are moved to RUN_DIR/replaced/TIME/, not deleted")
-
-
 def corpus_data(project: dict, corpus: str, results: str | Path) -> dict:
     """Data paths and vocab size of ``corpus`` under the pipeline's file layout."""
     corpora = project.get("corpora") or {}
@@ -150,19 +133,26 @@ def corpus_data(project: dict, corpus: str, results: str | Path) -> dict:
             "special_tokens": list(corpora[corpus].get("special_tokens", []))}
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    project = load_yaml(args.config_file)
-    overrides = [load_yaml(path) for path in args.config] + [parse_assignment(a) for a in args.assignments]
-    settings = resolve_run(project, args.run, overrides)
-    run_dir = args.run_dir or Layout(args.results).run_dir(args.run)
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of each process ``distributed.launch`` starts under torchrun: ``train(**job)`` from
+    the job file named in ``argv``; rank 0 writes the result (summary or error) for the launcher."""
+    from scratchlm.pipeline import configure_logging
+
+    configure_logging()
+    job = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
+    result_file = Path(job.pop("result_file"))
+    ranks = distributed.ranks_from_env()
     try:
-        summary = train(settings, corpus_data(project, settings.corpus, args.results), run_dir,
-                        run_name=args.run, fresh=args.fresh)
+        result: dict = {"summary": train(**{**job, "settings": RunSettings.from_dict(job["settings"])})}
+        status = 0
     except TrainingInterrupted as stop:
-        log.warning("%s", stop)
-        return 128 + stop.signum
-    except TrainingDiverged as error:
-        log.error("%s", error)
-        return 1
-    print(json.dumps(summary, indent=2))
-    return 0
+        result, status = {"error": "TrainingInterrupted", "message": str(stop), "signum": stop.signum}, 0
+    except Exception as error:  # handed to the launcher, which raises it again
+        result, status = {"error": type(error).__name__, "message": str(error)}, 1
+    if ranks.is_main:
+        result_file.write_text(json.dumps(result))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
