@@ -100,6 +100,26 @@ def test_safe_cuts_never_change_pretokens(text, specials):
             assert count_in_order(left, specials) + count_in_order(right, specials) == count_in_order(text, specials)
 
 
+_DOCUMENT = st.lists(st.sampled_from(list("ab1 \t\n'.,é€\u3000\xa0\x85\x1c") + ["'s", "  ", "\udcff"]),
+                     max_size=40).map(lambda parts: "".join(parts).encode("utf-8", "surrogateescape"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_DOCUMENT)
+def test_ascii_pieces_keep_the_pretokens_and_isolate_non_ascii(document):
+    """Counting splits documents with a few non-ASCII bytes so their ASCII text takes the bytes path:
+    the pieces join to the document, ASCII ones are ASCII, and their pre-tokens are the document's."""
+    from scratchlm.tokenizer.pretokenize import ASCII_PRETOKEN_BYTES_RE, ascii_pieces, decode_utf8
+
+    pieces = list(ascii_pieces(document))
+    assert b"".join(piece for piece, _ in pieces) == document and all(piece for piece, _ in pieces)
+    assert all(piece.isascii() for piece, is_ascii in pieces if is_ascii)
+    tokens = [token for piece, is_ascii in pieces
+              for token in ([t.decode() for t in ASCII_PRETOKEN_BYTES_RE.findall(piece)] if is_ascii
+                            else GPT2_REGEX.findall(decode_utf8(piece)[0]))]
+    assert tokens == GPT2_REGEX.findall(decode_utf8(document)[0])
+
+
 def count_in_order(text: str, specials: list[str]) -> list[str]:
     return [token for piece, special in split_on_special_tokens(text, specials)
             for token in ([piece] if special else GPT2_REGEX.findall(piece))]

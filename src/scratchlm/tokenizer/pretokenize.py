@@ -157,6 +157,8 @@ def count_pretokens(text: str, special_tokens: Sequence[str]) -> Counter[str]:
 # followed by a space, and both bytes are whole characters in UTF-8, so text cut between them
 # pre-tokenizes (and encodes) exactly as the whole does (a property test checks it).
 _SAFE_CUT = regex.compile(rb"[^\t\n\x0b\x0c\r \x80-\xff][\t\n\x0b\x0c\r ]", flags=regex.REVERSE)
+_SAFE_CUT_FORWARD = re.compile(rb"[^\t\n\x0b\x0c\r \x80-\xff][\t\n\x0b\x0c\r ]")
+_NON_ASCII = re.compile(rb"[\x80-\xff]+")
 
 
 def last_safe_cut(data: bytes | bytearray, special_tokens: Sequence[bytes] = ()) -> int:
@@ -172,6 +174,31 @@ def last_safe_cut(data: bytes | bytearray, special_tokens: Sequence[bytes] = ())
     """
     found = _SAFE_CUT.search(data, 0, growing_special_start(data, special_tokens))
     return before_straddling_specials(data, found.start() + 1 if found else 0, special_tokens)
+
+
+def ascii_pieces(document: bytes) -> Iterator[tuple[bytes, bool]]:
+    """``document`` (no special tokens in it) cut at safe cuts into ``(piece, is_ascii)``: the
+    pieces holding its non-ASCII bytes, each as short as safe cuts allow, and the ASCII text
+    between them. The pieces' pre-tokens are the document's (see :func:`last_safe_cut`), so
+    the ASCII ones can take the fast bytes path.
+
+    >>> list(ascii_pieces(b"plain text, caf\\xc3\\xa9 au lait and more"))
+    [(b'plain text,', True), (b' caf\\xc3\\xa9 au', False), (b' lait and more', True)]
+    """
+    start = end = 0  # the pending non-ASCII piece, [start, end); document[:start] was yielded
+    while (found := _NON_ASCII.search(document, end)) is not None:
+        before = _SAFE_CUT.search(document, end, found.start() + 1)  # the last cut in [end, found]
+        if before is not None:  # ASCII text between the pending piece and this run: yield both
+            if end > start:
+                yield document[start:end], False
+            start = before.start() + 1
+            yield document[end:start], True
+        after = _SAFE_CUT_FORWARD.search(document, found.end())
+        end = after.start() + 1 if after else len(document)
+    if end > start:
+        yield document[start:end], False
+    if end < len(document):
+        yield document[end:], True
 
 
 def growing_special_start(data: AnyStr, special_tokens: Sequence[AnyStr]) -> int:
@@ -232,8 +259,9 @@ def count_file_range(path: str | os.PathLike, start: int, end: int, special_toke
                      *, block_size: int = 4 << 20) -> ChunkCounts:
     """Pre-token counts of bytes ``[start, end)`` of ``path``, read in blocks cut at documents.
 
-    Documents that are pure ASCII (most of English web text) are pre-tokenized as bytes; the
-    others are decoded (invalid UTF-8 becomes U+FFFD) and split with the Unicode GPT-2 regex.
+    ASCII text (most of English web text, and most of the rest of a document with a few accents or
+    curly quotes: :func:`ascii_pieces`) is pre-tokenized as bytes; pieces with non-ASCII bytes are
+    decoded (invalid UTF-8 becomes U+FFFD) and split with the Unicode GPT-2 regex.
     """
     began = time.perf_counter()
     specials = [token.encode("utf-8") for token in special_tokens]
@@ -245,12 +273,13 @@ def count_file_range(path: str | os.PathLike, start: int, end: int, special_toke
                                       special_tokens=specials):
         result.num_bytes += len(block)
         for document in (split_specials.split(block) if split_specials else [block]):
-            if document.isascii():
-                byte_counts.update(ASCII_PRETOKEN_BYTES_RE.findall(document))
-            else:
-                text, invalid = decode_utf8(document)
-                text_counts.update(GPT2_REGEX.findall(text))
-                result.invalid_utf8 += invalid
+            for piece, is_ascii in ((document, True),) if document.isascii() else ascii_pieces(document):
+                if is_ascii:
+                    byte_counts.update(ASCII_PRETOKEN_BYTES_RE.findall(piece))
+                else:
+                    text, invalid = decode_utf8(piece)
+                    text_counts.update(GPT2_REGEX.findall(text))
+                    result.invalid_utf8 += invalid
     for token, count in text_counts.items():  # each distinct pre-token encoded once
         byte_counts[token.encode("utf-8")] += count
     result.counts = dict(byte_counts)
