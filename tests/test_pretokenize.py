@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -166,3 +168,40 @@ def test_decode_utf8_is_linear_in_errors():
     text, invalid = decode_utf8(data)
     assert invalid == 3 * (1 << 16) and len(text) == len(data)
     assert time.perf_counter() - started < 1.0  # linear: ~10 ms here
+
+
+_ASCII = st.lists(st.sampled_from(list("ab1 \t\n\r'.,!_\x00\x1c\x7f") + ["'s", "'ll", "'ve", "'re", "  ", "AB", "9"]),
+                  max_size=50).map(lambda parts: "".join(parts).encode("ascii"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_ASCII, max_size=4))
+def test_compiled_ascii_counter_equals_the_regex(pieces):
+    """fast_count's scanner gives the regex's pre-tokens, over any number of added pieces."""
+    from scratchlm.tokenizer.fast_count import AsciiPretokenCounter
+    from scratchlm.tokenizer.pretokenize import ASCII_PRETOKEN_BYTES_RE
+
+    counter = AsciiPretokenCounter(capacity=4)  # small: the table and the arena grow
+    for piece in pieces:
+        counter.add(piece)
+    expected = Counter(token for piece in pieces for token in ASCII_PRETOKEN_BYTES_RE.findall(piece))
+    keys, offsets, counts = counter.arrays()
+    assert {keys[a:b].tobytes(): n for a, b, n in zip(offsets, offsets[1:], counts.tolist())} == dict(expected)
+
+
+def test_tally_without_numba_and_as_arrow_table_agree(fixtures_dir):
+    """The regex fallback (numba missing) and the Arrow form give the compiled tally's counts."""
+    from scratchlm.tokenizer.pretokenize import PretokenTally
+    from scratchlm.tokenizer.shards import table_counts, tally_table
+
+    documents = (fixtures_dir / "tinystories_sample.txt").read_bytes().split(EOT.encode())
+    documents += [b"caf\xc3\xa9 au lait, \xff bad bytes", "naïve  café\n".encode()]
+    compiled, fallback = PretokenTally(), PretokenTally()
+    fallback.ascii, fallback.ascii_regex_counts = None, Counter()
+    for document in documents:
+        compiled.add_document(document)
+        fallback.add_document(document)
+    expected = {token.encode(): n for token, n in Counter(
+        token for document in documents for token in GPT2_REGEX.findall(document.decode("utf-8", "replace"))).items()}
+    assert compiled.counts() == fallback.counts() == expected == table_counts(tally_table(compiled))
+    assert compiled.invalid_utf8 == fallback.invalid_utf8 == 1

@@ -16,8 +16,10 @@ from scratchlm.fileio import require_file, write_json
 from scratchlm.progress import format_bytes, progress_bar
 from scratchlm.tokenizer.pretokenize import (
     ChunkCounts,
+    PretokenTally,
     PretokenCounts,
     count_file_range,
+    tally_file_range,
     default_workers,
     find_chunk_boundaries,
 )
@@ -31,7 +33,7 @@ from scratchlm.tokenizer.serialization import (
 )
 from scratchlm.profiling import peak_rss_bytes
 from scratchlm.tokenizer.python_merge import merge_in_python
-from scratchlm.tokenizer.shards import counts_table, read_shards, shard_metadata, sum_count_tables, table_counts
+from scratchlm.tokenizer.shards import read_shards, shard_metadata, sum_count_tables, table_counts, tally_table
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ def count_file(input_path: str | os.PathLike, special_tokens: Sequence[str], *, 
     bounds = find_chunk_boundaries(input_path, workers * 4, special_tokens[0].encode("utf-8"))
     jobs = [(input_path, start, end, list(special_tokens)) for start, end in zip(bounds, bounds[1:])]
     total, tables = ChunkCounts(), []
+    PretokenTally().add_document(b"warm up")  # load the compiled counter once, before the workers fork
     with get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) as pool:
         for table, part in pool.imap_unordered(_count_job, jobs):
             tables.append(table)
@@ -92,9 +95,8 @@ def count_file(input_path: str | os.PathLike, special_tokens: Sequence[str], *, 
 
 def _count_job(job: tuple) -> tuple:
     """A worker's counts as an Arrow table (pickled as buffers), and the rest of its ChunkCounts."""
-    chunk = count_file_range(*job)
-    table, chunk.counts = counts_table(chunk.counts), {}
-    return table, chunk
+    tally, chunk = tally_file_range(*job)
+    return tally_table(tally), chunk
 
 
 def initial_vocab(special_tokens: Sequence[str]) -> Vocab:

@@ -15,12 +15,13 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scratchlm.fileio import atomic_path, require_file, write_json
 from scratchlm.profiling import peak_rss_bytes
-from scratchlm.tokenizer.pretokenize import ChunkCounts, count_file_range, find_chunk_boundaries
+from scratchlm.tokenizer.pretokenize import ChunkCounts, PretokenTally, find_chunk_boundaries, tally_file_range
 
 SCHEMA = pa.schema([("token", pa.binary()), ("count", pa.int64())])
 META_KEY = b"scratchlm"
@@ -75,6 +76,17 @@ def counts_table(counts: dict[bytes, int]) -> pa.Table:
                      "count": pa.array(list(counts.values()), pa.int64())}, schema=SCHEMA)
 
 
+def tally_table(tally: PretokenTally) -> pa.Table:
+    """A tally's counts as an Arrow table, the ASCII part straight from its arrays (no Python
+    object per pre-token)."""
+    keys, offsets, counts = tally.ascii_arrays()
+    tokens = pa.Array.from_buffers(pa.binary(), len(counts), [None, pa.py_buffer(offsets.astype(np.int32)),
+                                                              pa.py_buffer(np.ascontiguousarray(keys))])
+    table = pa.table({"token": tokens, "count": pa.array(counts, pa.int64())}, schema=SCHEMA)
+    others = tally.other_counts()
+    return sum_count_tables([table, counts_table(others)]) if others else table
+
+
 def sum_count_tables(tables: Sequence[pa.Table]) -> pa.Table:
     """One (token, count) table summing ``tables``, by Arrow's hash aggregation (C++)."""
     return pa.concat_tables(tables).group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
@@ -88,8 +100,8 @@ def table_counts(table: pa.Table) -> dict[bytes, int]:
 def write_shard(input_path: str | os.PathLike, output: str | os.PathLike, *, start: int, end: int,
                 special_tokens: Sequence[str]) -> ChunkCounts:
     """Count pre-tokens of bytes ``[start, end)`` of ``input_path`` and write them as a shard."""
-    chunk = count_file_range(input_path, start, end, special_tokens)
-    table = counts_table(chunk.counts)
+    tally, chunk = tally_file_range(input_path, start, end, special_tokens)
+    table = tally_table(tally)
     meta = {"input": str(input_path), "start": start, "end": end, "num_bytes": chunk.num_bytes,
             "invalid_utf8": chunk.invalid_utf8, "seconds": chunk.seconds,
             "peak_rss_bytes": peak_rss_bytes()}
