@@ -33,25 +33,26 @@ SCALES = {"TinyStories (10K)": (2.1e9, 60e3), "OpenWebText (32K)": (11.9e9, 6.6e
 
 
 def run_ours(path: str, vocab_size: int, workers: int, profile: bool) -> dict:
-    """Our trainer, timed in two halves: counting pre-tokens and the merge loop."""
-    from scratchlm.tokenizer.bpe import count_file, train_from_counts
+    """Our trainer, timed in two halves: counting pre-tokens and the merge loop (the counts pass
+    between them as an Arrow table, as in the pipeline)."""
+    from scratchlm.tokenizer.bpe import count_file_table, train_from_counts
 
     began, began_cpu = time.perf_counter(), _tree_cpu_seconds()
-    chunk = count_file(path, [EOT], num_workers=workers)
+    counts, chunk = count_file_table(path, [EOT], num_workers=workers)
     counted, counted_cpu = time.perf_counter(), _tree_cpu_seconds()
     if profile:
         import cProfile
         import pstats
 
         profiler = cProfile.Profile()
-        vocab, merges = profiler.runcall(train_from_counts, chunk.counts, vocab_size, [EOT])
+        vocab, merges = profiler.runcall(train_from_counts, counts, vocab_size, [EOT])
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(12)
     else:
-        vocab, merges = train_from_counts(chunk.counts, vocab_size, [EOT])
+        vocab, merges = train_from_counts(counts, vocab_size, [EOT])
     done, done_cpu = time.perf_counter(), _tree_cpu_seconds()
     return {"seconds": done - began, "pretokenize_s": counted - began, "merge_s": done - counted,
             "pretokenize_cpu_s": counted_cpu - began_cpu, "merge_cpu_s": done_cpu - counted_cpu,
-            "distinct_pretokens": len(chunk.counts), "bytes": chunk.num_bytes, "vocab": len(vocab),
+            "distinct_pretokens": counts.num_rows, "bytes": chunk.num_bytes, "vocab": len(vocab),
             "merges": len(merges)}
 
 

@@ -12,13 +12,14 @@ import time
 from multiprocessing import get_context
 from typing import Sequence
 
+import pyarrow as pa
+
 from scratchlm.fileio import require_file, write_json
 from scratchlm.progress import format_bytes, progress_bar
 from scratchlm.tokenizer.pretokenize import (
     ChunkCounts,
     PretokenTally,
     PretokenCounts,
-    count_file_range,
     tally_file_range,
     default_workers,
     find_chunk_boundaries,
@@ -33,7 +34,14 @@ from scratchlm.tokenizer.serialization import (
 )
 from scratchlm.profiling import peak_rss_bytes
 from scratchlm.tokenizer.python_merge import merge_in_python
-from scratchlm.tokenizer.shards import read_shards, shard_metadata, sum_count_tables, table_counts, tally_table
+from scratchlm.tokenizer.shards import (
+    read_shards,
+    shard_metadata,
+    sum_count_tables,
+    table_counts,
+    table_word_arrays,
+    tally_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +75,18 @@ def check_vocab_size(vocab_size: int, special_tokens: Sequence[str]) -> None:
 
 def count_file(input_path: str | os.PathLike, special_tokens: Sequence[str], *, num_workers: int | None = None,
                min_parallel_bytes: int = MIN_PARALLEL_BYTES) -> ChunkCounts:
-    """Count the pre-tokens of a whole file, split at documents over ``num_workers`` processes.
+    """Count the pre-tokens of a whole file, split at documents over ``num_workers`` processes,
+    as ``{pre-token bytes: count}`` (:func:`count_file_table` gives them as an Arrow table)."""
+    table, chunk = count_file_table(input_path, special_tokens, num_workers=num_workers,
+                                    min_parallel_bytes=min_parallel_bytes)
+    chunk.counts = table_counts(table)
+    return chunk
+
+
+def count_file_table(input_path: str | os.PathLike, special_tokens: Sequence[str], *,
+                     num_workers: int | None = None,
+                     min_parallel_bytes: int = MIN_PARALLEL_BYTES) -> tuple[pa.Table, ChunkCounts]:
+    """The pre-token counts of a whole file as a (token, count) Arrow table, and the bookkeeping.
 
     Without special tokens there is no safe place to cut, so the file is counted in one process.
     """
@@ -75,7 +94,7 @@ def count_file(input_path: str | os.PathLike, special_tokens: Sequence[str], *, 
     workers = num_workers or default_workers()
     size = os.path.getsize(input_path)
     if not special_tokens or workers == 1 or size < min_parallel_bytes:
-        return count_file_range(input_path, 0, size, special_tokens)
+        return _count_job((input_path, 0, size, list(special_tokens)))
     # Several chunks per worker balance the load when documents are uneven.
     bounds = find_chunk_boundaries(input_path, workers * 4, special_tokens[0].encode("utf-8"))
     jobs = [(input_path, start, end, list(special_tokens)) for start, end in zip(bounds, bounds[1:])]
@@ -89,8 +108,7 @@ def count_file(input_path: str | os.PathLike, special_tokens: Sequence[str], *, 
             total.seconds += part.seconds
     # Summed by Arrow (C++), not key by key in this process: with many rare words, the
     # workers' tables hold millions of keys each.
-    total.counts = table_counts(sum_count_tables(tables))
-    return total
+    return sum_count_tables(tables), total
 
 
 def _count_job(job: tuple) -> tuple:
@@ -106,9 +124,10 @@ def initial_vocab(special_tokens: Sequence[str]) -> Vocab:
     return vocab
 
 
-def train_from_counts(counts: PretokenCounts, vocab_size: int, special_tokens: Sequence[str], *,
+def train_from_counts(counts: PretokenCounts | pa.Table, vocab_size: int, special_tokens: Sequence[str], *,
                       engine: str = "auto", show_progress: bool = False) -> tuple[Vocab, Merges]:
-    """The merge loop: BPE merges learned from ``{pre-token bytes: count}``.
+    """The merge loop: BPE merges learned from ``{pre-token bytes: count}`` (or a (token, count)
+    Arrow table of distinct pre-tokens, as shards and workers give them).
 
     ``engine`` is ``"numba"`` (the compiled loop of ``fast_merge``), ``"python"`` (``python_merge``,
     the reference the tests compare it with) or ``"auto"`` (numba where it is installed). Both
@@ -123,11 +142,13 @@ def train_from_counts(counts: PretokenCounts, vocab_size: int, special_tokens: S
     progress = progress_bar("BPE merges", total=num_merges, unit="merges", quiet=not show_progress)
     with progress:
         if _use_numba(engine):
-            from scratchlm.tokenizer.fast_merge import train_merges
+            from scratchlm.tokenizer.fast_merge import dict_word_arrays, train_merges
 
-            pairs = train_merges(counts, num_merges, on_progress=progress.update)
+            words = table_word_arrays(counts) if isinstance(counts, pa.Table) else dict_word_arrays(counts)
+            pairs = train_merges(words, num_merges, on_progress=progress.update)
         else:
-            pairs = merge_in_python(counts, num_merges, progress)
+            pairs = merge_in_python(table_counts(counts) if isinstance(counts, pa.Table) else counts, num_merges,
+                                    progress)
     # Internal ids: byte b is b, merge k is 256 + k; shifted past the specials at the end.
     tokens: list[bytes] = [bytes([b]) for b in range(256)]
     merges: Merges = []
@@ -164,22 +185,21 @@ def train_from_shards(shards: Sequence[str | os.PathLike], *, vocab_size: int, s
     """The reduce stage: sum pre-token shards, learn merges, write the tokenizer and a summary."""
     check_vocab_size(vocab_size, special_tokens)
     began = time.perf_counter()
-    chunk = read_shards(shards)
+    table, chunk = read_shards(shards)
     reduced = time.perf_counter()
     if chunk.num_bytes == 0:
         raise ValueError(f"shards {', '.join(map(str, shards))}: no text at all, nothing to train on")
     if chunk.invalid_utf8:
         log.warning("%d invalid UTF-8 sequences were replaced by U+FFFD", chunk.invalid_utf8)
-    log.info("%d shards: %d distinct pre-tokens from %s", len(shards), len(chunk.counts),
-             format_bytes(chunk.num_bytes))
-    vocab, merges = train_from_counts(chunk.counts, vocab_size, special_tokens, show_progress=True)
+    log.info("%d shards: %d distinct pre-tokens from %s", len(shards), table.num_rows, format_bytes(chunk.num_bytes))
+    vocab, merges = train_from_counts(table, vocab_size, special_tokens, show_progress=True)
     merged = time.perf_counter()
     write_tokenizer(vocab, merges, special_tokens=special_tokens, vocab_pkl=vocab_pkl, merges_pkl=merges_pkl,
                     vocab_json=vocab_json, merges_txt=merges_txt, tokenizer_json=tokenizer_json)
     summary = {
         "vocab_size": len(vocab), "requested_vocab_size": vocab_size, "num_merges": len(merges),
         "special_tokens": list(special_tokens), "input_bytes": chunk.num_bytes,
-        "invalid_utf8": chunk.invalid_utf8, "distinct_pretokens": len(chunk.counts), "shards": len(shards),
+        "invalid_utf8": chunk.invalid_utf8, "distinct_pretokens": table.num_rows, "shards": len(shards),
         "longest_tokens": [token.decode("utf-8", errors="backslashreplace")
                            for token in sorted((a + b for a, b in merges), key=len, reverse=True)[:10]],
         "timing_s": {"pretokenize_total": round(chunk.seconds, 3), "reduce_shards": round(reduced - began, 3),

@@ -331,21 +331,29 @@ def _merge_some(symbols, word_start, word_len, word_count, state, max_merges, me
     return (slot_at, pairs, used, occurrences, used_occ, tokens, next_token, heap, size, stamps), made
 
 
-def train_merges(counts: dict[bytes, int], num_merges: int, *,
+WordArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # pre-tokens' bytes (uint8), lengths, counts
+
+
+def dict_word_arrays(counts: dict[bytes, int]) -> WordArrays:
+    """``{pre-token bytes: count}`` as :data:`WordArrays` (numpy, not a Python loop per word)."""
+    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
+    values = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+    return np.frombuffer(b"".join(counts), dtype=np.uint8), lengths, values
+
+
+def train_merges(words: WordArrays, num_merges: int, *,
                  on_progress: Callable[[int], None] | None = None, batch: int = 500) -> list[tuple[int, int]]:
-    """The first ``num_merges`` BPE merges of ``{pre-token bytes: count}`` as (left, right) token ids
-    (bytes are 0-255, merge k makes token 256 + k); fewer if every pre-token becomes one token.
+    """The first ``num_merges`` BPE merges of the pre-tokens ``words`` (their bytes end to end, their
+    lengths and counts) as (left, right) token ids (bytes are 0-255, merge k makes token 256 + k);
+    fewer if every pre-token becomes one token.
 
     ``on_progress(merges)`` is called after every ``batch`` merges with how many were made (a progress bar).
     """
-    # Flatten with numpy, not a Python loop per word; single-byte pre-tokens have no pairs.
-    all_lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
-    all_counts = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
-    keep = all_lengths > 1
-    all_bytes = np.frombuffer(b"".join(counts), dtype=np.uint8)
+    all_bytes, all_lengths, all_counts = words
+    keep = all_lengths > 1  # single-byte pre-tokens have no pairs
     symbols = all_bytes[np.repeat(keep, all_lengths)].astype(np.int32)
     lengths, word_count = all_lengths[keep].astype(np.int32), all_counts[keep]
-    del all_bytes, all_lengths, all_counts, keep
+    del keep
     starts = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     state = _build(symbols, starts, lengths, word_count, num_merges)

@@ -92,6 +92,17 @@ def sum_count_tables(tables: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables).group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
 
 
+def table_word_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A (token, count) table as ``fast_merge.WordArrays``, straight from Arrow's buffers."""
+    tokens = table.column("token").combine_chunks()
+    if not len(tokens):
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    offsets = np.frombuffer(tokens.buffers()[1], dtype=np.int32)[tokens.offset:tokens.offset + len(tokens) + 1]
+    data = np.frombuffer(tokens.buffers()[2], dtype=np.uint8)
+    return (data[offsets[0]:offsets[-1]], np.diff(offsets).astype(np.int64),
+            table.column("count").to_numpy().astype(np.int64))
+
+
 def table_counts(table: pa.Table) -> dict[bytes, int]:
     """The counts of a (token, count) table as a dict."""
     return dict(zip(table.column("token").to_pylist(), table.column("count").to_pylist()))
@@ -119,12 +130,12 @@ def shard_metadata(path: str | os.PathLike) -> dict:
     return json.loads(meta[META_KEY])
 
 
-def read_shards(paths: Sequence[str | os.PathLike], *, group: int = 8) -> ChunkCounts:
+def read_shards(paths: Sequence[str | os.PathLike], *, group: int = 8) -> tuple[pa.Table, ChunkCounts]:
     """Sum the counts of several shards: ``group`` shards at a time are folded into a running
-    table by Arrow's hash aggregation (C++), so memory holds the sum and one group, and Python
-    touches each distinct pre-token once, at the end."""
+    (token, count) table by Arrow's hash aggregation (C++), so memory holds the sum and one
+    group, and no Python object is made per pre-token. Returns it and the shards' bookkeeping."""
     total = ChunkCounts()
-    summed: pa.Table | None = None
+    summed = counts_table({})
     for first in range(0, len(paths), group):
         tables = []
         for path in paths[first:first + group]:
@@ -133,7 +144,5 @@ def read_shards(paths: Sequence[str | os.PathLike], *, group: int = 8) -> ChunkC
             total.invalid_utf8 += meta["invalid_utf8"]
             total.seconds += meta["seconds"]
             tables.append(pq.read_table(path, columns=["token", "count"]).cast(SCHEMA))
-        summed = sum_count_tables(tables + ([summed] if summed is not None else []))
-    if summed is not None:
-        total.counts = table_counts(summed)
-    return total
+        summed = sum_count_tables(tables + [summed])
+    return summed, total
