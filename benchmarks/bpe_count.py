@@ -8,7 +8,7 @@ solution does: decode, split at the special token, ``regex.findall`` with the GP
 a ``Counter`` of str, encode the keys at the end (and writes the same Parquet shard). Printed:
 MB/s per core over the whole map (corpus bytes / (wall × workers)), the rate inside the workers
 (bytes / the seconds they spent counting), the ratio, and the streaming reduce of our shards
-(``read_shards``: summed by Arrow, a group of shards at a time).
+(``read_shards``: summed by Arrow, streaming, in time linear in the shards' rows).
 
     .venv/bin/python benchmarks/bpe_count.py                     # docs corpus (30 MB)
     .venv/bin/python benchmarks/bpe_count.py --distinct 3000000  # bpe_scale.py's rare-word corpus

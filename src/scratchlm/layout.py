@@ -26,30 +26,29 @@ RESULTS = "results"
 SPLITS = ("train", "valid")
 
 
+# RunFiles attribute -> file name in the run folder.
+RUN_FILE_NAMES = {
+    # Written when the run finishes (config.json and metrics.jsonl also grow while it trains).
+    "model": "model.pt", "meta": "model.json", "summary": "summary.json", "metrics": "metrics.jsonl",
+    "curves": "curves.png", "config": "config.json",
+    # Written by later stages, and the run's working files.
+    "samples": "samples.md", "hf": "hf", "checkpoints": "checkpoints", "lock": ".lock",
+    "replaced": "replaced",  # runs moved aside by --fresh (or a changed config in the pipeline)
+    # The tokenizer of a run imported from Hugging Face (pipeline runs point to their corpus's).
+    "vocab": "vocab.pkl", "merges": "merges.pkl",
+}
+
+
 class RunFiles:
-    """The files of one run folder (``results/runs/{run}/``, or any folder ``scratchlm train`` wrote)."""
+    """The files of one run folder (``results/runs/{run}/``, or any folder ``scratchlm train`` wrote),
+    as attributes named in :data:`RUN_FILE_NAMES`: ``RunFiles(folder).summary`` is ``folder / "summary.json"``."""
+
+    FINAL = tuple(RUN_FILE_NAMES[key] for key in ("model", "meta", "summary", "metrics", "curves", "config"))
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
-
-    # Written when the run finishes (config.json and metrics.jsonl grow while it trains).
-    FINAL = ("model.pt", "model.json", "summary.json", "metrics.jsonl", "curves.png", "config.json")
-
-    model = property(lambda self: self.folder / "model.pt")
-    meta = property(lambda self: self.folder / "model.json")
-    summary = property(lambda self: self.folder / "summary.json")
-    metrics = property(lambda self: self.folder / "metrics.jsonl")
-    curves = property(lambda self: self.folder / "curves.png")
-    config = property(lambda self: self.folder / "config.json")
-    samples = property(lambda self: self.folder / "samples.md")
-    checkpoints = property(lambda self: self.folder / "checkpoints")
-    lock = property(lambda self: self.folder / ".lock")
-    hf = property(lambda self: self.folder / "hf")
-    # The tokenizer of a run imported from Hugging Face (pipeline runs point to their corpus's).
-    vocab = property(lambda self: self.folder / "vocab.pkl")
-    merges = property(lambda self: self.folder / "merges.pkl")
-    # Runs moved aside by --fresh (or a changed config in the pipeline), by UTC time.
-    replaced = property(lambda self: self.folder / "replaced")
+        for attribute, name in RUN_FILE_NAMES.items():
+            setattr(self, attribute, self.folder / name)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
   boundaries and write them as JSON (the pipeline's checkpoint: the shard count is then known).
 * ``write_shard``: count the pre-tokens of one range into a Parquet file with columns
   ``token`` (binary) and ``count`` (int64); what it cost goes into the file's metadata.
-* ``read_shards``: sum shards with Arrow's hash aggregation, a group of shards at a time.
+* ``read_shards``: sum shards with Arrow's hash aggregation, streaming, in linear time.
 """
 
 from __future__ import annotations
@@ -134,19 +134,22 @@ def shard_metadata(path: str | os.PathLike) -> dict:
     return json.loads(meta[META_KEY])
 
 
-def read_shards(paths: Sequence[str | os.PathLike], *, group: int = 8) -> tuple[pa.Table, ChunkCounts]:
-    """Sum the counts of several shards: ``group`` shards at a time are folded into a running
-    (token, count) table by Arrow's hash aggregation (C++), so memory holds the sum and one
-    group, and no Python object is made per pre-token. Returns it and the shards' bookkeeping."""
+def read_shards(paths: Sequence[str | os.PathLike], *, min_fold_rows: int = 1 << 20) -> tuple[pa.Table, ChunkCounts]:
+    """Sum the counts of several shards into one (token, count) table, streaming: shards wait in a
+    pending list until they hold as many rows as the running sum (and at least ``min_fold_rows``),
+    then Arrow's hash aggregation (C++) folds them in. Each fold hashes at most twice the rows it
+    adds, so the work is linear in the shards' rows (not shards x distinct pre-tokens), memory stays
+    about twice the sum, and no Python object is made per pre-token. Returns the sum and the
+    shards' bookkeeping."""
     total = ChunkCounts()
-    summed = counts_table({})
-    for first in range(0, len(paths), group):
-        tables = []
-        for path in paths[first:first + group]:
-            meta = shard_metadata(path)
-            total.num_bytes += meta["num_bytes"]
-            total.invalid_utf8 += meta["invalid_utf8"]
-            total.seconds += meta["seconds"]
-            tables.append(pq.read_table(path, columns=["token", "count"]).cast(SCHEMA))
-        summed = sum_count_tables(tables + [summed])
-    return summed, total
+    summed, pending, pending_rows = counts_table({}), [], 0
+    for path in paths:
+        meta = shard_metadata(path)
+        total.num_bytes += meta["num_bytes"]
+        total.invalid_utf8 += meta["invalid_utf8"]
+        total.seconds += meta["seconds"]
+        pending.append(pq.read_table(path, columns=["token", "count"]).cast(SCHEMA))
+        pending_rows += pending[-1].num_rows
+        if pending_rows >= max(summed.num_rows, min_fold_rows):
+            summed, pending, pending_rows = sum_count_tables([summed, *pending]), [], 0
+    return (sum_count_tables([summed, *pending]) if pending else summed), total
