@@ -12,6 +12,7 @@ MB/s per core over the whole map (corpus bytes / (wall × workers)), the rate in
 
     .venv/bin/python benchmarks/bpe_count.py                     # docs corpus (30 MB)
     .venv/bin/python benchmarks/bpe_count.py --distinct 3000000  # bpe_scale.py's rare-word corpus
+    .venv/bin/python benchmarks/bpe_count.py --corpus results/data/demo_train.txt  # accented names
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def run_map(counter: str, plan: str, folder: Path, workers: int) -> tuple[float,
     """Wall seconds of the map over every shard, seconds spent counting in the workers, shard paths."""
     outputs = [str(folder / f"{counter}_{shard}.parquet") for shard in range(num_planned_shards(plan))]
     jobs = [(counter, plan, shard, output) for shard, output in enumerate(outputs)]
-    PretokenTally().add_document(b"warm up")  # as count_file does: the workers fork with the counter loaded
+    PretokenTally.warm_up()  # as count_file does: the workers fork with the counter loaded
     began = time.perf_counter()
     with get_context("fork").Pool(workers) as pool:
         counting = sum(pool.imap_unordered(_job, jobs))
@@ -68,11 +69,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--distinct", type=int, default=None, help="use bpe_scale.py's corpus with this many "
                                                                     "distinct pre-tokens (default: the docs corpus)")
+    parser.add_argument("--corpus", type=Path, default=None, help="any text file, documents separated by "
+                                                                   "<|endoftext|> (e.g. results/data/demo_train.txt)")
     parser.add_argument("--shard-mb", type=float, default=4.0, help="MiB per shard (the pipeline's bpe.shard_mb)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     args = parser.parse_args()
-    corpus = make_corpus(args.distinct) if args.distinct else docs_corpus("train")
+    corpus = args.corpus or (make_corpus(args.distinct) if args.distinct else docs_corpus("train"))
     size_mb = corpus.stat().st_size / 1e6
     with open(corpus, "rb") as handle:  # into the page cache, so neither counter pays the first disk read
         while handle.read(1 << 24):

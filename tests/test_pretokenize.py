@@ -102,26 +102,6 @@ def test_safe_cuts_never_change_pretokens(text, specials):
             assert count_in_order(left, specials) + count_in_order(right, specials) == count_in_order(text, specials)
 
 
-_DOCUMENT = st.lists(st.sampled_from(list("ab1 \t\n'.,é€\u3000\xa0\x85\x1c") + ["'s", "  ", "\udcff"]),
-                     max_size=40).map(lambda parts: "".join(parts).encode("utf-8", "surrogateescape"))
-
-
-@settings(max_examples=400, deadline=None)
-@given(_DOCUMENT)
-def test_ascii_pieces_keep_the_pretokens_and_isolate_non_ascii(document):
-    """Counting splits documents with a few non-ASCII bytes so their ASCII text takes the bytes path:
-    the pieces join to the document, ASCII ones are ASCII, and their pre-tokens are the document's."""
-    from scratchlm.tokenizer.pretokenize import ASCII_PRETOKEN_BYTES_RE, ascii_pieces, decode_utf8
-
-    pieces = list(ascii_pieces(document))
-    assert b"".join(piece for piece, _ in pieces) == document and all(piece for piece, _ in pieces)
-    assert all(piece.isascii() for piece, is_ascii in pieces if is_ascii)
-    tokens = [token for piece, is_ascii in pieces
-              for token in ([t.decode() for t in ASCII_PRETOKEN_BYTES_RE.findall(piece)] if is_ascii
-                            else GPT2_REGEX.findall(decode_utf8(piece)[0]))]
-    assert tokens == GPT2_REGEX.findall(decode_utf8(document)[0])
-
-
 def count_in_order(text: str, specials: list[str]) -> list[str]:
     return [token for piece, special in split_on_special_tokens(text, specials)
             for token in ([piece] if special else GPT2_REGEX.findall(piece))]
@@ -170,23 +150,36 @@ def test_decode_utf8_is_linear_in_errors():
     assert time.perf_counter() - started < 1.0  # linear: ~10 ms here
 
 
-_ASCII = st.lists(st.sampled_from(list("ab1 \t\n\r'.,!_\x00\x1c\x7f") + ["'s", "'ll", "'ve", "'re", "  ", "AB", "9"]),
-                  max_size=50).map(lambda parts: "".join(parts).encode("ascii"))
+# Each class of the GPT-2 pattern, ASCII and not: letters (Latin, Greek, CJK), numbers (digits,
+# Arabic-Indic, fractions, Roman numerals), whitespace (tab, NBSP, NEL, ideographic space, line
+# separator), others (punctuation, controls, a combining accent, emoji outside the BMP).
+_TEXT_PIECE = st.lists(st.sampled_from(list("ab1 \t\n\r'.,!_\x00\x1c\x7fAZéΩ中٣½Ⅻ\xa0\x85\u3000\u2028\u0301€😀")
+                                       + ["'s", "'ll", "'ve", "'re", "  ", "9"]), max_size=50).map("".join)
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(_ASCII, max_size=4))
-def test_compiled_ascii_counter_equals_the_regex(pieces):
-    """fast_count's scanner gives the regex's pre-tokens, over any number of added pieces."""
-    from scratchlm.tokenizer.fast_count import AsciiPretokenCounter
-    from scratchlm.tokenizer.pretokenize import ASCII_PRETOKEN_BYTES_RE
+@given(st.lists(_TEXT_PIECE, max_size=4))
+def test_compiled_counter_equals_the_regex(pieces):
+    """fast_count's scanner gives GPT2_REGEX's pre-tokens, over any number of added pieces."""
+    from scratchlm.tokenizer.fast_count import PretokenCounter
 
-    counter = AsciiPretokenCounter(capacity=4)  # small: the table and the arena grow
-    for piece in pieces:
-        counter.add(piece)
-    expected = Counter(token for piece in pieces for token in ASCII_PRETOKEN_BYTES_RE.findall(piece))
+    counter = PretokenCounter(capacity=4)  # small: the table and the arena grow
+    counter.add(pieces[:2])  # a batch of pieces in one call, then one at a time
+    for piece in pieces[2:]:
+        counter.add([piece])
+    expected = Counter(token.encode() for piece in pieces for token in GPT2_REGEX.findall(piece))
     keys, offsets, counts = counter.arrays()
     assert {keys[a:b].tobytes(): n for a, b, n in zip(offsets, offsets[1:], counts.tolist())} == dict(expected)
+
+
+def test_code_point_classes_follow_the_regex_module():
+    from scratchlm.tokenizer.fast_count import LETTER, NUMBER, OTHER, SPACE, code_point_classes
+
+    classes = code_point_classes()
+    for char, kind in {"a": LETTER, "中": LETTER, "٣": NUMBER, "Ⅻ": NUMBER, " ": SPACE, "\u3000": SPACE,
+                       "\x1c": OTHER, "\u0301": OTHER, "😀": OTHER, "\U0010fffd": OTHER}.items():
+        assert classes[ord(char)] == kind, repr(char)
+    assert classes[0xD800:0xE000].max() == OTHER  # surrogates never occur in decoded text
 
 
 def test_tally_without_numba_and_as_arrow_table_agree(fixtures_dir):
@@ -197,7 +190,7 @@ def test_tally_without_numba_and_as_arrow_table_agree(fixtures_dir):
     documents = (fixtures_dir / "tinystories_sample.txt").read_bytes().split(EOT.encode())
     documents += [b"caf\xc3\xa9 au lait, \xff bad bytes", "naïve  café\n".encode()]
     compiled, fallback = PretokenTally(), PretokenTally()
-    fallback.ascii, fallback.ascii_regex_counts = None, Counter()
+    fallback.compiled = None
     for document in documents:
         compiled.add_document(document)
         fallback.add_document(document)

@@ -99,7 +99,7 @@ def count_file_table(input_path: str | os.PathLike, special_tokens: Sequence[str
     bounds = find_chunk_boundaries(input_path, workers * 4, special_tokens[0].encode("utf-8"))
     jobs = [(input_path, start, end, list(special_tokens)) for start, end in zip(bounds, bounds[1:])]
     total, tables = ChunkCounts(), []
-    PretokenTally().add_document(b"warm up")  # load the compiled counter once, before the workers fork
+    PretokenTally.warm_up()  # load the compiled counter once, before the workers fork
     with get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) as pool:
         for table, part in pool.imap_unordered(_count_job, jobs):
             tables.append(table)

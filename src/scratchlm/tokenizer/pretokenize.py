@@ -158,8 +158,6 @@ def count_pretokens(text: str, special_tokens: Sequence[str]) -> Counter[str]:
 # followed by a space, and both bytes are whole characters in UTF-8, so text cut between them
 # pre-tokenizes (and encodes) exactly as the whole does (a property test checks it).
 _SAFE_CUT = regex.compile(rb"[^\t\n\x0b\x0c\r \x80-\xff][\t\n\x0b\x0c\r ]", flags=regex.REVERSE)
-_SAFE_CUT_FORWARD = re.compile(rb"[^\t\n\x0b\x0c\r \x80-\xff][\t\n\x0b\x0c\r ]")
-_NON_ASCII = re.compile(rb"[\x80-\xff]+")
 
 
 def last_safe_cut(data: bytes | bytearray, special_tokens: Sequence[bytes] = ()) -> int:
@@ -175,31 +173,6 @@ def last_safe_cut(data: bytes | bytearray, special_tokens: Sequence[bytes] = ())
     """
     found = _SAFE_CUT.search(data, 0, growing_special_start(data, special_tokens))
     return before_straddling_specials(data, found.start() + 1 if found else 0, special_tokens)
-
-
-def ascii_pieces(document: bytes) -> Iterator[tuple[bytes, bool]]:
-    """``document`` (no special tokens in it) cut at safe cuts into ``(piece, is_ascii)``: the
-    pieces holding its non-ASCII bytes, each as short as safe cuts allow, and the ASCII text
-    between them. The pieces' pre-tokens are the document's (see :func:`last_safe_cut`), so
-    the ASCII ones can take the fast bytes path.
-
-    >>> list(ascii_pieces(b"plain text, caf\\xc3\\xa9 au lait and more"))
-    [(b'plain text,', True), (b' caf\\xc3\\xa9 au', False), (b' lait and more', True)]
-    """
-    start = end = 0  # the pending non-ASCII piece, [start, end); document[:start] was yielded
-    while (found := _NON_ASCII.search(document, end)) is not None:
-        before = _SAFE_CUT.search(document, end, found.start() + 1)  # the last cut in [end, found]
-        if before is not None:  # ASCII text between the pending piece and this run: yield both
-            if end > start:
-                yield document[start:end], False
-            start = before.start() + 1
-            yield document[end:start], True
-        after = _SAFE_CUT_FORWARD.search(document, found.end())
-        end = after.start() + 1 if after else len(document)
-    if end > start:
-        yield document[start:end], False
-    if end < len(document):
-        yield document[end:], True
 
 
 def growing_special_start(data: AnyStr, special_tokens: Sequence[AnyStr]) -> int:
@@ -256,55 +229,70 @@ def iter_document_blocks(path: str | os.PathLike, start: int, end: int, split_to
             yield bytes(carry)
 
 
+PENDING_CHARS = 1 << 20  # text the tally gathers before one call of the compiled counter
+
+
 class PretokenTally:
-    """Pre-token counts of documents (no special tokens in them): ASCII text by the compiled
-    scanner of :mod:`scratchlm.tokenizer.fast_count` (by the regex where numba is missing), the
-    pieces with non-ASCII bytes by the Unicode GPT-2 regex."""
+    """Pre-token counts of documents (no special tokens in them), by the compiled scanner of
+    :mod:`scratchlm.tokenizer.fast_count`; where numba is missing, by the regexes (ASCII documents
+    as bytes), several times slower."""
 
     def __init__(self) -> None:
         try:
-            from scratchlm.tokenizer.fast_count import AsciiPretokenCounter
-        except ImportError:  # numba missing: the regex and a Counter, about 2x slower on docs text
-            self.ascii, self.ascii_regex_counts = None, Counter()
+            from scratchlm.tokenizer.fast_count import PretokenCounter
+        except ImportError:
+            self.compiled = None
         else:
-            self.ascii, self.ascii_regex_counts = AsciiPretokenCounter(), None
-        self.text_counts: Counter[str] = Counter()
+            self.compiled = PretokenCounter()
+        self.byte_counts: Counter[bytes] = Counter()  # the regex path's ASCII documents
+        self.text_counts: Counter[str] = Counter()  # and its others
+        self.pending: list[str] = []  # documents for the compiled counter, counted in batches
+        self.pending_chars = 0
         self.invalid_utf8 = 0
 
+    @classmethod
+    def warm_up(cls) -> None:
+        """Load the compiled counter now (before forking workers, which then share it)."""
+        tally = cls()
+        tally.add_document(b"warm up")
+        tally.arrays()
+
     def add_document(self, document: bytes) -> None:
-        """Count one document's pre-tokens."""
-        for piece, is_ascii in ((document, True),) if document.isascii() else ascii_pieces(document):
-            if not is_ascii:
-                text, invalid = decode_utf8(piece)
-                self.text_counts.update(GPT2_REGEX.findall(text))
-                self.invalid_utf8 += invalid
-            elif self.ascii is not None:
-                self.ascii.add(piece)
-            else:
-                self.ascii_regex_counts.update(ASCII_PRETOKEN_BYTES_RE.findall(piece))
+        """Count one document's pre-tokens (invalid UTF-8 becomes U+FFFD, and is counted)."""
+        if self.compiled is None and document.isascii():
+            self.byte_counts.update(ASCII_PRETOKEN_BYTES_RE.findall(document))
+            return
+        text, invalid = decode_utf8(document)
+        self.invalid_utf8 += invalid
+        if self.compiled is None:
+            self.text_counts.update(GPT2_REGEX.findall(text))
+            return
+        self.pending.append(text)
+        self.pending_chars += len(text)
+        if self.pending_chars >= PENDING_CHARS:
+            self._flush()
 
-    def ascii_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The ASCII pre-tokens as (key bytes, key offsets, counts) arrays (Arrow's binary layout)."""
-        if self.ascii is not None:
-            return self.ascii.arrays()
-        keys = list(self.ascii_regex_counts)
-        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
-        np.cumsum([len(key) for key in keys], out=offsets[1:])
-        return (np.frombuffer(b"".join(keys), dtype=np.uint8), offsets,
-                np.fromiter(self.ascii_regex_counts.values(), dtype=np.int64, count=len(keys)))
+    def _flush(self) -> None:
+        self.compiled.add(self.pending)
+        self.pending, self.pending_chars = [], 0
 
-    def other_counts(self) -> dict[bytes, int]:
-        """The pre-tokens of the non-ASCII pieces, encoded once per distinct one."""
-        return {token.encode("utf-8"): count for token, count in self.text_counts.items()}
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct pre-tokens as (UTF-8 bytes end to end, offsets, counts): Arrow's binary layout."""
+        if self.compiled is not None:
+            self._flush()
+            return self.compiled.arrays()
+        counts = self.byte_counts.copy()
+        counts.update({token.encode("utf-8"): count for token, count in self.text_counts.items()})
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum([len(key) for key in counts], out=offsets[1:])
+        return (np.frombuffer(b"".join(counts), dtype=np.uint8), offsets,
+                np.fromiter(counts.values(), dtype=np.int64, count=len(counts)))
 
     def counts(self) -> PretokenCounts:
         """Everything counted, as ``{pre-token bytes: count}``."""
-        keys, offsets, values = self.ascii_arrays()
+        keys, offsets, values = self.arrays()
         data, bounds = keys.tobytes(), offsets.tolist()
-        counts = {data[start:end]: count for start, end, count in zip(bounds, bounds[1:], values.tolist())}
-        for token, count in self.other_counts().items():
-            counts[token] = counts.get(token, 0) + count
-        return counts
+        return {data[start:end]: count for start, end, count in zip(bounds, bounds[1:], values.tolist())}
 
 
 def tally_file_range(path: str | os.PathLike, start: int, end: int, special_tokens: Sequence[str],

@@ -77,14 +77,11 @@ def counts_table(counts: dict[bytes, int]) -> pa.Table:
 
 
 def tally_table(tally: PretokenTally) -> pa.Table:
-    """A tally's counts as an Arrow table, the ASCII part straight from its arrays (no Python
-    object per pre-token)."""
-    keys, offsets, counts = tally.ascii_arrays()
+    """A tally's counts as an Arrow table, straight from its arrays (no Python object per pre-token)."""
+    keys, offsets, counts = tally.arrays()
     tokens = pa.Array.from_buffers(pa.binary(), len(counts), [None, pa.py_buffer(offsets.astype(np.int32)),
                                                               pa.py_buffer(np.ascontiguousarray(keys))])
-    table = pa.table({"token": tokens, "count": pa.array(counts, pa.int64())}, schema=SCHEMA)
-    others = tally.other_counts()
-    return sum_count_tables([table, counts_table(others)]) if others else table
+    return pa.table({"token": tokens, "count": pa.array(counts, pa.int64())}, schema=SCHEMA)
 
 
 def sum_count_tables(tables: Sequence[pa.Table]) -> pa.Table:
