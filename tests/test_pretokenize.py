@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from scratchlm.tokenizer.pretokenize import (
     GPT2_REGEX,
-    count_file_range,
     count_pretokens,
     decode_utf8,
     find_chunk_boundaries,
     iter_document_blocks,
     split_on_special_tokens,
+    tally_file_range,
 )
 
 EOT = "<|endoftext|>"
@@ -107,11 +107,13 @@ def count_in_order(text: str, specials: list[str]) -> list[str]:
             for token in ([piece] if special else GPT2_REGEX.findall(piece))]
 
 
-def test_count_file_range_streams_like_whole_text(tmp_path):
+def test_tally_file_range_streams_like_whole_text(tmp_path):
+    from scratchlm.tokenizer.shards import arrays_table, table_counts
+
     path, text = _corpus(tmp_path)
-    chunk = count_file_range(path, 0, path.stat().st_size, [EOT], block_size=100)
+    tally, chunk = tally_file_range(path, 0, path.stat().st_size, [EOT], block_size=100)
     expected = {token.encode(): count for token, count in count_pretokens(text, [EOT]).items()}
-    assert chunk.counts == expected
+    assert table_counts(arrays_table(tally.arrays())) == expected
     assert chunk.num_bytes == path.stat().st_size and chunk.invalid_utf8 == 0
 
 
@@ -185,7 +187,7 @@ def test_code_point_classes_follow_the_regex_module():
 def test_tally_without_numba_and_as_arrow_table_agree(fixtures_dir):
     """The regex fallback (numba missing) and the Arrow form give the compiled tally's counts."""
     from scratchlm.tokenizer.pretokenize import PretokenTally
-    from scratchlm.tokenizer.shards import table_counts, tally_table
+    from scratchlm.tokenizer.shards import arrays_table, table_counts
 
     documents = (fixtures_dir / "tinystories_sample.txt").read_bytes().split(EOT.encode())
     documents += [b"caf\xc3\xa9 au lait, \xff bad bytes", "naïve  café\n".encode()]
@@ -196,5 +198,6 @@ def test_tally_without_numba_and_as_arrow_table_agree(fixtures_dir):
         fallback.add_document(document)
     expected = {token.encode(): n for token, n in Counter(
         token for document in documents for token in GPT2_REGEX.findall(document.decode("utf-8", "replace"))).items()}
-    assert compiled.counts() == fallback.counts() == expected == table_counts(tally_table(compiled))
+    counts = [table_counts(arrays_table(tally.arrays())) for tally in (compiled, fallback)]
+    assert counts[0] == counts[1] == expected
     assert compiled.invalid_utf8 == fallback.invalid_utf8 == 1

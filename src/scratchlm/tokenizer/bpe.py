@@ -20,6 +20,7 @@ from scratchlm.tokenizer.pretokenize import (
     ChunkCounts,
     PretokenTally,
     PretokenCounts,
+    counts_arrays,
     tally_file_range,
     default_workers,
     find_chunk_boundaries,
@@ -35,12 +36,12 @@ from scratchlm.tokenizer.serialization import (
 from scratchlm.profiling import peak_rss_bytes
 from scratchlm.tokenizer.python_merge import merge_in_python
 from scratchlm.tokenizer.shards import (
+    arrays_table,
     read_shards,
     shard_metadata,
     sum_count_tables,
     table_counts,
-    table_word_arrays,
-    tally_table,
+    table_arrays,
 )
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def count_file_table(input_path: str | os.PathLike, special_tokens: Sequence[str
 def _count_job(job: tuple) -> tuple:
     """A worker's counts as an Arrow table (pickled as buffers), and the rest of its ChunkCounts."""
     tally, chunk = tally_file_range(*job)
-    return tally_table(tally), chunk
+    return arrays_table(tally.arrays()), chunk
 
 
 def initial_vocab(special_tokens: Sequence[str]) -> Vocab:
@@ -142,9 +143,9 @@ def train_from_counts(counts: PretokenCounts | pa.Table, vocab_size: int, specia
     progress = progress_bar("BPE merges", total=num_merges, unit="merges", quiet=not show_progress)
     with progress:
         if _use_numba(engine):
-            from scratchlm.tokenizer.fast_merge import dict_word_arrays, train_merges
+            from scratchlm.tokenizer.fast_merge import train_merges
 
-            words = table_word_arrays(counts) if isinstance(counts, pa.Table) else dict_word_arrays(counts)
+            words = table_arrays(counts) if isinstance(counts, pa.Table) else counts_arrays(counts)
             pairs = train_merges(words, num_merges, on_progress=progress.update)
         else:
             pairs = merge_in_python(table_counts(counts) if isinstance(counts, pa.Table) else counts, num_merges,

@@ -27,6 +27,8 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
+from scratchlm.tokenizer.pretokenize import PretokenArrays
+
 # Columns of the pair table: a row ("slot") per distinct pair ever seen.
 COUNT, HEAD, LEFT, RIGHT, LAST_WORD = range(5)
 PUSHED = -2  # LAST_WORD of a new pair once its heap entry is pushed
@@ -331,25 +333,15 @@ def _merge_some(symbols, word_start, word_len, word_count, state, max_merges, me
     return (slot_at, pairs, used, occurrences, used_occ, tokens, next_token, heap, size, stamps), made
 
 
-WordArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # pre-tokens' bytes (uint8), lengths, counts
-
-
-def dict_word_arrays(counts: dict[bytes, int]) -> WordArrays:
-    """``{pre-token bytes: count}`` as :data:`WordArrays` (numpy, not a Python loop per word)."""
-    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
-    values = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
-    return np.frombuffer(b"".join(counts), dtype=np.uint8), lengths, values
-
-
-def train_merges(words: WordArrays, num_merges: int, *,
+def train_merges(words: PretokenArrays, num_merges: int, *,
                  on_progress: Callable[[int], None] | None = None, batch: int = 500) -> list[tuple[int, int]]:
-    """The first ``num_merges`` BPE merges of the pre-tokens ``words`` (their bytes end to end, their
-    lengths and counts) as (left, right) token ids (bytes are 0-255, merge k makes token 256 + k);
-    fewer if every pre-token becomes one token.
+    """The first ``num_merges`` BPE merges of the pre-tokens ``words`` as (left, right) token ids
+    (bytes are 0-255, merge k makes token 256 + k); fewer if every pre-token becomes one token.
 
     ``on_progress(merges)`` is called after every ``batch`` merges with how many were made (a progress bar).
     """
-    all_bytes, all_lengths, all_counts = words
+    all_bytes, offsets, all_counts = words
+    all_lengths = np.diff(offsets)
     keep = all_lengths > 1  # single-byte pre-tokens have no pairs
     symbols = all_bytes[np.repeat(keep, all_lengths)].astype(np.int32)
     lengths, word_count = all_lengths[keep].astype(np.int32), all_counts[keep]

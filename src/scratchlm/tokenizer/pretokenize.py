@@ -117,6 +117,22 @@ def find_chunk_boundaries(path: str | os.PathLike, num_chunks: int, split_token:
 # --- Counting pre-tokens (the "map" half of BPE training) -----------------------------------
 
 PretokenCounts = dict[bytes, int]
+# Distinct pre-tokens in Arrow's binary layout: their UTF-8 bytes end to end (uint8), the offsets
+# where each starts and ends (one more than there are pre-tokens), and their counts.
+PretokenArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def counts_arrays(counts: PretokenCounts) -> PretokenArrays:
+    """``{pre-token bytes: count}`` as :data:`PretokenArrays` (numpy, not a Python loop per pre-token).
+
+    >>> keys, offsets, values = counts_arrays({b"the": 2, b" cat": 1})
+    >>> keys.tobytes(), offsets.tolist(), values.tolist()
+    (b'the cat', [0, 3, 7], [2, 1])
+    """
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, counts), dtype=np.int64, count=len(counts)), out=offsets[1:])
+    return (np.frombuffer(b"".join(counts), dtype=np.uint8), offsets,
+            np.fromiter(counts.values(), dtype=np.int64, count=len(counts)))
 
 
 @dataclass
@@ -276,29 +292,20 @@ class PretokenTally:
         self.compiled.add(self.pending)
         self.pending, self.pending_chars = [], 0
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The distinct pre-tokens as (UTF-8 bytes end to end, offsets, counts): Arrow's binary layout."""
+    def arrays(self) -> PretokenArrays:
+        """The distinct pre-tokens counted so far."""
         if self.compiled is not None:
             self._flush()
             return self.compiled.arrays()
         counts = self.byte_counts.copy()
         counts.update({token.encode("utf-8"): count for token, count in self.text_counts.items()})
-        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum([len(key) for key in counts], out=offsets[1:])
-        return (np.frombuffer(b"".join(counts), dtype=np.uint8), offsets,
-                np.fromiter(counts.values(), dtype=np.int64, count=len(counts)))
-
-    def counts(self) -> PretokenCounts:
-        """Everything counted, as ``{pre-token bytes: count}``."""
-        keys, offsets, values = self.arrays()
-        data, bounds = keys.tobytes(), offsets.tolist()
-        return {data[start:end]: count for start, end, count in zip(bounds, bounds[1:], values.tolist())}
+        return counts_arrays(counts)
 
 
 def tally_file_range(path: str | os.PathLike, start: int, end: int, special_tokens: Sequence[str],
                      *, block_size: int = 4 << 20) -> tuple[PretokenTally, ChunkCounts]:
     """The pre-tokens of bytes ``[start, end)`` of ``path``, read in blocks cut at documents, and
-    the bookkeeping (``counts`` left empty: take them from the tally)."""
+    the bookkeeping (``counts`` left empty: take them from the tally, e.g. ``shards.arrays_table(tally.arrays())``)."""
     began = time.perf_counter()
     specials = [token.encode("utf-8") for token in special_tokens]
     split_specials = special_tokens_regex(specials)
@@ -311,11 +318,3 @@ def tally_file_range(path: str | os.PathLike, start: int, end: int, special_toke
     result.invalid_utf8 = tally.invalid_utf8
     result.seconds = time.perf_counter() - began
     return tally, result
-
-
-def count_file_range(path: str | os.PathLike, start: int, end: int, special_tokens: Sequence[str],
-                     *, block_size: int = 4 << 20) -> ChunkCounts:
-    """Pre-token counts of bytes ``[start, end)`` of ``path`` (see :class:`PretokenTally`)."""
-    tally, result = tally_file_range(path, start, end, special_tokens, block_size=block_size)
-    result.counts = tally.counts()
-    return result

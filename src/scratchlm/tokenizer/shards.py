@@ -21,7 +21,13 @@ import pyarrow.parquet as pq
 
 from scratchlm.fileio import atomic_path, require_file, write_json
 from scratchlm.profiling import peak_rss_bytes
-from scratchlm.tokenizer.pretokenize import ChunkCounts, PretokenTally, find_chunk_boundaries, tally_file_range
+from scratchlm.tokenizer.pretokenize import (
+    ChunkCounts,
+    PretokenArrays,
+    counts_arrays,
+    find_chunk_boundaries,
+    tally_file_range,
+)
 
 SCHEMA = pa.schema([("token", pa.binary()), ("count", pa.int64())])
 META_KEY = b"scratchlm"
@@ -70,18 +76,18 @@ def write_planned_shard(plan_path: str | os.PathLike, shard: int, output: str | 
     return write_shard(path, output, start=start, end=end, special_tokens=special_tokens)
 
 
-def counts_table(counts: dict[bytes, int]) -> pa.Table:
-    """Pre-token counts as an Arrow table (token, count): cheap to send between processes."""
-    return pa.table({"token": pa.array(list(counts), pa.binary()),
-                     "count": pa.array(list(counts.values()), pa.int64())}, schema=SCHEMA)
-
-
-def tally_table(tally: PretokenTally) -> pa.Table:
-    """A tally's counts as an Arrow table, straight from its arrays (no Python object per pre-token)."""
-    keys, offsets, counts = tally.arrays()
+def arrays_table(arrays: PretokenArrays) -> pa.Table:
+    """Pre-token counts as an Arrow table (token, count), built on the arrays' buffers (no Python
+    object per pre-token): cheap to write and to send between processes."""
+    keys, offsets, counts = arrays
     tokens = pa.Array.from_buffers(pa.binary(), len(counts), [None, pa.py_buffer(offsets.astype(np.int32)),
                                                               pa.py_buffer(np.ascontiguousarray(keys))])
     return pa.table({"token": tokens, "count": pa.array(counts, pa.int64())}, schema=SCHEMA)
+
+
+def counts_table(counts: dict[bytes, int]) -> pa.Table:
+    """``{pre-token bytes: count}`` as an Arrow table (token, count)."""
+    return arrays_table(counts_arrays(counts))
 
 
 def sum_count_tables(tables: Sequence[pa.Table]) -> pa.Table:
@@ -93,14 +99,14 @@ def sum_count_tables(tables: Sequence[pa.Table]) -> pa.Table:
     return summed.rename_columns(["token", "count"])
 
 
-def table_word_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A (token, count) table as ``fast_merge.WordArrays``, straight from Arrow's buffers."""
+def table_arrays(table: pa.Table) -> PretokenArrays:
+    """A (token, count) table as :data:`PretokenArrays`, straight from Arrow's buffers."""
     tokens = table.column("token").combine_chunks()
     if not len(tokens):
-        return np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(0, np.uint8), np.zeros(1, np.int64), np.zeros(0, np.int64)
     offsets = np.frombuffer(tokens.buffers()[1], dtype=np.int32)[tokens.offset:tokens.offset + len(tokens) + 1]
     data = np.frombuffer(tokens.buffers()[2], dtype=np.uint8)
-    return (data[offsets[0]:offsets[-1]], np.diff(offsets).astype(np.int64),
+    return (data[offsets[0]:offsets[-1]], (offsets - offsets[0]).astype(np.int64),
             table.column("count").to_numpy().astype(np.int64))
 
 
@@ -113,7 +119,7 @@ def write_shard(input_path: str | os.PathLike, output: str | os.PathLike, *, sta
                 special_tokens: Sequence[str]) -> ChunkCounts:
     """Count pre-tokens of bytes ``[start, end)`` of ``input_path`` and write them as a shard."""
     tally, chunk = tally_file_range(input_path, start, end, special_tokens)
-    table = tally_table(tally)
+    table = arrays_table(tally.arrays())
     meta = {"input": str(input_path), "start": start, "end": end, "num_bytes": chunk.num_bytes,
             "invalid_utf8": chunk.invalid_utf8, "seconds": chunk.seconds,
             "peak_rss_bytes": peak_rss_bytes()}
