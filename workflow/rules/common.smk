@@ -16,11 +16,11 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 def check_targets():
     """Every target names a configured corpus or run: a clear error now, not a MissingInputException."""
-    for kind, section in (("corpora", "corpora"), ("runs", "runs")):
-        for name in config["targets"].get(kind, []):
+    for section in ("corpora", "runs"):
+        for name in config["targets"].get(section, []):
             if name not in (config.get(section) or {}):
                 known = ", ".join(sorted(config.get(section) or {})) or "none"
-                raise ValueError(f"config: targets.{kind} names {name!r}, which is not configured under "
+                raise ValueError(f"config: targets.{section} names {name!r}, which is not configured under "
                                  f"`{section}:` (configured: {known})")
 
 
