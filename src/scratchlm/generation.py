@@ -27,8 +27,8 @@ from scratchlm.nn.functional import cross_entropy, softmax
 from scratchlm.nn.model import TransformerLM
 from scratchlm.progress import progress_bar
 from scratchlm.tokenizer import Tokenizer
+from scratchlm.tokenizer.pretokenize import END_OF_TEXT
 
-END_OF_TEXT = "<|endoftext|>"  # the separator of runs whose model.json names no special tokens
 
 
 class _Separator:

@@ -6,11 +6,19 @@ import argparse
 from pathlib import Path
 
 from scratchlm.layout import RESULTS, Layout
+from scratchlm.tokenizer.pretokenize import END_OF_TEXT
 
 
 def add_results_argument(parser: argparse.ArgumentParser, what: str = "pipeline results folder") -> None:
     """``--results``: the folder the pipeline writes (its layout: ``scratchlm.layout``)."""
     parser.add_argument("--results", default=RESULTS, help=what)
+
+
+def add_special_tokens_argument(parser: argparse.ArgumentParser, *, nargs: str = "*",
+                                 what: str = "special tokens, in id order") -> None:
+    """``--special-tokens`` (default: ``<|endoftext|>``); the first one separates documents."""
+    parser.add_argument("--special-tokens", nargs=nargs, default=[END_OF_TEXT], metavar="TOKEN",
+                        help=f"{what}; the first one separates documents")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, what: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from scratchlm.layout import Layout
+from scratchlm.tokenizer.pretokenize import END_OF_TEXT
 
 
 def add_download_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +33,7 @@ def add_demo_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="name of the split; each split is a different stream")
     parser.add_argument("--seed", type=int, default=1234, help="random seed (same seed and split, same bytes)")
     parser.add_argument("--size-mb", type=float, default=20.0, help="size of the file in MiB")
-    parser.add_argument("--special-token", default="<|endoftext|>", help="document separator")
+    parser.add_argument("--special-token", default=END_OF_TEXT, help="document separator")
 
 
 def run_demo_corpus(args: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from scratchlm.cli.common import add_results_argument
+from scratchlm.cli.common import add_results_argument, add_special_tokens_argument
 from scratchlm.layout import Layout
 
 
@@ -33,8 +33,7 @@ def add_report_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
     _add_outputs(parser, "tokenizer", json=True)
     parser.add_argument("--corpora", nargs="+", metavar="NAME",
                         help="corpora whose tokenizers to report (default: every one under RESULTS)")
-    parser.add_argument("--special-tokens", nargs="+", default=["<|endoftext|>"], metavar="TOKEN",
-                        help="special tokens of every corpus; the first one separates documents")
+    add_special_tokens_argument(parser, nargs="+", what="special tokens of every corpus")
     parser.add_argument("--documents", type=int, default=10, help="documents sampled per corpus")
     parser.add_argument("--throughput-mb", type=float, default=4.0, help="MiB encoded to measure throughput")
     parser.add_argument("--workers", type=int, default=16, help="processes assumed in the Pile projection")

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import argparse
 
-from scratchlm.cli.common import add_results_argument
+from scratchlm.cli.common import add_results_argument, add_special_tokens_argument
 from scratchlm.layout import Layout
-
-SPECIAL_TOKENS_HELP = "special tokens, in id order; the first one separates documents"
-
 
 def add_plan_shards_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="UTF-8 text file, documents separated by the first special token")
     parser.add_argument("output", help=f"plan to write, e.g. {Layout().shard_plan('owt', 'train')}")
-    parser.add_argument("--special-tokens", nargs="*", default=["<|endoftext|>"], help=SPECIAL_TOKENS_HELP)
+    add_special_tokens_argument(parser)
     parser.add_argument("--shard-mb", type=float, default=16.0, help="MiB of text per shard")
 
 
@@ -49,7 +46,7 @@ def add_train_bpe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shards", nargs="+", help="pre-token count shards (scratchlm pretokenize)")
     parser.add_argument("--name", required=True, help="the tokenizer's (corpus's) name in the results layout")
     parser.add_argument("--vocab-size", type=int, required=True, help="total size: specials + 256 bytes + merges")
-    parser.add_argument("--special-tokens", nargs="*", default=["<|endoftext|>"], help=SPECIAL_TOKENS_HELP)
+    add_special_tokens_argument(parser)
     add_results_argument(parser, "results folder to write the tokenizer files into")
 
 
@@ -73,8 +70,7 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="output .npy file (uint16 ids)")
     parser.add_argument("--vocab", required=True, help="vocab file: our .pkl or a GPT-2 vocab.json")
     parser.add_argument("--merges", required=True, help="merges file: our .pkl or a GPT-2 merges.txt")
-    parser.add_argument("--special-tokens", nargs="+", default=["<|endoftext|>"], metavar="TOKEN",
-                        help=SPECIAL_TOKENS_HELP)
+    add_special_tokens_argument(parser, nargs="+")
     parser.add_argument("--workers", type=int, default=default_workers(), help="worker processes")
     parser.add_argument("--chunk-mb", type=float, default=4.0, help="MiB of text per task sent to a worker")
 

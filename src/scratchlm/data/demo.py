@@ -20,6 +20,7 @@ from typing import Iterator
 
 from scratchlm.fileio import atomic_open
 from scratchlm.progress import progress_bar
+from scratchlm.tokenizer.pretokenize import END_OF_TEXT
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ def iter_stories(*, seed: int, split: str = "train") -> Iterator[str]:
 
 
 def write_demo_corpus(path: str | os.PathLike, *, seed: int, split: str, size_mb: float,
-                      special_token: str = "<|endoftext|>") -> int:
+                      special_token: str = END_OF_TEXT) -> int:
     """Write stories separated by ``special_token`` lines until ``size_mb`` MiB; return the byte count."""
     if size_mb <= 0:
         raise ValueError(f"{path}: size_mb must be positive, got {size_mb}")

@@ -24,7 +24,7 @@ import numpy as np
 
 from scratchlm.fileio import atomic_path, require_file
 from scratchlm.progress import format_bytes, progress_bar
-from scratchlm.tokenizer.pretokenize import decode_utf8, find_chunk_boundaries, iter_document_blocks
+from scratchlm.tokenizer.pretokenize import END_OF_TEXT, decode_utf8, find_chunk_boundaries, iter_document_blocks
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def concatenate_ids(parts: Sequence[str | os.PathLike], output_path: str | os.Pa
 
 
 def encode_corpus(text_path: str | os.PathLike, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
-                  output_path: str | os.PathLike, *, special_tokens: Sequence[str] = ("<|endoftext|>",),
+                  output_path: str | os.PathLike, *, special_tokens: Sequence[str] = (END_OF_TEXT,),
                   workers: int = 1, chunk_mb: float = 4.0) -> int:
     """Load a tokenizer (``.pkl`` or GPT-2 files) and encode one corpus file with it."""
     require_file(text_path, "corpus file")
