@@ -43,8 +43,6 @@ EOT = "<|endoftext|>"
 
 def textbook_shard(plan: str, shard: int, output: str) -> ChunkCounts:
     """The peer: one shard counted with str pre-tokens and a Counter (what most solutions do)."""
-    from scratchlm.tokenizer import shards
-
     path, start, end, specials = planned_range(plan, shard)
     began = time.perf_counter()
     with open(path, "rb") as handle:
@@ -52,7 +50,7 @@ def textbook_shard(plan: str, shard: int, output: str) -> ChunkCounts:
         text, invalid = decode_utf8(handle.read(end - start))
     counts = {token.encode("utf-8"): count for token, count in count_pretokens(text, specials).items()}
     chunk = ChunkCounts(counts, end - start, invalid, time.perf_counter() - began)
-    shards.pq.write_table(shards.counts_table(counts), output, compression="zstd")
+    pq.write_table(counts_table(counts), output, compression="zstd")
     return chunk
 
 
