@@ -1,4 +1,5 @@
-"""The run folder: its checkpoints, provenance, final-file paths, and moving an old run aside.
+"""The run folder: its checkpoints, provenance, the trainer's lock, and moving an old run aside
+(the names of its files: ``scratchlm.layout.RunFiles``).
 
 ``results/runs/{run}/`` holds config.json, metrics.jsonl, checkpoints/ (the last ``keep_last``),
 and at the end model.pt + model.json, summary.json and curves.png; ``.lock`` is held by the one
