@@ -12,7 +12,7 @@ MB/s per core over the whole map (corpus bytes / (wall × workers)), the rate in
 
     .venv/bin/python benchmarks/bpe_count.py                     # docs corpus (30 MB)
     .venv/bin/python benchmarks/bpe_count.py --distinct 3000000  # bpe_scale.py's rare-word corpus
-    .venv/bin/python benchmarks/bpe_count.py --corpus results/data/demo_train.txt  # accented names
+    .venv/bin/python benchmarks/bpe_count.py --corpus results/corpora/demo/train.txt  # accented names
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--distinct", type=int, default=None, help="use bpe_scale.py's corpus with this many "
                                                                     "distinct pre-tokens (default: the docs corpus)")
-    parser.add_argument("--corpus", type=Path, default=None, help="any text file, documents separated by "
-                                                                   "<|endoftext|> (e.g. results/data/demo_train.txt)")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="text, documents separated by <|endoftext|> (e.g. results/corpora/demo/train.txt)")
     parser.add_argument("--shard-mb", type=float, default=4.0, help="MiB per shard (the pipeline's bpe.shard_mb)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")

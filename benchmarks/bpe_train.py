@@ -8,7 +8,7 @@ process tree (pool workers included). Our run also reports its pre-tokenize / me
 from which the TinyStories and OpenWebText estimates are extrapolated.
 
     .venv/bin/python benchmarks/bpe_train.py                       # docs corpus, 2 rounds
-    .venv/bin/python benchmarks/bpe_train.py --input results/data/demo_train.txt --vocab-size 2048
+    .venv/bin/python benchmarks/bpe_train.py --input results/corpora/demo/train.txt --vocab-size 2048
     .venv/bin/python benchmarks/bpe_train.py --profile --rounds 1  # + cProfile of our merge loop
 """
 

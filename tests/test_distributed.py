@@ -8,7 +8,6 @@ rounding; checkpoints move between process counts.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,12 +16,11 @@ import time
 import numpy as np
 import psutil
 import pytest
-import yaml
 
 from scratchlm.training.checkpoint import read_checkpoint
 from scratchlm.training.loop import train
 
-from test_training_loop import TINY_RUN, VOCAB, losses, tiny_settings  # noqa: F401 (fixture `data` below)
+from test_training_loop import TINY_RUN, VOCAB, configured_project, losses, tiny_settings  # noqa: F401 (fixture `data` below)
 from test_training_loop import data  # noqa: F401  (the pytest fixture)
 from test_training_loop import one_thread  # noqa: F401  (autouse fixture)
 
@@ -67,13 +65,8 @@ def _rank_processes(launcher: subprocess.Popen) -> list[psutil.Process]:
 
 def test_sigterm_on_one_rank_checkpoints_and_resumes_in_one_process(tmp_path, data):  # noqa: F811
     """Kill + resume under DDP continues the curve; a checkpoint of 2 ranks loads in 1."""
-    results = tmp_path / "results"
-    results.mkdir()
-    for split in ("train", "valid"):
-        os.replace(data[split], results / f"tiny_{split}.npy")
     long_run = {**TINY_RUN, "steps": 400, "eval_interval": 400, "checkpoint_interval": 1000, "keep_last": 1}
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"corpora": {"tiny": {"vocab_size": VOCAB}}, "runs": {"tiny": long_run}}))
+    config, results = configured_project(tmp_path, data, long_run)
     command = [sys.executable, "-m", "scratchlm.cli", "train", "tiny", "--config", str(config),
                "--results", str(results)]
     launcher = subprocess.Popen([*command, "--set", "devices=2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scratchlm.cli import main
+from scratchlm.layout import Layout
 from scratchlm.reports.tokenizer_report import sample_documents, write_tokenizer_report
+from scratchlm.settings import EncodeSettings
 from scratchlm.tokenizer import Tokenizer
 from scratchlm.tokenizer.encode import encode_corpus, encode_file, encoded_in_order, npy_header
 from scratchlm.tokenizer.serialization import load_gpt2_format, load_pickle, save_pickle
@@ -109,28 +112,29 @@ def test_sample_documents_is_seeded_and_uniform_without_replacement(tmp_path):
 
 def test_tokenizer_report(tinystories_pkl, fixtures_dir, corpus, tmp_path):
     results = tmp_path / "results"
-    (results / "data").mkdir(parents=True)
+    layout = Layout(str(results))
     vocab, merges = tinystories_pkl
     gpt2 = Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt", [EOT])
     for name, (tok_vocab, tok_merges) in {"ts": (load_pickle(vocab), load_pickle(merges)),
                                           "gpt2": (gpt2.vocab, gpt2.merges)}.items():
-        save_pickle(tok_vocab, results / f"{name}_vocab.pkl")
-        save_pickle(tok_merges, results / f"{name}_merges.pkl")
-    (results / "data" / "ts_valid.txt").write_bytes(corpus.read_bytes())
+        save_pickle(tok_vocab, layout.vocab_pkl(name))
+        save_pickle(tok_merges, layout.merges_pkl(name))
+        os.makedirs(layout.corpus_dir(name))
+    Path(layout.corpus_text("ts", "valid")).write_bytes(corpus.read_bytes())
     english = (fixtures_dir / "corpus.en").read_text(encoding="utf-8")
-    (results / "data" / "gpt2_valid.txt").write_text(english.replace("\n\n", f"\n{EOT}\n"), encoding="utf-8")
-    encode_corpus(results / "data" / "ts_valid.txt", results / "ts_vocab.pkl", results / "ts_merges.pkl",
-                  results / "ts_valid.npy")
+    Path(layout.corpus_text("gpt2", "valid")).write_text(english.replace("\n\n", f"\n{EOT}\n"), encoding="utf-8")
+    encode_corpus(layout.corpus_text("ts", "valid"), layout.vocab_pkl("ts"), layout.merges_pkl("ts"),
+                  layout.ids("ts", "valid"))
 
     markdown, json_path = results / "reports" / "tokenizer.md", results / "reports" / "tokenizer.json"
     stats = write_tokenizer_report(results, {"ts": [EOT], "gpt2": [EOT]}, markdown, json_path,
-                                   documents=5, throughput_mb=0.05, workers=16)
+                                   EncodeSettings(report_documents=5, report_throughput_mb=0.05))
     assert json.loads(json_path.read_text()) == stats
     ts, big = stats["tokenizers"]["ts"], stats["tokenizers"]["gpt2"]
     assert ts["vocab_size"] == 10_000 and big["vocab_size"] == 50_257
     # Each tokenizer compresses its own kind of text best; the web tokenizer wins on web text.
     assert 1 < ts["bytes_per_token"]["gpt2"] < big["bytes_per_token"]["gpt2"]
-    assert ts["encoded"]["valid"]["tokens"] == len(np.load(results / "ts_valid.npy"))
+    assert ts["encoded"]["valid"]["tokens"] == len(np.load(layout.ids("ts", "valid")))
     assert "train" not in ts["encoded"]
     lengths = [token["bytes"] for token in big["longest_tokens"]]
     assert lengths == sorted(lengths, reverse=True) and len(lengths) == 10

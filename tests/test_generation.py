@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from scratchlm.settings import GenerationSettings
+
 from scratchlm.tokenizer import Tokenizer
 
 from scratchlm.generation import (
@@ -235,9 +237,10 @@ def test_write_samples(run_folder, tmp_path, gpt2_tokenizer, gpt2_model):
     tokens = np.array(gpt2_tokenizer.encode("Once upon a time there was a tiny dog. " * 10), dtype=np.uint16)
     np.save(valid, tokens)
     output = run_folder / "samples.md"
-    write_samples(run_folder, output, valid=valid, prompts=["Once upon a time", "```code```", ""],
-                  settings=[{"temperature": 0.0, "top_p": 1.0}, {"temperature": 1.0, "top_p": 0.9}],
-                  max_new_tokens=5, seed=0, perplexity_tokens=40, device="cpu")
+    generation = GenerationSettings(prompts=["Once upon a time", "```code```", ""], max_new_tokens=5, seed=0,
+                                    settings=[{"temperature": 0.0, "top_p": 1.0}, {"temperature": 1.0, "top_p": 0.9}],
+                                    perplexity_tokens=40)
+    write_samples(run_folder, output, generation, valid=valid, device="cpu")
     text = output.read_text()
     expected_ppl = perplexity(gpt2_model, tokens, max_tokens=40)
     assert f"Validation perplexity: **{expected_ppl:.3f}** (first 40 tokens of `{valid}`; " in text
@@ -247,9 +250,8 @@ def test_write_samples(run_folder, tmp_path, gpt2_tokenizer, gpt2_model):
     assert f"text\n{('Once upon a time' + greedy.text).rstrip()}\n```" in text
     assert "````text\n```code```" in text  # the fence is longer than any backtick run in the sample
     assert f"*{len(greedy.token_ids)} new tokens, " in text
-    with pytest.raises(ValueError, match="top_p"):
-        write_samples(run_folder, output, valid=valid, prompts=["x"], settings=[{"temperature": 1, "top_p": 2}],
-                      max_new_tokens=5)
+    with pytest.raises(ValueError, match="(?s)top_p.*less than or equal to 1"):
+        GenerationSettings(prompts=["x"], settings=[{"temperature": 1, "top_p": 2}])
 
 
 def test_cli_generate(run_folder, gpt2_tokenizer, gpt2_model, capsys):
@@ -267,11 +269,11 @@ def test_cli_generate(run_folder, gpt2_tokenizer, gpt2_model, capsys):
     assert main(["generate", "missing", "--results", results]) == 1
     assert "model.json" in capsys.readouterr().err
     assert main(args + ["--temperature", "-1"]) == 1
-    assert "temperature must be" in capsys.readouterr().err
+    assert "error: --temperature: Input should be greater than or equal to 0" in capsys.readouterr().err
     # Once a torch RuntimeError traceback, and a message about lists, respectively.
     assert main(args + ["--device", "tpu"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
-        "scratchlm generate: error: unknown device 'tpu': use auto, cpu, cuda, cuda:N or mps"]
+        "scratchlm generate: error: --device: must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"]
     assert main([*args[:5], "caf\udce9", *args[6:]]) == 1  # how Python passes the bytes b"caf\xe9"
     assert capsys.readouterr().err.strip().splitlines() == [
         "scratchlm generate: error: prompt 1 is not valid UTF-8 (byte 0xe9 at character 3)"]

@@ -54,9 +54,9 @@ def test_atomic_open_replaces_on_success_and_makes_parents(tmp_path):
 
 
 def test_format_helpers():
-    assert format_bytes(100) == "100 B"
-    assert format_bytes(1536) == "1.5 KB"
-    assert format_bytes(3 * 2**30) == "3.0 GB"
+    assert format_bytes(100) == "100B"
+    assert format_bytes(1536) == "1.50kB"
+    assert format_bytes(3 * 2**30) == "3.00GB"
     assert format_duration(65) == "01:05"
     assert format_duration(3725) == "1:02:05"
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,12 +15,14 @@ from scratchlm.nn import accounting as flops
 from scratchlm.nn.model import ModelConfig, TransformerLM
 from scratchlm import cli
 from scratchlm.reports import accounting, index, profile, training_report
+from scratchlm.layout import Layout
+from scratchlm.settings import AccountingSettings
 
 SMALL = ModelConfig(vocab_size=97, context_length=24, d_model=48, num_layers=3, num_heads=4, d_ff=80)
 VARIANTS = {
     "default": SMALL,
-    "tied, no norm": dataclasses.replace(SMALL, tie_embeddings=True, norm="none"),
-    "silu ffn, post-norm": dataclasses.replace(SMALL, ffn="silu", norm="post", d_ff=None),
+    "tied, no norm": ModelConfig(**{**SMALL.to_dict(), "tie_embeddings": True, "norm": "none"}),
+    "silu ffn, post-norm": ModelConfig(**{**SMALL.to_dict(), "ffn": "silu", "norm": "post", "d_ff": None}),
 }
 
 
@@ -33,7 +35,7 @@ def test_parameter_count_matches_meta_model(name):
 
 
 def test_gpt2_xl_figures():
-    xl = accounting.model_accounting(accounting.GPT2_CONFIGS["GPT-2 XL"])
+    xl = accounting.model_accounting(accounting.GPT2_CONFIGS["GPT-2 XL"], budget_bytes=80 * 10**9)
     assert xl["parameters"]["total"] == 2_127_057_600
     assert xl["parameters_fp32_bytes"] == 4 * 2_127_057_600
     mem = xl["adamw_memory"]
@@ -94,7 +96,7 @@ def test_training_time_and_step_flops():
 def test_accounting_report_files(tmp_path):
     md, js, png = tmp_path / "reports" / "accounting.md", tmp_path / "reports" / "accounting.json", \
         tmp_path / "reports" / "accounting.png"
-    report = accounting.write_accounting_report(md, js, png)
+    report = accounting.write_accounting_report(md, js, png, AccountingSettings())
     data = json.loads(js.read_text())
     assert set(data["models"]) == set(accounting.GPT2_CONFIGS)
     for model in data["models"].values():
@@ -248,10 +250,11 @@ def test_index_links_resolve(tmp_path, stage_records):
     results = stage_records
     _write_run(results / "runs", "demo")
     (results / "runs" / "unfinished").mkdir()
-    tokenizers = results / "tokenizers"
-    tokenizers.mkdir()
-    for name in ("demo-vocab.json", "demo-merges.txt", "demo_summary.json"):
-        (tokenizers / name).write_text("{}")
+    layout = Layout(str(results))
+    for path in (layout.vocab_json("demo"), layout.merges_txt("demo"), layout.tokenizer_summary("demo"),
+                 layout.corpus_text("demo", "valid")):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Path(path).write_text("{}")
     reports = results / "reports"
     training_report.write_training_report([results / "runs" / "demo"], reports / "training.md",
                                           reports / "training.png")
@@ -260,7 +263,8 @@ def test_index_links_resolve(tmp_path, stage_records):
     text = (results / "index.md").read_text()
     links = _markdown_links(text)
     assert {"reports/training.md", "reports/profile.md", "runs/demo/", "runs/demo/samples.md",
-            "runs/demo/curves.png", "tokenizers/demo-vocab.json"} <= set(links)
+            "runs/demo/curves.png", "corpora/demo/", "corpora/demo/tokenizer/vocab.json",
+            "corpora/demo/valid.txt"} <= set(links)
     assert all((results / link).exists() for link in links)
     assert "Tokenizer: not built yet" in text and "not finished" in text
     # Every link of every report resolves too.

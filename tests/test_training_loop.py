@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +15,11 @@ import yaml
 
 from scratchlm.cli import main as cli_main
 from scratchlm.fileio import LockedError
+from scratchlm.layout import Layout
+from scratchlm.settings import Layer, RunSettings
+from scratchlm.settings.loading import merge_layers
 from scratchlm.training import trainer
 from scratchlm.training.checkpoint import read_checkpoint
-from scratchlm.training.config import DEFAULTS, parse_assignment, resolve_run
 from scratchlm.training.device import autocast_dtype, configure_backend, select_device
 from scratchlm.training.loop import TrainingDiverged, TrainingInterrupted, train
 from scratchlm.training.run_folder import load_trained_model
@@ -48,8 +51,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_settings(**overrides) -> dict:
-    return resolve_run({"runs": {"tiny": TINY_RUN}}, "tiny", [overrides])
+def tiny_settings(**overrides) -> RunSettings:
+    """TINY_RUN with ``overrides`` deep-merged onto it."""
+    return RunSettings.model_validate(merge_layers([Layer("tiny", TINY_RUN, "test"), Layer("set", overrides, "test")]))
 
 
 @pytest.fixture()
@@ -77,67 +81,12 @@ def sigterm_at(stop_step: int):
     return hook
 
 
-# ------------------------------------------------------------------------------------ config
-
-
-def test_runs_deep_merge_onto_defaults_and_overrides():
-    project = {"training": {"batch_size": 8, "optimizer": {"lr": 0.5}},
-               "runs": {"a": {"corpus": "c", "optimizer": {"weight_decay": 0.0}}}}
-    settings = resolve_run(project, "a", [parse_assignment("optimizer.lr=3e-4"), parse_assignment("model.d_ff=64")])
-    assert settings.batch_size == 8
-    assert settings.to_dict()["optimizer"] == {**DEFAULTS["optimizer"], "lr": 3e-4, "weight_decay": 0.0}
-    assert settings.model["d_ff"] == 64 and settings.model["d_model"] == DEFAULTS["model"]["d_model"]
-
-
-@pytest.mark.parametrize("override, message", [
-    ({"optimizer": {"lr_max": 1.0}}, "unknown training setting 'optimizer.lr_max'"),
-    ({"batch": 3}, "unknown training setting 'batch'"),
-    ({"batch_size": "big"}, "'batch_size' must be int"),
-    ({"batch_size": 0}, "'batch_size' must be a positive integer"),
-    ({"model": 3}, "'model' must be a mapping"),
-    # Once accepted here and found only when the train job started (or never: grad_clip 0).
-    ({"optimizer": {"lr": -1e-3}}, "run 'a': training setting 'optimizer.lr' must be > 0"),
-    ({"optimizer": {"grad_clip": 0}}, "'optimizer.grad_clip' must be > 0, or null"),
-    ({"optimizer": {"betas": [0.9, 1.5]}}, "'optimizer.betas' must be two numbers in"),
-    ({"model": {"context_length": 0}}, "run 'a': model option context_length must be a positive integer"),
-    ({"model": {"num_heads": 7}}, "d_model=512 is not divisible by num_heads=7"),
-    ({"device": "gpu"}, "'device' must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
-])
-def test_bad_settings_fail_clearly(override, message):
-    with pytest.raises(ValueError, match=message):
-        resolve_run({"runs": {"a": {"corpus": "c"}}}, "a", [override])
-
-
-def test_run_whose_corpus_is_not_configured_is_named():
-    with pytest.raises(ValueError, match=r"run 'a': corpus 'c' is not configured under `corpora:` \(configured: d\)"):
-        resolve_run({"corpora": {"d": {}}, "runs": {"a": {"corpus": "c"}}}, "a")
+# ---------------------------------------------------------------- settings (more in test_settings.py)
 
 
 def test_grad_clip_null_disables_clipping(tmp_path, data):
     summary = train(tiny_settings(steps=3, optimizer={"grad_clip": None}), data, tmp_path / "run")
     assert summary["steps"] == 3
-
-
-def test_unknown_run_lists_the_configured_ones():
-    with pytest.raises(ValueError, match="unknown run 'nope'.*a, b"):
-        resolve_run({"runs": {"a": {"corpus": "c"}, "b": {"corpus": "c"}}}, "nope")
-
-
-def test_project_config_runs_and_schema_defaults(project_root):
-    """config.yaml's runs resolve (ts-base = 327.68M tokens in 10K steps) and the schema defaults equal DEFAULTS."""
-    from snakemake.utils import validate
-
-    project = yaml.safe_load((project_root / "config.yaml").read_text())
-    steps = {run: resolve_run(project, run).total_steps for run in project["runs"]}
-    assert steps["ts-base"] == 10_000 and steps["ts-small"] == 5_000
-    assert resolve_run(project, "demo").corpus == "demo"
-    ts_base = resolve_run(project, "ts-base")
-    architecture = {**ts_base.model, "vocab_size": project["corpora"]["tinystories"]["vocab_size"]}
-    assert architecture.items() >= {"vocab_size": 10_000, "context_length": 256, "d_model": 512, "num_layers": 4,
-                                    "num_heads": 16, "d_ff": 1344}.items()
-    minimal = {"targets": {}, "corpora": project["corpora"]}
-    validate(minimal, str(project_root / "workflow/schemas/config.schema.yaml"))
-    assert minimal["training"] == DEFAULTS
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -397,18 +346,27 @@ def test_cuda_precision_and_tf32():
 # ------------------------------------------------------------------------------ CLI and plots
 
 
-def test_cli_trains_a_configured_run(tmp_path, data, capsys):
+def configured_project(tmp_path, data: dict, run: dict) -> tuple[Path, Path]:
+    """(config.yaml, results folder) of a project whose run `tiny` is ``run``, on corpus `tiny`:
+    ``data``'s splits, moved where the results layout puts them."""
     results = tmp_path / "results"
-    results.mkdir()
+    layout = Layout(str(results))
+    os.makedirs(layout.corpus_dir("tiny"))
     for split in ("train", "valid"):
-        os.replace(data[split], results / f"tiny_{split}.npy")
+        os.replace(data[split], layout.ids("tiny", split))
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"corpora": {"tiny": {"vocab_size": VOCAB}}, "runs": {"tiny": TINY_RUN}}))
+    corpus = {"generator": {}, "vocab_size": 260}  # the ids use the first 32 of them
+    config.write_text(yaml.safe_dump({"corpora": {"tiny": corpus}, "runs": {"tiny": run}}))
+    return config, results
+
+
+def test_cli_trains_a_configured_run(tmp_path, data, capsys):
+    config, results = configured_project(tmp_path, data, TINY_RUN)
     args = ["train", "tiny", "--config", str(config), "--results", str(results), "--set", "steps=3"]
     assert cli_main(args) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 3
     assert cli_main([*args, "--set", "optimizer.betas=0.9"]) == 1
-    assert "optimizer.betas' must be list" in capsys.readouterr().err
+    assert "error: --set: optimizer.betas: Input should be a valid list, got 0.9" in capsys.readouterr().err
     overrides = tmp_path / "two-steps.yaml"
     overrides.write_text("steps: 2\nmodel: {num_layers: 2}\n")
     assert cli_main([*args[:6], "--settings", str(overrides), "--run-dir", str(tmp_path / "other")]) == 0

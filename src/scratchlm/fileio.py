@@ -148,6 +148,8 @@ def exclusive_lock(lock_file: str | os.PathLike, *, what: str) -> Iterator[None]
     when the holder exits, however it dies, so a lock is never left stale. ``what`` names the
     locked thing in the message ("run folder results/runs/demo").
     """
+    # Not the filelock package: it takes flock() locks, which Lustre mounted without -o flock does
+    # not share between nodes, and it cannot name the holder; lockf() record locks do both here.
     import fcntl
 
     lock_file = Path(lock_file)

@@ -26,6 +26,7 @@ from scratchlm.layout import RunFiles
 from scratchlm.nn.functional import cross_entropy, softmax
 from scratchlm.nn.model import TransformerLM
 from scratchlm.progress import progress_bar
+from scratchlm.settings import GenerationSettings
 from scratchlm.tokenizer import Tokenizer
 from scratchlm.tokenizer.pretokenize import END_OF_TEXT
 
@@ -262,30 +263,27 @@ def tokenizer_file(run_dir: str | Path, recorded: str) -> Path:
     return Path(recorded)
 
 
-def write_samples(run_dir: str | Path, output: str | Path | None, *, valid: str | Path | None, prompts: Sequence[str],
-                  settings: Sequence[dict], max_new_tokens: int, seed: int | None = None,
-                  perplexity_tokens: int | None = None, batch_size: int = 8, device: str = "auto",
-                  special_tokens: Sequence[str] | None = None) -> str:
+def write_samples(run_dir: str | Path, output: str | Path | None, generation: GenerationSettings, *,
+                  valid: str | Path | None, device: str, special_tokens: Sequence[str] | None = None) -> str:
     """samples.md for a run: validation perplexity (if ``valid`` is given), then each prompt at each
     sampling setting; written to ``output`` unless it is None, and returned."""
-    for setting in settings:
-        check_sampling(setting["temperature"], setting["top_p"])
-    check_prompts(prompts)
+    check_prompts(generation.prompts)
     model, tokenizer, meta = load_run(run_dir, device=device, special_tokens=special_tokens)
     params = sum(p.numel() for p in model.parameters())
     lines = [f"# Samples: run `{Path(run_dir).name}`", "",
              f"Model: {params / 1e6:.2f}M parameters, step {meta.get('step')}, corpus `{meta.get('corpus')}`, "
              f"context {model.config.context_length} tokens.", ""]
     if valid is not None:
-        lines += [_perplexity_line(model, meta, valid, batch_size=batch_size, max_tokens=perplexity_tokens), ""]
-    lines += [f"Up to {max_new_tokens} new tokens per sample, seed {seed}; a sample ends at {tokenizer.separator}.",
-              ""]
-    for setting in settings:
-        completions = generate_batch(model, tokenizer, prompts, max_new_tokens, temperature=setting["temperature"],
-                                     top_p=setting["top_p"], seed=seed)
-        lines += [f"## temperature {setting['temperature']}, top_p {setting['top_p']}", ""]
+        lines += [_perplexity_line(model, meta, valid, batch_size=generation.batch_size,
+                                   max_tokens=generation.perplexity_tokens), ""]
+    new_tokens, seed = generation.max_new_tokens, generation.seed
+    lines += [f"Up to {new_tokens} new tokens per sample, seed {seed}; a sample ends at {tokenizer.separator}.", ""]
+    for setting in generation.settings:
+        completions = generate_batch(model, tokenizer, generation.prompts, new_tokens,
+                                     temperature=setting.temperature, top_p=setting.top_p, seed=seed)
+        lines += [f"## temperature {setting.temperature}, top_p {setting.top_p}", ""]
         for i, completion in enumerate(completions, 1):
-            lines += _sample_lines(i, completion, max_new_tokens, separator=tokenizer.separator)
+            lines += _sample_lines(i, completion, new_tokens, separator=tokenizer.separator)
     text = "\n".join(lines)
     if output is not None:
         with atomic_open(output) as handle:

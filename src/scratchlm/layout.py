@@ -9,7 +9,7 @@ return a rule's pattern.
 >>> layout.vocab_pkl("owt")
 'results/owt_vocab.pkl'
 >>> layout.ids("{corpus}", "{split}")
-'results/{corpus}_{split}.npy'
+'results/corpora/{corpus}/{split}.npy'
 >>> RunFiles("results/runs/demo").summary
 PosixPath('results/runs/demo/summary.json')
 """
@@ -60,57 +60,73 @@ class Layout:
     def _path(self, *parts: str) -> str:
         return "/".join((self.root, *parts))
 
-    # --- corpora and their shards ---------------------------------------------------------
+    # --- corpora: one folder each (text, shards, tokenizer files, encoded splits) ------------
+    def corpus_dir(self, corpus: str) -> str:
+        """The folder of everything made from one corpus (the CS336 pickles excepted)."""
+        return self._path("corpora", corpus)
+
     def corpus_text(self, corpus: str, split: str) -> str:
         """The downloaded or generated text of one split."""
-        return self._path("data", f"{corpus}_{split}.txt")
+        return self._path("corpora", corpus, f"{split}.txt")
 
     def shard_plan(self, corpus: str, split: str) -> str:
         """Byte ranges of the split's shards (pre-tokenization and encoding map over them)."""
-        return self._path("shards", corpus, split, "plan.json")
+        return self._path("corpora", corpus, "shards", split, "plan.json")
 
     def shard_counts(self, corpus: str, shard: str | int) -> str:
         """Pre-token counts of one shard of the train split (temporary)."""
-        return self._path("shards", corpus, "train", f"{shard}.parquet")
+        return self._path("corpora", corpus, "shards", "train", f"{shard}.parquet")
 
     def shard_ids(self, corpus: str, split: str, shard: str | int) -> str:
         """Token ids of one shard (temporary; concatenated into :meth:`ids`)."""
-        return self._path("shards", corpus, split, f"{shard}.npy")
+        return self._path("corpora", corpus, "shards", split, f"{shard}.npy")
+
+    def ids(self, corpus: str, split: str) -> str:
+        """The encoded split: uint16 token ids."""
+        return self._path("corpora", corpus, f"{split}.npy")
 
     # --- tokenizers -----------------------------------------------------------------------
     def vocab_pkl(self, corpus: str) -> str:
-        """The tokenizer's vocabulary, ``{id: bytes}`` pickled (the CS336 form)."""
+        """The tokenizer's vocabulary, ``{id: bytes}`` pickled (the CS336 form and name, kept at the top
+        so that ``snakemake results/owt_vocab.pkl`` and CS336 code find it)."""
         return self._path(f"{corpus}_vocab.pkl")
 
     def merges_pkl(self, corpus: str) -> str:
         """The tokenizer's merges, ``[(bytes, bytes)]`` pickled."""
         return self._path(f"{corpus}_merges.pkl")
 
+    def tokenizer_dir(self, corpus: str) -> str:
+        """The tokenizer in the other formats, with its summary (a folder transformers loads)."""
+        return self._path("corpora", corpus, "tokenizer")
+
     def vocab_json(self, corpus: str) -> str:
         """GPT-2 ``vocab.json`` form of the vocabulary."""
-        return self._path("tokenizers", f"{corpus}-vocab.json")
+        return self._path("corpora", corpus, "tokenizer", "vocab.json")
 
     def merges_txt(self, corpus: str) -> str:
         """GPT-2 ``merges.txt`` form of the merges."""
-        return self._path("tokenizers", f"{corpus}-merges.txt")
+        return self._path("corpora", corpus, "tokenizer", "merges.txt")
 
     def hf_tokenizer(self, corpus: str) -> str:
         """Hugging Face ``tokenizer.json`` of the tokenizer."""
-        return self._path("tokenizers", corpus, "tokenizer.json")
+        return self._path("corpora", corpus, "tokenizer", "tokenizer.json")
 
     def tokenizer_summary(self, corpus: str) -> str:
         """Counts and timings of the tokenizer's training."""
-        return self._path("tokenizers", f"{corpus}_summary.json")
+        return self._path("corpora", corpus, "tokenizer", "summary.json")
 
-    def ids(self, corpus: str, split: str) -> str:
-        """The encoded split: uint16 token ids."""
-        return self._path(f"{corpus}_{split}.npy")
+    def tokenizer_files(self, corpus: str) -> dict[str, str]:
+        """Every file the BPE stage writes, by the name ``train_from_shards`` gives it."""
+        return {"vocab_pkl": self.vocab_pkl(corpus), "merges_pkl": self.merges_pkl(corpus),
+                "vocab_json": self.vocab_json(corpus), "merges_txt": self.merges_txt(corpus),
+                "tokenizer_json": self.hf_tokenizer(corpus), "summary_json": self.tokenizer_summary(corpus)}
 
     @staticmethod
     def corpora_with(output: Callable[[str], str]) -> list[str]:
-        """The corpora for which the file ``output(corpus)`` exists, e.g. ``corpora_with(layout.vocab_pkl)``."""
+        """The corpora for which ``output(corpus)`` exists, e.g. ``corpora_with(layout.vocab_pkl)``."""
         prefix, suffix = output("\0").split("\0")
-        return sorted(path[len(prefix):-len(suffix)] for path in glob.glob(glob.escape(prefix) + "*" + suffix))
+        found = glob.glob(glob.escape(prefix) + "*" + suffix)
+        return sorted(path[len(prefix):len(path) - len(suffix)] for path in found)
 
     # --- runs -----------------------------------------------------------------------------
     def runs_dir(self) -> str:

@@ -1,4 +1,4 @@
-"""Progress bars for long stages (tqdm, configured in one place) and human-readable sizes and durations."""
+"""Progress bars for long stages (tqdm, configured in one place) and tqdm's human-readable sizes and durations."""
 
 from __future__ import annotations
 
@@ -8,20 +8,12 @@ from tqdm.auto import tqdm  # a notebook widget in Jupyter, a text bar in a term
 
 
 def format_bytes(num_bytes: float) -> str:
-    """Human-readable byte count: ``format_bytes(1536) == '1.5 KB'``."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(num_bytes) < 1024 or unit == "TB":
-            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1024
-    raise AssertionError("unreachable")
+    """Human-readable byte count, as tqdm writes it: ``format_bytes(1536) == '1.50kB'``."""
+    return tqdm.format_sizeof(num_bytes, "B", 1024)
 
 
-def format_duration(seconds: float) -> str:
-    """``format_duration(3725) == '1:02:05'``."""
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+# ``format_duration(3725) == '1:02:05'``: tqdm's own.
+format_duration = tqdm.format_interval
 
 
 def progress_bar(desc: str, total: float | None = None, *, unit: str = "bytes", quiet: bool = False,

@@ -1,35 +1,36 @@
-# Shared helpers used by the stage files: config validation, the results layout, resolved run
-# settings, code dependencies, and get_final_output() (what `snakemake` builds by default).
+# Shared helpers used by the stage files: the checked configuration (PROJECT), the results layout,
+# resolved run settings, code dependencies, and get_final_output() (what `snakemake` builds by default).
+import os
 import re
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from scratchlm.code_inputs import code_inputs
 from scratchlm.layout import SPLITS, Layout
+from snakemake.exceptions import WorkflowError
+
+from scratchlm.settings import Layer, SettingsError, load_project, load_yaml, resolve_run
 from scratchlm.tokenizer.shards import num_planned_shards
-from scratchlm.training.config import resolve_run
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+def config_layers():
+    """Where `config` came from, in order (the config files, then --config), so that an error names
+    the one that set the bad value."""
+    files = dict.fromkeys(os.path.relpath(path) for path in workflow.configfiles)
+    layers = [Layer(path, load_yaml(path), path) for path in files]
+    if workflow.config_settings.config:
+        layers.append(Layer("--config", dict(workflow.config_settings.config), "--config"))
+    return layers
 
 
-def check_targets():
-    """Every target names a configured corpus or run: a clear error now, not a MissingInputException."""
-    for section in ("corpora", "runs"):
-        for name in config["targets"].get(section, []):
-            if name not in (config.get(section) or {}):
-                known = ", ".join(sorted(config.get(section) or {})) or "none"
-                raise ValueError(f"config: targets.{section} names {name!r}, which is not configured under "
-                                 f"`{section}:` (configured: {known})")
-
-
-check_targets()
-
+# Every section typed and checked (scratchlm.settings), every run resolved: a bad setting fails
+# now, in one line naming the file and the key, not hours later in a job.
+try:
+    PROJECT = load_project(config, source=config_layers())
+except SettingsError as error:
+    raise WorkflowError(str(error)) from None  # Snakemake shows a WorkflowError without a traceback
 LAYOUT = Layout()
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
-# Resolved once at startup, so a bad run entry fails now with a clear message, not hours later.
-RUN_SETTINGS = {run: resolve_run(config, run) for run in config["runs"]}
+RUN_SETTINGS = {run: resolve_run(PROJECT, run) for run in PROJECT.runs}
 
 
 def script_code(script):
@@ -38,29 +39,25 @@ def script_code(script):
     return code_inputs(SCRIPTS / script)
 
 
-def corpus_config(corpus):
-    """The config entry of one corpus, with a clear error for unknown names."""
-    try:
-        return config["corpora"][corpus]
-    except KeyError:
-        known = ", ".join(sorted(config["corpora"]))
-        raise ValueError(f"config.yaml: unknown corpus {corpus!r}; configured corpora: {known}")
+def corpus_settings(corpus):
+    """The settings of one corpus (CorpusSettings)."""
+    return PROJECT.corpus(corpus)
 
 
 def target_corpora():
-    return config["targets"]["corpora"]
+    return PROJECT.targets.corpora
 
 
 def target_runs():
-    return config["targets"]["runs"]
+    return PROJECT.targets.runs
 
 
 def generated_corpora():
-    return [name for name, entry in config["corpora"].items() if "generator" in entry]
+    return [name for name, corpus in PROJECT.corpora.items() if corpus.generator is not None]
 
 
 def downloaded_corpora():
-    return [name for name, entry in config["corpora"].items() if "generator" not in entry]
+    return [name for name, corpus in PROJECT.corpora.items() if corpus.generator is None]
 
 
 def planned_shards(pattern):
@@ -79,6 +76,10 @@ def name_pattern(names):
     """A wildcard constraint that matches exactly the given names."""
     return "|".join(re.escape(name) for name in names) or "(?!)"
 
+
+def results_root(wildcards, input):
+    """The results folder (Layout's root) of a rule with a `vocab` input, results/{corpus}_vocab.pkl."""
+    return os.path.dirname(input.vocab)
 
 
 def run_corpus(wildcards):

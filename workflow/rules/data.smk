@@ -1,4 +1,4 @@
-# Corpus text for every configured corpus: results/data/{corpus}_{split}.txt.
+# Corpus text for every configured corpus: results/corpora/{corpus}/{split}.txt.
 # Generated corpora (a `generator:` entry, e.g. demo) are written by scratchlm.data.demo;
 # the others are downloaded (or copied from a local path) by scratchlm.data.download.
 
@@ -13,9 +13,8 @@ rule demo_corpus:
     output:
         LAYOUT.corpus_text("{corpus}", "{split}"),
     params:
-        seed=lambda wc: corpus_config(wc.corpus)["generator"]["seed"],
-        size_mb=lambda wc: corpus_config(wc.corpus)["generator"][f"{wc.split}_mb"],
-        special_token=lambda wc: corpus_config(wc.corpus)["special_tokens"][0],
+        generator=lambda wc: corpus_settings(wc.corpus).generator.model_dump(),
+        special_token=lambda wc: corpus_settings(wc.corpus).special_tokens[0],
     input:
         code=script_code("demo_corpus.py"),
     log:
@@ -24,7 +23,7 @@ rule demo_corpus:
         LAYOUT.benchmark("demo_corpus", "{corpus}_{split}")
     wildcard_constraints:
         corpus=name_pattern(generated_corpora()),
-        split="train|valid",
+        split=name_pattern(SPLITS),
     script:
         "../scripts/demo_corpus.py"
 
@@ -33,12 +32,8 @@ rule download:
     output:
         LAYOUT.corpus_text("{corpus}", "{split}"),
     params:
-        url=lambda wc: corpus_config(wc.corpus)[wc.split]["url"],
-        sha256=lambda wc: corpus_config(wc.corpus)[wc.split].get("sha256"),
-        allow_unverified=lambda wc: corpus_config(wc.corpus)[wc.split].get("allow_unverified", False),
-        retries=config["download"]["retries"],
-        timeout_s=config["download"]["timeout_s"],
-        backoff_s=config["download"]["backoff_s"],
+        source=lambda wc: corpus_settings(wc.corpus).source(wc.split).model_dump(),
+        settings=PROJECT.download.model_dump(),
     input:
         code=script_code("download.py"),
     log:
@@ -47,6 +42,6 @@ rule download:
         LAYOUT.benchmark("download", "{corpus}_{split}")
     wildcard_constraints:
         corpus=name_pattern(downloaded_corpora()),
-        split="train|valid",
+        split=name_pattern(SPLITS),
     script:
         "../scripts/download.py"

@@ -1,4 +1,4 @@
-# Encoded corpora (results/{corpus}_{split}.npy: uint16 ids, documents separated by the first
+# Encoded corpora (results/corpora/{corpus}/{split}.npy: uint16 ids, documents separated by the first
 # special token's id) and the tokenizer report (results/reports/tokenizer.md + .json).
 
 
@@ -16,16 +16,16 @@ rule encode_shard:
         merges=LAYOUT.merges_pkl("{corpus}"),
         code=script_code("encode_shard.py"),
     params:
-        special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
-        chunk_mb=config["encode"]["chunk_mb"],
+        special_tokens=lambda wc: corpus_settings(wc.corpus).special_tokens,
+        chunk_mb=PROJECT.encode.chunk_mb,
     threads: 1
     log:
         LAYOUT.log("encode_shard", "{corpus}_{split}_{shard}"),
     benchmark:
         LAYOUT.benchmark("encode_shard", "{corpus}_{split}_{shard}")
     wildcard_constraints:
-        corpus=name_pattern(list(config["corpora"])),
-        split="train|valid",
+        corpus=name_pattern(list(PROJECT.corpora)),
+        split=name_pattern(SPLITS),
         shard=r"\d+",
     script:
         "../scripts/encode_shard.py"
@@ -42,8 +42,8 @@ rule encode:
     benchmark:
         LAYOUT.benchmark("encode", "{corpus}_{split}")
     wildcard_constraints:
-        corpus=name_pattern(list(config["corpora"])),
-        split="train|valid",
+        corpus=name_pattern(list(PROJECT.corpora)),
+        split=name_pattern(SPLITS),
     script:
         "../scripts/encode.py"
 
@@ -56,15 +56,12 @@ rule tokenizer_report:
         vocab=expand(LAYOUT.vocab_pkl("{corpus}"), corpus=target_corpora()),
         merges=expand(LAYOUT.merges_pkl("{corpus}"), corpus=target_corpora()),
         valid=expand(LAYOUT.corpus_text("{corpus}", "valid"), corpus=target_corpora()),
-        encoded=expand(LAYOUT.ids("{corpus}", "{split}"), corpus=target_corpora(), split=["train", "valid"]),
+        encoded=expand(LAYOUT.ids("{corpus}", "{split}"), corpus=target_corpora(), split=SPLITS),
         code=script_code("tokenizer_report.py"),
     params:
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.markdown)),
-        special_tokens={corpus: corpus_config(corpus)["special_tokens"] for corpus in target_corpora()},
-        documents=config["encode"]["report_documents"],
-        throughput_mb=config["encode"]["report_throughput_mb"],
-        workers=config["encode"]["workers"],
-        seed=config["encode"]["report_seed"],
+        special_tokens={corpus: corpus_settings(corpus).special_tokens for corpus in target_corpora()},
+        settings=PROJECT.encode.model_dump(),
     log:
         LAYOUT.log("tokenizer_report", "all"),
     benchmark:

@@ -20,6 +20,6 @@ rule export_hf:
     benchmark:
         LAYOUT.benchmark("export_hf", "{run}")
     wildcard_constraints:
-        run=name_pattern(list(config["runs"])),
+        run=name_pattern(list(PROJECT.runs)),
     script:
         "../scripts/export_hf.py"

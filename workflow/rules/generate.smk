@@ -15,8 +15,8 @@ rule generate:
         code=script_code("generate.py"),
     params:
         run_dir=lambda wc: LAYOUT.run_dir(wc.run),
-        generation=config["generation"],
-        special_tokens=lambda wc: corpus_config(run_corpus(wc))["special_tokens"],
+        generation=PROJECT.generation.model_dump(),
+        special_tokens=lambda wc: corpus_settings(run_corpus(wc)).special_tokens,
         # Sample on the device the run trained on (auto: the GPU where there is one).
         device=lambda wc: RUN_SETTINGS[wc.run].device,
     threads: 4
@@ -28,6 +28,6 @@ rule generate:
     benchmark:
         LAYOUT.benchmark("generate", "{run}")
     wildcard_constraints:
-        run=name_pattern(list(config["runs"])),
+        run=name_pattern(list(PROJECT.runs)),
     script:
         "../scripts/generate.py"

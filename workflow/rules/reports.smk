@@ -20,6 +20,8 @@ rule accounting:
         markdown=LAYOUT.report("accounting.md"),
         json=LAYOUT.report("accounting.json"),
         plot=report(LAYOUT.report("accounting.png"), category="Accounting"),
+    params:
+        settings=PROJECT.accounting.model_dump(),
     log:
         LAYOUT.log("accounting", "all"),
     benchmark:
@@ -57,7 +59,6 @@ rule profile_report:
         plot=report(LAYOUT.report("profile.png"), category="Pipeline profile"),
     params:
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.markdown)),
-        exclude=["profile_report", "index"],  # they finish after this report
     log:
         LAYOUT.log("profile_report", "all"),
     benchmark:

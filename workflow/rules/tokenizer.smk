@@ -1,11 +1,11 @@
 # Byte-level BPE training as map-reduce over the train split of each corpus.
 #
-#   plan_shards (checkpoint)  -> results/shards/{corpus}/{split}/plan.json: byte ranges cut at
+#   plan_shards (checkpoint)  -> results/corpora/{corpus}/shards/{split}/plan.json: byte ranges cut at
 #                                documents, ceil(size / bpe.shard_mb) of them (encode.smk maps
 #                                over the same plans)
-#   pretokenize_shard (map)   -> results/shards/{corpus}/train/{shard}.parquet (temp): pre-token counts
-#   train_bpe (reduce)        -> results/{corpus}_vocab.pkl, _merges.pkl, GPT-2 text form, HF
-#                                tokenizer.json, summary
+#   pretokenize_shard (map)   -> results/corpora/{corpus}/shards/train/{shard}.parquet (temp): pre-token counts
+#   train_bpe (reduce)        -> results/{corpus}_vocab.pkl, _merges.pkl, and in
+#                                results/corpora/{corpus}/tokenizer/: GPT-2 text form, HF tokenizer.json, summary
 #
 # The shard count depends on the size of a file that may not exist yet when the DAG is built
 # (it is downloaded or generated first), so a small checkpoint measures the file and cuts it;
@@ -20,14 +20,14 @@ checkpoint plan_shards:
     output:
         LAYOUT.shard_plan("{corpus}", "{split}"),
     params:
-        shard_mb=config["bpe"]["shard_mb"],
-        special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
+        shard_mb=PROJECT.bpe.shard_mb,
+        special_tokens=lambda wc: corpus_settings(wc.corpus).special_tokens,
     log:
         LAYOUT.log("plan_shards", "{corpus}_{split}"),
     benchmark:
         LAYOUT.benchmark("plan_shards", "{corpus}_{split}")
     wildcard_constraints:
-        split="train|valid",
+        split=name_pattern(SPLITS),
     script:
         "../scripts/plan_shards.py"
 
@@ -55,15 +55,11 @@ rule train_bpe:
         shards=planned_shards(LAYOUT.shard_counts("{corpus}", "{shard}")),
         code=script_code("train_bpe.py"),
     output:
-        vocab_pkl=LAYOUT.vocab_pkl("{corpus}"),
-        merges_pkl=LAYOUT.merges_pkl("{corpus}"),
-        vocab_json=LAYOUT.vocab_json("{corpus}"),
-        merges_txt=LAYOUT.merges_txt("{corpus}"),
-        tokenizer_json=LAYOUT.hf_tokenizer("{corpus}"),
-        summary_json=LAYOUT.tokenizer_summary("{corpus}"),
+        **LAYOUT.tokenizer_files("{corpus}"),
     params:
-        vocab_size=lambda wc: corpus_config(wc.corpus)["vocab_size"],
-        special_tokens=lambda wc: corpus_config(wc.corpus)["special_tokens"],
+        results=lambda wildcards, output: os.path.dirname(output.vocab_pkl),
+        vocab_size=lambda wc: corpus_settings(wc.corpus).vocab_size,
+        special_tokens=lambda wc: corpus_settings(wc.corpus).special_tokens,
     log:
         LAYOUT.log("train_bpe", "{corpus}"),
     benchmark:

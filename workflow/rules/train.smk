@@ -1,5 +1,5 @@
 # LM training runs: results/runs/{run}/ for every run under `runs:` in config.yaml (settings =
-# `training:` defaults deep-merged with the run's overrides, see scratchlm.training.config).
+# `training:` defaults deep-merged with the run's overrides, see scratchlm.settings).
 # Checkpoints go to results/runs/{run}/checkpoints/, which is not an output: Snakemake leaves
 # it alone when a job is killed (e.g. SLURM preemption), and the rerun resumes from it.
 from scratchlm.layout import RunFiles
@@ -16,8 +16,8 @@ rule train:
         code=script_code("train.py"),
     params:
         settings=lambda wc: RUN_SETTINGS[wc.run].to_dict(),
-        vocab_size=lambda wc: corpus_config(run_corpus(wc))["vocab_size"],
-        special_tokens=lambda wc: corpus_config(run_corpus(wc))["special_tokens"],
+        corpus=lambda wc: corpus_settings(run_corpus(wc)).model_dump(),
+        results=results_root,
     # CPU runs use these threads for the matrix maths (shared by the run's processes); on a GPU
     # node they feed the GPUs.
     threads: 8
@@ -31,7 +31,7 @@ rule train:
     benchmark:
         LAYOUT.benchmark("train", "{run}")
     wildcard_constraints:
-        run=name_pattern(list(config["runs"])),
+        run=name_pattern(list(PROJECT.runs)),
     script:
         "../scripts/train.py"
 

@@ -1,11 +1,9 @@
 from scratchlm.data.demo import write_demo_corpus
 from scratchlm.pipeline import stage
+from scratchlm.settings import GeneratorSettings
 
 with stage(snakemake):
-    write_demo_corpus(
-        snakemake.output[0],
-        seed=snakemake.params.seed,
-        split=snakemake.wildcards.split,
-        size_mb=snakemake.params.size_mb,
-        special_token=snakemake.params.special_token,
-    )
+    generator = GeneratorSettings.model_validate(snakemake.params.generator)
+    split = snakemake.wildcards.split
+    write_demo_corpus(snakemake.output[0], seed=generator.seed, split=split,
+                      size_mb=getattr(generator, f"{split}_mb"), special_token=snakemake.params.special_token)

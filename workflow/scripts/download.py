@@ -1,13 +1,7 @@
-from scratchlm.data.download import download
+from scratchlm.data.download import download_source
 from scratchlm.pipeline import stage
+from scratchlm.settings import DownloadSettings, SourceSettings
 
 with stage(snakemake):
-    download(
-        snakemake.params.url,
-        snakemake.output[0],
-        sha256=snakemake.params.sha256,
-        allow_unverified=snakemake.params.allow_unverified,
-        retries=snakemake.params.retries,
-        timeout_s=snakemake.params.timeout_s,
-        backoff_s=snakemake.params.backoff_s,
-    )
+    download_source(SourceSettings.model_validate(snakemake.params.source), snakemake.output[0],
+                    DownloadSettings.model_validate(snakemake.params.settings))

@@ -2,5 +2,4 @@ from scratchlm.pipeline import stage
 from scratchlm.reports.profile import write_profile_report
 
 with stage(snakemake):
-    write_profile_report(snakemake.params.results, snakemake.output.markdown, snakemake.output.plot,
-                         exclude_rules=snakemake.params.exclude)
+    write_profile_report(snakemake.params.results, snakemake.output.markdown, snakemake.output.plot)

@@ -1,22 +1,16 @@
 from pathlib import Path
 
+from scratchlm.layout import Layout
 from scratchlm.pipeline import stage
-from scratchlm.training.config import RunSettings
-from scratchlm.training.loop import train
+from scratchlm.settings import CorpusSettings, RunSettings
+from scratchlm.training.loop import corpus_data, train
 
 with stage(snakemake):
     settings = RunSettings.from_dict(snakemake.params.settings)
+    corpus = CorpusSettings.model_validate(snakemake.params.corpus)
     train(
         settings,
-        {
-            "corpus": settings.corpus,
-            "train": snakemake.input.train,
-            "valid": snakemake.input.valid,
-            "vocab": snakemake.input.vocab,
-            "merges": snakemake.input.merges,
-            "vocab_size": snakemake.params.vocab_size,
-            "special_tokens": snakemake.params.special_tokens,
-        },
+        corpus_data(settings.corpus, corpus, Layout(snakemake.params.results)),
         Path(snakemake.output.model_pt).parent,
         run_name=snakemake.wildcards.run,
         # Snakemake reruns this job only when data, code or settings changed: a finished run (or

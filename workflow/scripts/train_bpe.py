@@ -1,6 +1,7 @@
+from scratchlm.layout import Layout
 from scratchlm.pipeline import stage
-from scratchlm.tokenizer.bpe import train_from_shards
+from scratchlm.tokenizer.bpe import train_into_layout
 
 with stage(snakemake):
-    train_from_shards(snakemake.input.shards, vocab_size=snakemake.params.vocab_size,
-                      special_tokens=snakemake.params.special_tokens, **dict(snakemake.output.items()))
+    train_into_layout(snakemake.input.shards, Layout(snakemake.params.results), snakemake.wildcards.corpus,
+                      vocab_size=snakemake.params.vocab_size, special_tokens=snakemake.params.special_tokens)

@@ -4,40 +4,43 @@ from __future__ import annotations
 
 import argparse
 
-from scratchlm.layout import Layout
-from scratchlm.tokenizer.pretokenize import END_OF_TEXT
+from scratchlm.cli.common import Subparsers, add_command, add_setting, section_from
+from scratchlm.layout import SPLITS, Layout
+from scratchlm.settings import END_OF_TEXT, DownloadSettings, GeneratorSettings, SourceSettings
 
 
-def add_download_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="https://, http://, file:// URL or a local path (.gz is decompressed)")
+def register(commands: Subparsers) -> None:
+    """``download`` and ``demo-corpus``."""
+    parser = add_command(commands, "download", run_download, "download (or copy) a corpus file, resumable, .gz aware")
+    parser.add_argument("url", help=SourceSettings.model_fields["url"].description)
     parser.add_argument("output", help=f"file to write, e.g. {Layout().corpus_text('owt', 'train')}")
-    parser.add_argument("--sha256", default=None, help="expected sha256 of the transferred (compressed) bytes")
-    parser.add_argument("--retries", type=int, default=5, help="consecutive attempts without progress before giving up")
-    parser.add_argument("--timeout-s", type=float, default=60.0, help="socket timeout per read, in seconds")
-    parser.add_argument("--backoff-s", type=float, default=2.0, help="first retry delay, doubled each failure")
+    add_setting(parser, SourceSettings, "sha256")
+    add_setting(parser, SourceSettings, "allow_unverified")
+    for field in DownloadSettings.model_fields:
+        add_setting(parser, DownloadSettings, field)
     parser.add_argument("--no-decompress", dest="decompress", action="store_const", const=False, default=None,
                         help="keep .gz data compressed")
-    parser.add_argument("--allow-unverified", action="store_true",
-                        help="accept a transfer whose completeness nothing proves (no length, not chunked, no sha256)")
+
+    parser = add_command(commands, "demo-corpus", run_demo_corpus,
+                         "generate the offline demo corpus (synthetic stories)")
+    parser.add_argument("output", help=f"text file to write, e.g. {Layout().corpus_text('demo', 'train')}")
+    parser.add_argument("--split", choices=SPLITS, default=SPLITS[0],
+                        help="which split; each is a different stream")
+    add_setting(parser, GeneratorSettings, "seed")
+    add_setting(parser, GeneratorSettings, "train_mb", "--size-mb")
+    parser.add_argument("--special-token", default=END_OF_TEXT, help="document separator")
 
 
 def run_download(args: argparse.Namespace) -> None:
-    from scratchlm.data.download import download
+    from scratchlm.data.download import download_source
 
-    download(args.source, args.output, sha256=args.sha256, retries=args.retries, timeout_s=args.timeout_s,
-             backoff_s=args.backoff_s, decompress=args.decompress, allow_unverified=args.allow_unverified)
-
-
-def add_demo_corpus_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output", help=f"text file to write, e.g. {Layout().corpus_text('demo', 'train')}")
-    parser.add_argument("--split", default="train", help="name of the split; each split is a different stream")
-    parser.add_argument("--seed", type=int, default=1234, help="random seed (same seed and split, same bytes)")
-    parser.add_argument("--size-mb", type=float, default=20.0, help="size of the file in MiB")
-    parser.add_argument("--special-token", default=END_OF_TEXT, help="document separator")
+    download_source(section_from(args, SourceSettings), args.output, section_from(args, DownloadSettings),
+                    decompress=args.decompress)
 
 
 def run_demo_corpus(args: argparse.Namespace) -> None:
     from scratchlm.data.demo import write_demo_corpus
 
-    write_demo_corpus(args.output, seed=args.seed, split=args.split, size_mb=args.size_mb,
+    generator = section_from(args, GeneratorSettings)  # --size-mb is the train_mb field
+    write_demo_corpus(args.output, seed=generator.seed, split=args.split, size_mb=generator.train_mb,
                       special_token=args.special_token)

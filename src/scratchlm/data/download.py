@@ -33,6 +33,7 @@ from typing import IO, BinaryIO
 from scratchlm import __version__
 from scratchlm.fileio import atomic_open, exclusive_lock, require_file
 from scratchlm.progress import progress_bar
+from scratchlm.settings import DownloadSettings, SourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ CHUNK_SIZE = 1 << 20
 # timeouts, dropped connections) is retried.
 FATAL_HTTP_STATUS = frozenset(range(400, 500)) - {408, 416, 429}
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+DEFAULTS = DownloadSettings()
 
 
 class DownloadError(OSError):
@@ -133,6 +135,9 @@ class _HttpTransfer:
 
     def run(self, *, retries: int, backoff_s: float) -> None:
         """Attempt until complete; ``retries`` counts consecutive attempts that made no progress."""
+        # Not urllib3's Retry or tenacity: they retry a request, while this loop resumes one partial
+        # file (Range from its size, restarting it on a 200 or 416) and counts only attempts that
+        # brought no bytes, so a slow, flaky server still finishes a 12 GB file.
         failures = 0
         with self.progress:
             self.progress.update(self.received)
@@ -185,8 +190,16 @@ def partial_path(output: str | os.PathLike) -> Path:
     return output.with_name(f".{output.name}.part")
 
 
-def download(source: str, output: str | os.PathLike, *, sha256: str | None = None, retries: int = 5,
-             timeout_s: float = 60.0, backoff_s: float = 2.0, decompress: bool | None = None,
+def download_source(source: SourceSettings, output: str | os.PathLike, settings: DownloadSettings, *,
+                    decompress: bool | None = None) -> Path:
+    """``download`` of a corpus split's source with the download settings: the rule's and the command's entry."""
+    return download(source.url, output, sha256=source.sha256, allow_unverified=source.allow_unverified,
+                    decompress=decompress, **settings.model_dump())
+
+
+def download(source: str, output: str | os.PathLike, *, sha256: str | None = None, retries: int = DEFAULTS.retries,
+             timeout_s: float = DEFAULTS.timeout_s, backoff_s: float = DEFAULTS.backoff_s,
+             decompress: bool | None = None,
              allow_unverified: bool = False, chunk_size: int = CHUNK_SIZE) -> Path:
     """Download (or copy) ``source`` to ``output``; ``decompress`` defaults to "source ends in .gz".
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from scratchlm.nn.model import ModelConfig
 
 BYTES_PER_FLOAT32 = 4
-MEMORY_BUDGET_BYTES = 80 * 10**9  # "80 GB" as on the A100/H100 spec sheets (decimal gigabytes)
 
 # The FLOPs of one forward pass, grouped as the report shows them.
 COMPONENTS = ("attention projections", "attention scores + weighted sum", "feed-forward", "LM head")
@@ -154,7 +153,7 @@ class AdamWMemory:
     def total_bytes(self, batch_size: int) -> int:
         return self.per_sequence_bytes * batch_size + self.fixed_bytes
 
-    def max_batch_size(self, budget_bytes: int = MEMORY_BUDGET_BYTES) -> int:
+    def max_batch_size(self, budget_bytes: int) -> int:
         """Largest batch whose training memory fits in ``budget_bytes`` (0 if not even one)."""
         return max(0, (budget_bytes - self.fixed_bytes) // self.per_sequence_bytes)
 

@@ -14,86 +14,16 @@ stored (out, in)), so checkpoints move between the two implementations unchanged
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Literal
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from scratchlm.nn.functional import scaled_dot_product_attention, silu
+# The architecture's options, defaults and checks (torch-free, so settings load without torch).
+from scratchlm.settings.architecture import ATTENTION_BACKENDS, FFNS, NORMS, ModelConfig, default_d_ff
 
-NORMS = ("pre", "post", "none")
-POSITIONS = ("rope", "none")
-FFNS = ("swiglu", "silu")
-ATTENTION_BACKENDS = ("scratch", "sdpa")
 RMS_NORM_EPS = 1e-5  # added to the mean square in every RMSNorm (Llama's rms_norm_eps)
-
-
-def default_d_ff(d_model: int, ffn: str = "swiglu") -> int:
-    """Hidden size of the feed-forward layer: 8/3·d_model rounded to a multiple of 64 (SwiGLU), 4·d_model (SiLU).
-
-    The 8/3 keeps SwiGLU's three matrices at the parameter count of a 4·d_model two-matrix MLP.
-
-    >>> default_d_ff(512), default_d_ff(512, "silu")
-    (1344, 2048)
-    """
-    if ffn == "silu":
-        return 4 * d_model
-    return max(64, 64 * round(8 * d_model / 3 / 64))
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of a TransformerLM; validated on creation, ``d_ff=None`` resolved to its default."""
-
-    vocab_size: int
-    context_length: int
-    d_model: int
-    num_layers: int
-    num_heads: int
-    d_ff: int | None = None
-    rope_theta: float = 10000.0
-    norm: Literal["pre", "post", "none"] = "pre"
-    position: Literal["rope", "none"] = "rope"
-    ffn: Literal["swiglu", "silu"] = "swiglu"
-    tie_embeddings: bool = False
-    attention_backend: Literal["scratch", "sdpa"] = "scratch"
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
-            _check_positive_int(name, getattr(self, name))
-        for name, allowed in (("norm", NORMS), ("position", POSITIONS), ("ffn", FFNS),
-                              ("attention_backend", ATTENTION_BACKENDS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"model option {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if not isinstance(self.tie_embeddings, bool):
-            raise ValueError(f"model option tie_embeddings must be true or false, got {self.tie_embeddings!r}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
-        if self.position == "rope" and (self.d_model // self.num_heads) % 2:
-            raise ValueError(f"RoPE needs an even head size, got d_model/num_heads={self.d_model // self.num_heads}")
-        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
-            raise ValueError(f"rope_theta must be a positive number, got {self.rope_theta!r}")
-        if self.d_ff is None:
-            object.__setattr__(self, "d_ff", default_d_ff(self.d_model, self.ffn))  # frozen dataclass
-        _check_positive_int("d_ff", self.d_ff)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        """Build from a plain dict (e.g. a run's config), rejecting unknown keys by name."""
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown model option(s): {', '.join(sorted(unknown))}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"model option {name} must be a positive integer, got {value!r}")
 
 
 class Linear(nn.Module):
@@ -341,13 +271,14 @@ class TransformerLM(nn.Module):
     """
 
     def __init__(self, vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int,
-                 d_ff: int | None = None, rope_theta: float = 10000.0, *, norm: str = "pre",
-                 position: str = "rope", ffn: str = "swiglu", tie_embeddings: bool = False,
-                 attention_backend: str = "scratch", device=None, dtype=None):
+                 d_ff: int | None = None, rope_theta: float | None = None, *, device=None, dtype=None, **options):
+        # The CS336 signature; ``options`` are ModelConfig's other fields (norm, position, ffn, ...),
+        # and an option left out or None takes ModelConfig's default.
         super().__init__()
-        cfg = ModelConfig(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta, norm=norm,
-                          position=position, ffn=ffn, tie_embeddings=tie_embeddings,
-                          attention_backend=attention_backend)
+        given = {"d_ff": d_ff, "rope_theta": rope_theta, **options}
+        cfg = ModelConfig(vocab_size=vocab_size, context_length=context_length, d_model=d_model,
+                          num_layers=num_layers, num_heads=num_heads,
+                          **{name: value for name, value in given.items() if value is not None})
         self.config = cfg
         factory = {"device": device, "dtype": dtype}
         self.token_embeddings = Embedding(cfg.vocab_size, cfg.d_model, **factory)

@@ -15,7 +15,6 @@ from scratchlm.nn.accounting import (
     ADAMW_FLOPS_PER_PARAMETER,
     BYTES_PER_FLOAT32,
     COMPONENTS,
-    MEMORY_BUDGET_BYTES,
     adamw_memory,
     adamw_step_flops,
     flops_by_component,
@@ -25,6 +24,7 @@ from scratchlm.nn.accounting import (
 )
 from scratchlm.nn.model import ModelConfig
 from scratchlm.reports import markdown_table, relative_link
+from scratchlm.settings import AccountingSettings
 
 GPT2_VOCAB_SIZE = 50_257
 
@@ -43,11 +43,7 @@ GPT2_CONFIGS: dict[str, ModelConfig] = {
     "GPT-2 XL, ctx 16384": _gpt2(48, 1600, 25, context_length=16_384),
 }
 
-# The A100 budget of CS336's training-time question.
-A100_FP32_PEAK_FLOPS = 19.5e12
-
-
-def model_accounting(cfg: ModelConfig, *, budget_bytes: int = MEMORY_BUDGET_BYTES) -> dict:
+def model_accounting(cfg: ModelConfig, *, budget_bytes: int) -> dict:
     """All the numbers of one configuration, as plain JSON-ready data."""
     matmuls = forward_matmuls(cfg)
     by_component = flops_by_component(matmuls)
@@ -80,10 +76,11 @@ def model_accounting(cfg: ModelConfig, *, budget_bytes: int = MEMORY_BUDGET_BYTE
 
 
 def build_accounting(configs: dict[str, ModelConfig] | None = None, *, train_model: str = "GPT-2 XL",
-                     steps: int = 400_000, batch_size: int = 1024, peak_flops: float = A100_FP32_PEAK_FLOPS,
-                     mfu: float = 0.5, budget_bytes: int = MEMORY_BUDGET_BYTES) -> dict:
+                     settings: AccountingSettings = AccountingSettings()) -> dict:
     """The whole report as data: every configuration, plus the training-time estimate for ``train_model``."""
     configs = GPT2_CONFIGS if configs is None else configs
+    steps, batch_size, mfu = settings.steps, settings.batch_size, settings.mfu
+    peak_flops, budget_bytes = settings.peak_tflops * 1e12, int(settings.memory_gb * 1e9)
     if train_model not in configs:
         raise ValueError(f"training-time model {train_model!r} is not one of {', '.join(configs)}")
     cfg = configs[train_model]
@@ -237,9 +234,9 @@ def plot_flop_shares(report: dict, path: str | Path) -> None:
 
 
 def write_accounting_report(markdown_path: str | Path, json_path: str | Path, plot_path: str | Path,
-                            **options) -> dict:
-    """Write accounting.md, accounting.json and the FLOPs-share plot; ``options`` go to build_accounting."""
-    report = build_accounting(**options)
+                            settings: AccountingSettings) -> dict:
+    """Write accounting.md, accounting.json and the FLOPs-share plot (``settings``: the training-time estimate)."""
+    report = build_accounting(settings=settings)
     plot_flop_shares(report, plot_path)
     with atomic_open(markdown_path, "w") as handle:
         handle.write(render_markdown(report, plot_name=relative_link(plot_path, markdown_path)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scratchlm.fileio import atomic_open, read_json
-from scratchlm.layout import Layout, RunFiles
+from scratchlm.layout import SPLITS, Layout, RunFiles
 from scratchlm.reports import markdown_table, relative_link
 
 # (report file, title, what it shows)
@@ -57,17 +57,21 @@ def _runs_section(layout: Layout, index_path: Path) -> list[str]:
     return lines
 
 
-def _tokenizers_section(layout: Layout, index_path: Path) -> list[str]:
-    corpora = layout.corpora_with(layout.vocab_json)
+def _corpora_section(layout: Layout, index_path: Path) -> list[str]:
+    """Each corpus folder: its text and encoded splits, and its tokenizer in every format."""
+    corpora = layout.corpora_with(layout.corpus_dir)
     if not corpora:
         return []
     rows = []
     for corpus in corpora:
-        files = [(layout.vocab_json(corpus), "vocab.json"), (layout.merges_txt(corpus), "merges.txt"),
+        files = [*((layout.corpus_text(corpus, split), f"{split}.txt") for split in SPLITS),
+                 *((layout.ids(corpus, split), f"{split}.npy") for split in SPLITS),
+                 (layout.vocab_pkl(corpus), "vocab.pkl"), (layout.merges_pkl(corpus), "merges.pkl"),
+                 (layout.vocab_json(corpus), "vocab.json"), (layout.merges_txt(corpus), "merges.txt"),
                  (layout.hf_tokenizer(corpus), "tokenizer.json"), (layout.tokenizer_summary(corpus), "summary")]
-        rows.append([corpus, " · ".join(_link(label, Path(path), index_path) for path, label in files
-                                        if Path(path).is_file())])
-    return ["## Tokenizers (GPT-2 vocab.json / merges.txt format)", "", *markdown_table(["corpus", "files"], rows), ""]
+        rows.append([f"[{corpus}]({relative_link(layout.corpus_dir(corpus), index_path)}/)",
+                     " · ".join(_link(label, Path(path), index_path) for path, label in files if Path(path).is_file())])
+    return ["## Corpora (text, encoded splits, tokenizer files)", "", *markdown_table(["corpus", "files"], rows), ""]
 
 
 def render_index(results_dir: str | Path, index_path: str | Path) -> str:
@@ -77,7 +81,7 @@ def render_index(results_dir: str | Path, index_path: str | Path) -> str:
              "Everything the pipeline produced, one click away. Rebuild with `snakemake` (or `make demo`); "
              "`snakemake --report results/report.html` adds Snakemake's own HTML report of the jobs.", ""]
     lines += _reports_section(layout, index_path) + _runs_section(layout, index_path)
-    lines += _tokenizers_section(layout, index_path)
+    lines += _corpora_section(layout, index_path)
     logs = Path(layout.logs_dir())
     if logs.is_dir():
         lines += ["## Logs", "", f"Each job's log is under {_link('logs/', logs, index_path)} "

@@ -198,9 +198,14 @@ def plot_profile(records: list[StageRecord], path: str | Path) -> None:
     save_figure(fig, path, dpi=110)
 
 
+# Rules that run after the profile report: their records would be stale in it.
+LATER_RULES = ("profile_report", "index")
+
+
 def write_profile_report(results_dir: str | Path, markdown_path: str | Path, plot_path: str | Path, *,
-                         exclude_rules: tuple[str, ...] = ()) -> list[StageRecord]:
-    """Collect every stage record under ``results_dir`` and write the markdown table and the bar chart."""
+                         exclude_rules: tuple[str, ...] = LATER_RULES) -> list[StageRecord]:
+    """Collect every stage record under ``results_dir`` (but ``exclude_rules``') and write the markdown
+    table and the bar chart."""
     records = collect_stage_records(results_dir, exclude_rules=tuple(exclude_rules))
     if not records:
         layout = Layout(str(results_dir))

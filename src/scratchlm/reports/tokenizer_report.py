@@ -15,6 +15,7 @@ import numpy as np
 from scratchlm.fileio import atomic_open, write_json
 from scratchlm.layout import SPLITS, Layout
 from scratchlm.reports import markdown_table
+from scratchlm.settings import EncodeSettings
 from scratchlm.tokenizer.pretokenize import decode_utf8, iter_document_blocks
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
@@ -177,12 +178,13 @@ def render_markdown(stats: dict) -> str:
 
 
 def write_tokenizer_report(results: str | os.PathLike, corpora: dict[str, list[str]],
-                           markdown_path: str | os.PathLike, json_path: str | os.PathLike, *,
-                           documents: int = 10, throughput_mb: float = 4.0, workers: int = 16,
-                           seed: int = 0) -> dict:
-    """Write ``tokenizer.md`` and ``tokenizer.json`` for the tokenizers of ``corpora`` (name -> specials)."""
-    stats = tokenizer_stats(results, corpora, documents=documents, throughput_mb=throughput_mb,
-                            workers=workers, seed=seed)
+                           markdown_path: str | os.PathLike, json_path: str | os.PathLike,
+                           settings: EncodeSettings) -> dict:
+    """Write ``tokenizer.md`` and ``tokenizer.json`` for the tokenizers of ``corpora`` (name -> specials);
+    ``settings``: the report's sample and measurement sizes."""
+    stats = tokenizer_stats(results, corpora, documents=settings.report_documents,
+                            throughput_mb=settings.report_throughput_mb, workers=settings.report_workers,
+                            seed=settings.report_seed)
     write_json(json_path, stats, ensure_ascii=False)
     with atomic_open(markdown_path, "w", encoding="utf-8") as handle:
         handle.write(render_markdown(stats))

@@ -15,6 +15,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from scratchlm.fileio import require_file, write_json
+from scratchlm.layout import Layout
 from scratchlm.progress import format_bytes, progress_bar
 from scratchlm.tokenizer.pretokenize import (
     ChunkCounts,
@@ -178,6 +179,14 @@ def _use_numba(engine: str) -> bool:
 
 
 # --- Pipeline stage: shards in, tokenizer files + summary out --------------------------------
+
+def train_into_layout(shards: Sequence[str | os.PathLike], layout: Layout, name: str, *, vocab_size: int,
+                      special_tokens: Sequence[str]) -> dict:
+    """``train_from_shards`` into the results layout's files for tokenizer ``name`` (the rule's and the
+    command's entry)."""
+    return train_from_shards(shards, vocab_size=vocab_size, special_tokens=special_tokens,
+                             **layout.tokenizer_files(name))
+
 
 def train_from_shards(shards: Sequence[str | os.PathLike], *, vocab_size: int, special_tokens: Sequence[str],
                       vocab_pkl: str | os.PathLike, merges_pkl: str | os.PathLike, vocab_json: str | os.PathLike,

@@ -13,9 +13,8 @@ from typing import AnyStr, Iterator, Sequence
 import numpy as np
 import regex
 
+from scratchlm.settings.project import END_OF_TEXT  # noqa: F401  (imported from here by the tokenizer modules)
 
-# The document separator of GPT-2, CS336 and the corpora configured here: the default special token.
-END_OF_TEXT = "<|endoftext|>"
 
 # GPT-2's pre-tokenizer pattern (as used by CS336 and tiktoken's "gpt2" encoding).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""

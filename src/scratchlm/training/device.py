@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from scratchlm.training.config import DEVICE_PATTERN
+from scratchlm.settings.run import DEVICE_PATTERN
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import torch
 from scratchlm.fileio import read_json
 from scratchlm.layout import Layout, RunFiles
 from scratchlm.training import distributed
-from scratchlm.training.config import RunSettings
+from scratchlm.settings import CorpusSettings, RunSettings
 from scratchlm.training.run_folder import latest_checkpoint, move_aside, plain_paths, run_folder_lock
 from scratchlm.training.session import TrainingDiverged, TrainingInterrupted
 from scratchlm.training.trainer import Trainer
@@ -121,16 +121,12 @@ def _finished_summary(trainer: Trainer, latest: tuple[Path, dict] | None) -> dic
     return trainer.finish()
 
 
-def corpus_data(project: dict, corpus: str, results: str | Path) -> dict:
-    """Data paths and vocab size of ``corpus`` under the pipeline's file layout."""
-    corpora = project.get("corpora") or {}
-    if corpus not in corpora:
-        raise ValueError(f"unknown corpus {corpus!r}; configured corpora: {', '.join(sorted(corpora))}")
-    layout = Layout(str(results))
-    return {"corpus": corpus, "train": layout.ids(corpus, "train"), "valid": layout.ids(corpus, "valid"),
-            "vocab": layout.vocab_pkl(corpus), "merges": layout.merges_pkl(corpus),
-            "vocab_size": corpora[corpus]["vocab_size"],
-            "special_tokens": list(corpora[corpus].get("special_tokens", []))}
+def corpus_data(name: str, corpus: CorpusSettings, layout: Layout) -> dict:
+    """What ``train`` needs of a corpus: its encoded splits and tokenizer files in ``layout``, and
+    its vocabulary size and special tokens (the pipeline's train rule and ``scratchlm train`` both call this)."""
+    return {"corpus": name, "train": layout.ids(name, "train"), "valid": layout.ids(name, "valid"),
+            "vocab": layout.vocab_pkl(name), "merges": layout.merges_pkl(name),
+            "vocab_size": corpus.vocab_size, "special_tokens": list(corpus.special_tokens)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import torch
 
-from scratchlm.training.config import RunSettings
+from scratchlm.settings import RunSettings
 
 log = logging.getLogger(__name__)
 

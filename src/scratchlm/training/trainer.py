@@ -23,7 +23,7 @@ from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
 from scratchlm.progress import progress_bar
 from scratchlm.training import distributed
 from scratchlm.training.checkpoint import save_checkpoint, state_is_finite
-from scratchlm.training.config import RunSettings
+from scratchlm.settings import RunSettings
 from scratchlm.training.data import open_split, sample_starts, unigram_entropy, windows
 from scratchlm.training.device import (
     CompiledOrEager,
@@ -77,7 +77,7 @@ class Trainer:
         distributed.init_process_group(self.ranks, self.device)
         self.amp_dtype = autocast_dtype(self.device, settings.precision)
         configure_backend(self.device)
-        self.model_config = ModelConfig.from_dict({**settings.model, "vocab_size": data["vocab_size"]})
+        self.model_config = ModelConfig(**settings.model.model_dump(), vocab_size=data["vocab_size"])
         context = self.model_config.context_length
         self.train_tokens, counts = open_split(data["train"], data["vocab_size"], context)
         self.valid_tokens, _ = open_split(data["valid"], data["vocab_size"], context)

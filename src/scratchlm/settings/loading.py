@@ -1,0 +1,179 @@
+"""Reading the configuration: config.yaml into a checked ``ProjectSettings``, and a run's settings
+resolved in layers, each deep-merged onto the ones before it::
+
+    defaults <- config.yaml `training:` <- config.yaml `runs: NAME` <- --settings FILE ... <- --set KEY=VALUE ...
+
+Every value is checked by the typed model (``scratchlm.settings``); an error is one line that
+names the layer the bad value came from (the file, or ``--set``) and its key path.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import dpath
+import yaml
+from pydantic import PrivateAttr, ValidationError
+
+from scratchlm.settings.errors import SettingsError, describe
+from scratchlm.settings.project import ProjectSettings
+from scratchlm.settings.run import RunSettings
+
+PROJECT_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Settings from one place: ``origin`` names it in messages (a file, ``--set``), ``prefix`` is the
+    key path of the values inside it (``runs.demo``), ``name`` is how ``config show`` labels them."""
+
+    name: str
+    values: dict
+    origin: str
+    prefix: str = ""
+
+    def where(self, path: Sequence[str | int]) -> str:
+        """``origin: prefix.key.path``, the place of one value of this layer."""
+        keys = ".".join(str(part) for part in (*([self.prefix] if self.prefix else []), *path))
+        return f"{self.origin}: {keys}" if keys else self.origin
+
+    def has(self, path: Sequence[str | int]) -> bool:
+        """Whether this layer sets the value at ``path``."""
+        try:
+            dpath.get(self.values, [str(part) for part in path])
+        except (KeyError, ValueError):
+            return False
+        return True
+
+
+class Project(ProjectSettings):
+    """ProjectSettings that remember the files (or ``--config``) they were read from, for messages."""
+
+    _sources: tuple[Layer, ...] = PrivateAttr((Layer(PROJECT_FILE, {}, PROJECT_FILE),))
+
+    @property
+    def source(self) -> str:
+        """Where the settings were read from (the files, in order)."""
+        return ", ".join(dict.fromkeys(layer.origin for layer in self._sources))
+
+    def source_of(self, *path: str) -> str:
+        """The file (or ``--config``) that set the value at ``path``; all of them if none did."""
+        layer = last_setter(self._sources, path)
+        return layer.origin if layer else self.source
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A YAML mapping from ``path``, with the file name in any error."""
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"{path}: no such settings file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SettingsError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_project(data: dict, *, source: str | Sequence[Layer] = PROJECT_FILE) -> Project:
+    """The checked configuration: every section, every run resolved, every target configured.
+
+    ``source`` names where ``data`` came from: a file name, or the layers it was merged from (the
+    Snakefile's config files and ``--config``), so that an error names the one that set the value.
+    """
+    sources = (Layer(source, data, source),) if isinstance(source, str) else tuple(source)
+    try:
+        project = Project.model_validate(data)
+    except ValidationError as error:
+        raise SettingsError(describe(error, ProjectSettings, lambda path: setter(sources, path).where(path))) from None
+    project._sources = sources
+    for run in project.runs:
+        resolve_run(project, run)
+    for section in ("corpora", "runs"):
+        configured = getattr(project, section)
+        for name in getattr(project.targets, section):
+            if name not in configured:
+                raise SettingsError(f"{project.source_of('targets', section)}: targets.{section} names {name!r}, "
+                                    f"which is not configured under `{section}:` "
+                                    f"(configured: {', '.join(sorted(configured)) or 'none'})")
+    return project
+
+
+def load_project_file(path: str | Path = PROJECT_FILE) -> Project:
+    """``load_project`` of a YAML file."""
+    return load_project(load_yaml(path), source=str(path))
+
+
+def parse_assignment(text: str) -> dict:
+    """``"optimizer.lr=3e-4"`` -> ``{"optimizer": {"lr": "3e-4"}}`` (the value is read as YAML; the
+    model reads "3e-4" as the number it is).
+
+    >>> parse_assignment("model.d_model=256"), parse_assignment("device=cpu")
+    ({'model': {'d_model': 256}}, {'device': 'cpu'})
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise SettingsError(f"--set expects KEY=VALUE (e.g. optimizer.lr=3e-4), got {text!r}")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise SettingsError(f"--set {key.strip()}: {raw!r} is not a YAML value") from None
+    values: dict = {}
+    dpath.new(values, key.strip(), value, separator=".")
+    return values
+
+
+def override_layers(settings_files: Sequence[str | Path] = (), assignments: Sequence[str] = ()) -> list[Layer]:
+    """The layers of ``--settings FILE`` and ``--set KEY=VALUE`` options, in order."""
+    return ([Layer(str(path), load_yaml(path), str(path)) for path in settings_files]
+            + [Layer("--set", parse_assignment(text), "--set") for text in assignments])
+
+
+def run_layers(project: Project, run: str, overrides: Sequence[Layer] = ()) -> list[Layer]:
+    """The layers of ``run``'s settings, defaults excluded."""
+    if run not in project.runs:
+        raise SettingsError(f"unknown run {run!r}; runs configured under `runs:` in {project.source}: "
+                            f"{', '.join(sorted(project.runs)) or 'none'}")
+    return [Layer("training", project.training.model_dump(exclude_unset=True), project.source_of("training"),
+                  "training"),
+            Layer(f"runs.{run}", project.runs[run] or {}, project.source_of("runs", run), f"runs.{run}"), *overrides]
+
+
+def merge_layers(layers: Sequence[Layer]) -> dict:
+    """The layers' values deep-merged in order (a later mapping updates an earlier one key by key)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        dpath.merge(merged, copy.deepcopy(layer.values), flags=dpath.MergeType.REPLACE)
+    return merged
+
+
+def resolve_run(project: Project, run: str, overrides: Sequence[Layer] = ()) -> RunSettings:
+    """The full, checked settings of ``run`` (``overrides``: ``override_layers``)."""
+    layers = run_layers(project, run, overrides)
+    try:
+        settings = RunSettings.model_validate(merge_layers(layers))
+    except ValidationError as error:
+        raise SettingsError(describe(error, RunSettings, lambda path: setter(layers, path).where(path))) from None
+    try:
+        project.corpus(settings.corpus)
+    except ValueError as error:
+        raise SettingsError(f"{setter(layers, ('corpus',)).where(('corpus',))}: {error}") from None
+    return settings
+
+
+def last_setter(layers: Sequence[Layer], path: Sequence[str | int]) -> Layer | None:
+    """The last layer that sets ``path``, or the deepest value holding it; None if none does."""
+    for depth in range(len(path), 0, -1):
+        for layer in reversed(layers):
+            if layer.has(path[:depth]):
+                return layer
+    return None
+
+
+def setter(layers: Sequence[Layer], path: Sequence[str | int]) -> Layer:
+    """``last_setter``, or else the run's own entry (the second layer of a run), or the only layer."""
+    return last_setter(layers, path) or layers[min(1, len(layers) - 1)]

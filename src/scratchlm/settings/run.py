@@ -1,0 +1,162 @@
+"""The settings of a training run. ``TrainingSettings`` holds every one with its default (config.yaml's
+``training:`` section changes them for all runs); ``RunSettings`` is one run, resolved: a corpus, and
+checks across settings (a batch that splits over devices, a step count)."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from scratchlm.settings.architecture import ModelOptions
+from scratchlm.settings.base import Float, Int, Section
+
+# Settings a resumed run must share with its checkpoint; the rest (device, devices, accumulation,
+# intervals, ...) may change: the batches do not depend on how a step is split.
+RESUME_KEYS = ("corpus", "model", "optimizer", "schedule", "batch_size", "seed")
+
+
+# Devices a run may name (whether one is present is checked when training starts).
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def _device(name: str) -> str:
+    if not re.fullmatch(DEVICE_PATTERN, name):
+        raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return name
+
+
+Device = Annotated[str, AfterValidator(_device)]
+
+
+class OptimizerSettings(Section):
+    """AdamW and gradient clipping."""
+
+    lr: Float = Field(1.0e-3, gt=0)
+    """peak learning rate (the top of the schedule)"""
+    betas: list[Float] = Field([0.9, 0.95], min_length=2, max_length=2)
+    """AdamW's moment decay rates, each in [0, 1)"""
+    eps: Float = Field(1.0e-8, gt=0)
+    """AdamW's denominator term"""
+    weight_decay: Float = Field(0.1, ge=0)
+    """decoupled weight decay of matrices (gains are not decayed)"""
+    grad_clip: Float | None = Field(1.0, gt=0)
+    """largest global L2 norm of the gradients; null: no clipping (the norm is still logged)"""
+
+    @model_validator(mode="after")
+    def _betas_below_one(self) -> OptimizerSettings:
+        if not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        return self
+
+
+class ScheduleSettings(Section):
+    """Linear warm-up, then cosine decay to ``min_lr_ratio · lr`` at the last step."""
+
+    warmup_fraction: Float = Field(0.05, ge=0, lt=1)
+    """share of the steps spent warming up"""
+    min_lr_ratio: Float = Field(0.1, ge=0, le=1)
+    """the learning rate at the last step, as a fraction of lr"""
+
+
+class WandbSettings(Section):
+    """Weights & Biases logging (besides metrics.jsonl)."""
+
+    enabled: bool = False
+    """log to W&B (when wandb is installed)"""
+    project: str = "scratchlm"
+    """W&B project"""
+
+
+class TrainingSettings(Section):
+    """Every setting of a training run, with its default."""
+
+    corpus: str | None = None
+    """the corpus (under `corpora:`) whose encoded splits and tokenizer the run uses"""
+    model: ModelOptions = ModelOptions()
+    """the architecture"""
+    optimizer: OptimizerSettings = OptimizerSettings()
+    """AdamW"""
+    schedule: ScheduleSettings = ScheduleSettings()
+    """the learning-rate schedule"""
+    batch_size: Int = Field(32, gt=0)
+    """sequences per optimizer step, over all devices and accumulation steps"""
+    grad_accum_steps: Int = Field(1, gt=0)
+    """micro-batches per step on each device: the same batch in less memory"""
+    devices: Int = Field(1, gt=0)
+    """data-parallel processes (GPUs of one node), started with torchrun"""
+    steps: Int | None = Field(None, gt=0)
+    """optimizer steps; null: tokens / (batch_size · context_length), rounded up"""
+    tokens: Int | None = Field(40_960_000, gt=0)
+    """the token budget, used when steps is null"""
+    eval_interval: Int = Field(200, gt=0)
+    """steps between validation passes (and one at the last step)"""
+    eval_batches: Int = Field(20, gt=0)
+    """fixed validation batches (the same for every run of a corpus)"""
+    log_interval: Int = Field(10, gt=0)
+    """steps between metrics.jsonl lines"""
+    checkpoint_interval: Int = Field(500, gt=0)
+    """steps between checkpoints"""
+    keep_last: Int = Field(3, gt=0)
+    """checkpoints kept in the run's checkpoints/"""
+    device: Device = "auto"
+    """auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps"""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 autocast on CUDA, fp32 elsewhere"""
+    compile: Literal["auto"] | bool = "auto"
+    """torch.compile the model; auto: on CUDA (eager if compilation fails)"""
+    seed: Int = 0
+    """seed of the initialisation and of the batch sampler"""
+    wandb: WandbSettings = WandbSettings()
+    """Weights & Biases logging"""
+    init_from: str | None = None
+    """a run folder (e.g. made by `scratchlm import-hf`) whose final weights start the run"""
+    hf_export: bool = False
+    """the pipeline also writes results/runs/RUN/hf/, a transformers Llama folder"""
+
+    def to_dict(self) -> dict:
+        """The plain mapping (config.json, checkpoints, W&B)."""
+        return self.model_dump()
+
+
+class RunSettings(TrainingSettings):
+    """One run's settings, resolved (``scratchlm.settings.resolve_run``) and checked as a whole."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSettings:
+        if not self.corpus:
+            raise ValueError("the run names no corpus (add `corpus: NAME` to its entry under `runs:`)")
+        shards = self.devices * self.grad_accum_steps
+        if self.batch_size % shards:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by devices × grad_accum_steps "
+                             f"= {shards} (each device runs batch_size / devices sequences, in grad_accum_steps parts)")
+        if self.steps is None and self.tokens is None:
+            raise ValueError("set either `steps` or `tokens` (the token budget) for the run")
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunSettings:
+        """Settings from a complete mapping (``to_dict``'s, e.g. a job file or checkpoint)."""
+        return cls.model_validate(values)
+
+    def differing_from(self, saved: dict, saved_steps: int | None) -> list[str]:
+        """The settings (of RESUME_KEYS, plus the step count) in which a checkpoint's differ from these."""
+        ours = self.to_dict()
+        differing = [key for key in RESUME_KEYS if saved.get(key) != ours[key]]
+        return differing + (["steps/tokens"] if saved_steps != self.total_steps else [])
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens of one optimizer step over all devices."""
+        return self.batch_size * self.model.context_length
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the run: ``steps``, or the token budget over tokens per step (rounded up).
+
+        >>> RunSettings(corpus="ts", tokens=327_680_000, batch_size=128).total_steps
+        10000
+        """
+        return self.steps if self.steps is not None else math.ceil(self.tokens / self.tokens_per_step)
