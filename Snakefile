@@ -16,6 +16,7 @@ include: "workflow/rules/encode.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/experiments.smk"
 include: "workflow/rules/reports.smk"
 
 
@@ -23,3 +24,10 @@ rule all:
     input:
         get_final_output(),
     default_target: True
+
+
+# With --keep-going, a failed run must not keep every comparison from being built: once the jobs
+# that could run have, the experiment reports, the training report and the index are written from
+# the runs that finished, naming the others (scratchlm.reports.after_failure).
+onerror:
+    write_reports_after_failure()

@@ -217,7 +217,7 @@ def test_downloaded_gzip_corpus_trains_a_tokenizer(http_server, tmp_path):
     config["corpora"] = {"owt": {
         "train": {"url": http_server.url("/owt_train.txt.gz")}, "valid": {"url": http_server.url("/owt_valid.txt.gz")},
         "special_tokens": ["<|endoftext|>"], "vocab_size": 300}}
-    config["targets"], config["runs"] = {"corpora": ["owt"], "runs": []}, {}
+    config["targets"], config["runs"], config["experiments"] = {"corpora": ["owt"], "runs": []}, {}, {}
     workdir = tmp_path / "work"
     workdir.mkdir()
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
@@ -232,3 +232,79 @@ def test_test_config_is_valid():
     from scratchlm.settings import load_project_file
 
     assert load_project_file(TEST_CONFIG).targets.runs == ["tiny"]
+
+
+# ------------------------------------------------------------------------------------ experiments
+
+EXPERIMENT = "tiny-lr"  # .test/config.yaml: 3 learning rates (30 diverges) x 2 variants x 2 seeds
+
+
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    counts, in_table = {}, False
+    for line in dry_run_output.splitlines():
+        if line.startswith("job") and "count" in line:
+            in_table = True
+        elif in_table and (match := re.match(r"^(\w+)\s+(\d+)\s*$", line)):
+            counts[match.group(1)] = int(match.group(2))
+        elif in_table and not line.strip():
+            in_table = False
+    counts.pop("total", None)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def experiment(workdir) -> Path:
+    """The .test experiment, built through snakemake in the pipeline's workdir (corpus and tokenizer reused)."""
+    snakemake(workdir, f"results/experiments/{EXPERIMENT}/report.md")
+    return workdir
+
+
+def test_experiment_report_marks_diverged_runs_and_equals_their_summaries(experiment):
+    from scratchlm.reports.comparison import SUMMARY_KEYS
+
+    layout = Layout(str(experiment / "results"))
+    report = json.loads(Path(layout.experiment_files(EXPERIMENT)["json"]).read_text())
+    runs = {run["run"]: run for run in report["runs"]}
+    assert len(runs) == 12 and report["columns"] == ["variant", "optimizer.lr", "seed"]
+    diverged = {name for name, run in runs.items() if run["status"] == "diverged"}
+    assert diverged == {name for name in runs if "/lr=30/" in name}  # and their jobs succeeded
+    for name, run in runs.items():
+        summary = json.loads(Path(layout.run_file(name, "summary.json")).read_text())
+        assert {key: run[key] for key in SUMMARY_KEYS} == {key: summary.get(key) for key in SUMMARY_KEYS}
+        assert run["values"]["optimizer.lr"] in (1e-2, 3e-2, 30.0)
+    best = min((run for run in runs.values() if run["status"] == "finished"), key=lambda run: run["final_val_loss"])
+    markdown = Path(layout.experiment_files(EXPERIMENT)["markdown"]).read_text()
+    assert report["best"] == best["run"] and f"**{best['run']}** ★" in markdown and "## Over seeds" in markdown
+    log = Path(layout.log("train", sorted(diverged)[0])).read_text().splitlines()
+    assert "diverged at step" in log[-2] and "stage train done" in log[-1]  # why it stopped, at the end
+    assert sum(": step " in line for line in log) >= 2  # and its progress before
+
+
+def test_adding_a_grid_value_trains_only_the_new_runs(experiment, tmp_path):
+    config = tiny_config()
+    config["experiments"][EXPERIMENT]["grid"]["optimizer.lr"].append(2.0e-2)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    output = snakemake(experiment, f"results/experiments/{EXPERIMENT}/report.md", "--dry-run",
+                       "--configfile", str(changed))  # (--configfile takes every word after it)
+    assert planned_jobs(output) == {"train": 4, "experiment_report": 1}  # 2 variants x 2 seeds
+    assert len(re.findall(r"wildcards: run=tiny-lr/\w+/lr=2e-2/seed=\d", output)) == 4
+
+
+def test_a_failed_run_does_not_keep_the_reports_from_being_built(experiment, tmp_path):
+    """With --keep-going, a run that fails (not by diverging) is listed as failed in its experiment's
+    report, which is built with the training report and the index from the runs that finished."""
+    config = tiny_config()
+    config["experiments"]["broken"] = {"base": "tiny", "variants": {"ok": {}, "bad": {"init_from": "no/such/run"}}}
+    changed = tmp_path / "broken.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    result = run_snakemake(experiment, "results/experiments/broken/report.md", "--keep-going",
+                           "--configfile", str(changed))
+    assert result.returncode != 0
+    layout = Layout(str(experiment / "results"))
+    statuses = {run["run"]: run["status"] for run in
+                json.loads(Path(layout.experiment_files("broken")["json"]).read_text())["runs"]}
+    assert statuses["broken/bad"] == "failed" and statuses["broken/ok"] in ("finished", "no-better-than-unigram")
+    assert "## Failed" in Path(layout.experiment_files("broken")["markdown"]).read_text()
+    assert "[broken](experiments/broken/report.md)" in Path(layout.index()).read_text()

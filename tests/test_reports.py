@@ -250,6 +250,7 @@ def test_index_links_resolve(tmp_path, stage_records):
     results = stage_records
     _write_run(results / "runs", "demo")
     (results / "runs" / "unfinished").mkdir()
+    (results / "runs" / "unfinished" / "config.json").write_text("{}")  # a run that started
     layout = Layout(str(results))
     for path in (layout.vocab_json("demo"), layout.merges_txt("demo"), layout.tokenizer_summary("demo"),
                  layout.corpus_text("demo", "valid")):

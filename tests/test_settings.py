@@ -186,6 +186,35 @@ def test_cli_options_take_no_literal_defaults(project_root):
     assert not literal, f"literal CLI defaults (take them from scratchlm.settings): {literal}"
 
 
+def _setting_defaults() -> dict[str, set[str]]:
+    """Field name -> the reprs of its defaults, over every settings section."""
+    from scratchlm.settings import architecture, project as sections, run
+
+    found: dict[str, set[str]] = {}
+    for module in (architecture, sections, run):
+        for cls in vars(module).values():
+            if isinstance(cls, type) and issubclass(cls, Section) and cls is not Section:
+                for name, info in cls.model_fields.items():
+                    if not info.is_required() and info.default is not None:
+                        found.setdefault(name, set()).add(repr(info.get_default(call_default_factory=True)))
+    return found
+
+
+def test_functions_repeat_no_setting_default(project_root):
+    """A parameter named like a setting takes its default from the model (default_of), not a literal copy."""
+    defaults, repeated = _setting_defaults(), []
+    for path in sorted((project_root / "src/scratchlm").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                positional = node.args.posonlyargs + node.args.args
+                pairs = [*zip(positional[len(positional) - len(node.args.defaults):], node.args.defaults),
+                         *zip(node.args.kwonlyargs, node.args.kw_defaults)]
+                repeated += [f"{path.name}:{node.lineno} {node.name}({arg.arg}={default.value!r})"
+                             for arg, default in pairs if isinstance(default, ast.Constant)
+                             and repr(default.value) in defaults.get(arg.arg, ())]
+    assert len(defaults) > 50 and not repeated, repeated
+
+
 def test_no_hand_written_schema_repeats_defaults(project_root):
     repeated = [str(path) for path in (project_root / "workflow").rglob("*")
                 if path.is_file() and "default:" in path.read_text(errors="replace")]
@@ -242,3 +271,13 @@ def test_errors_name_the_config_file_that_set_the_value():
     with pytest.raises(SettingsError, match=r"^--config: targets.runs names 'zz'"):
         load_project({**base, "targets": {"runs": ["zz"]}}, source=[*sources, Layer("--config", {"targets": {}},
                                                                                      "--config")])
+
+
+def test_every_setting_has_a_one_line_description():
+    """`config show` and the CLI's --help print them; a setting without one is undocumented."""
+    from scratchlm.settings import architecture, experiments, project as sections, run
+
+    missing = [f"{cls.__name__}.{name}" for module in (architecture, experiments, sections, run)
+               for cls in vars(module).values() if isinstance(cls, type) and issubclass(cls, Section)
+               for name, info in cls.model_fields.items() if not info.description or "\n" in info.description]
+    assert not missing

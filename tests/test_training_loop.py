@@ -21,7 +21,7 @@ from scratchlm.settings.loading import merge_layers
 from scratchlm.training import trainer
 from scratchlm.training.checkpoint import read_checkpoint
 from scratchlm.training.device import autocast_dtype, configure_backend, select_device
-from scratchlm.training.loop import TrainingDiverged, TrainingInterrupted, train
+from scratchlm.training.loop import TrainingInterrupted, train
 from scratchlm.training.run_folder import load_trained_model
 from scratchlm.training.plots import plot_comparison
 
@@ -237,25 +237,49 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path, data):
     train(tiny_settings(model={"d_model": 32}), data, run_dir, fresh=True)
 
 
-def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
+def _finite_weights(path) -> dict:
+    model = read_checkpoint(path)["model"] if "checkpoints" in str(path) else torch.load(path, weights_only=True)
+    model = model.get("model", model)
+    assert all(torch.isfinite(t).all() for t in model.values())
+    return model
+
+
+def test_nan_loss_stops_the_run_as_diverged(tmp_path, data, monkeypatch, caplog):
+    """A diverged run is a result: it stops early, its files are written with status diverged, and
+    running it again does nothing (its job succeeds, so experiment reports still build)."""
     calls = []
 
-    def nan_after_six(logits, targets):
-        calls.append(1)
+    def nan_after_six(logits, targets):  # training steps only: evaluation stays finite
+        calls.extend([1] if torch.is_grad_enabled() else [])
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, -2), targets.flatten())
-        return loss * float("nan") if len(calls) > 6 else loss
+        return loss * float("nan") if len(calls) > 6 and torch.is_grad_enabled() else loss
 
     monkeypatch.setattr(trainer, "cross_entropy", nan_after_six)
     run_dir = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match=r"diverged at step 7: loss nan.*step_0000004.pt"):
-        train(tiny_settings(eval_interval=100), data, run_dir)
-    checkpoint = read_checkpoint(run_dir / "checkpoints/step_0000004.pt")
-    assert checkpoint["iteration"] == 4
-    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
-    assert not (run_dir / "model.pt").exists()
+    with caplog.at_level("INFO"):
+        summary = train(tiny_settings(eval_interval=100), data, run_dir)
+    assert summary["status"] == "diverged" and summary["stopped"]["step"] == 7 and summary["steps"] == 6
+    assert summary["stopped"]["loss"] == "nan" and "before its update" in summary["stopped"]["reason"]
+    assert summary["final_val_loss"] is not None and math.isfinite(summary["final_val_loss"])
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["stopped"] == "diverged" and last["val_loss"] == summary["final_val_loss"]
+    _finite_weights(run_dir / "model.pt")
+    assert caplog.records[-1].getMessage().startswith("run run diverged at step 7 (loss nan")
+    monkeypatch.setattr(trainer, "cross_entropy", lambda *_: pytest.fail("an ended run trained again"))
+    assert train(tiny_settings(eval_interval=100), data, run_dir) == summary
 
 
-def test_non_finite_state_is_never_checkpointed(tmp_path, data, monkeypatch):
+def test_a_loss_that_stays_high_counts_as_diverged(tmp_path, data):
+    """lr 30 sends the loss far above its start without a NaN: stopped after `patience` logged steps."""
+    summary = train(tiny_settings(optimizer={"lr": 30.0}, divergence={"loss_factor": 1.5, "patience": 2}), data,
+                    tmp_path / "run")
+    assert summary["status"] == "diverged" and summary["steps"] < 12
+    assert "has stayed above 1.5 × the initial loss" in summary["stopped"]["reason"]
+    lines = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert all(line["train_loss"] > 1.5 * lines[0]["train_loss"] for line in lines[-3:-1])
+
+
+def test_non_finite_weights_end_the_run_with_the_last_finite_ones(tmp_path, data, monkeypatch):
     real_step = trainer.Trainer.train_step
 
     def poisoned_at_8(self):
@@ -266,13 +290,15 @@ def test_non_finite_state_is_never_checkpointed(tmp_path, data, monkeypatch):
         return result
 
     monkeypatch.setattr(trainer.Trainer, "train_step", poisoned_at_8)
-    with pytest.raises(TrainingDiverged, match=r"non-finite weights .* step_0000008.pt was not written.*"
-                                               r"last good checkpoint: .*step_0000004.pt"):
-        train(tiny_settings(), data, tmp_path / "run")
-    assert not (tmp_path / "run/checkpoints/step_0000008.pt").exists()
+    run_dir = tmp_path / "run"
+    summary = train(tiny_settings(), data, run_dir)
+    assert summary["status"] == "diverged" and "non-finite weights" in summary["stopped"]["reason"]
+    good = read_checkpoint(run_dir / "checkpoints/step_0000004.pt")["model"]
+    final = _finite_weights(run_dir / "model.pt")
+    assert all(torch.equal(good[name], final[name]) for name in good)
 
 
-def test_divergence_names_the_newest_finite_checkpoint(tmp_path, data, monkeypatch):
+def test_divergence_restores_the_newest_finite_checkpoint(tmp_path, data):
     """A checkpoint holding NaN optimizer state was once named the 'last good checkpoint'."""
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingInterrupted):
@@ -282,9 +308,20 @@ def test_divergence_names_the_newest_finite_checkpoint(tmp_path, data, monkeypat
     for state in payload["optimizer"]["state"].values():
         state["exp_avg_sq"].fill_(float("nan"))
     torch.save(payload, latest)
-    with pytest.raises(TrainingDiverged,
-                       match=r"diverged at step 11: loss nan.*last good checkpoint: .*step_0000008.pt"):
-        train(tiny_settings(), data, run_dir)
+    good = read_checkpoint(run_dir / "checkpoints/step_0000008.pt")["model"]
+    summary = train(tiny_settings(), data, run_dir)
+    assert summary["status"] == "diverged" and summary["stopped"]["step"] == 11
+    assert all(torch.equal(good[name], tensor) for name, tensor in _finite_weights(run_dir / "model.pt").items())
+
+
+def test_job_log_has_a_line_per_logged_step_and_how_the_run_ended(tmp_path, data, caplog):
+    with caplog.at_level("INFO", logger="scratchlm"):
+        train(tiny_settings(log_interval=3), data, tmp_path / "run")
+    messages = [record.getMessage() for record in caplog.records]
+    progress = [m for m in messages if ": step " in m]
+    assert [m.split(": step ")[1].split()[0] for m in progress] == ["3/12", "6/12", "9/12", "12/12"]
+    assert "train loss" in progress[0] and "tokens/s" in progress[0] and "left" in progress[0]
+    assert messages[-1].startswith("run run finished: 12 steps, 768 tokens in ")
 
 
 def test_token_ids_beyond_vocab_are_rejected(tmp_path, data):

@@ -26,7 +26,7 @@ from scratchlm.layout import RunFiles
 from scratchlm.nn.functional import cross_entropy, softmax
 from scratchlm.nn.model import TransformerLM
 from scratchlm.progress import progress_bar
-from scratchlm.settings import GenerationSettings
+from scratchlm.settings import GenerationSettings, TrainingSettings, default_of
 from scratchlm.tokenizer import Tokenizer
 from scratchlm.tokenizer.pretokenize import END_OF_TEXT
 
@@ -236,7 +236,7 @@ def _windows(tokens: np.ndarray, context_length: int, batch_size: int):
 # ------------------------------------------------------------------------------- run folders
 
 
-def load_run(run_dir: str | Path, *, device: str = "auto",
+def load_run(run_dir: str | Path, *, device: str = default_of(TrainingSettings, "device"),
              special_tokens: Sequence[str] | None = None) -> tuple[TransformerLM, Tokenizer, dict]:
     """The trained model of a run folder, its tokenizer (paths from model.json) and model.json.
 

@@ -26,6 +26,10 @@ RESULTS = "results"
 SPLITS = ("train", "valid")
 
 
+# An experiment report's files (results/experiments/{experiment}/), by write_comparison's names for them.
+EXPERIMENT_FILE_NAMES = {"markdown": "report.md", "json": "summary.json", "curves": "curves.png",
+                         "sweep": "sweep.png"}
+
 # RunFiles attribute -> file name in the run folder.
 RUN_FILE_NAMES = {
     # Written when the run finishes (config.json and metrics.jsonl also grow while it trains).
@@ -140,6 +144,15 @@ class Layout:
     def run_file(self, run: str, name: str) -> str:
         """A file of one run folder, by name (``summary.json``, ``samples.md``, ``hf``...)."""
         return self._path("runs", run, name)
+
+    # --- experiments ----------------------------------------------------------------------
+    def experiments_dir(self) -> str:
+        """The folder of experiment reports."""
+        return self._path("experiments")
+
+    def experiment_files(self, experiment: str) -> dict[str, str]:
+        """The files of one experiment's report, by the name ``write_comparison`` gives them."""
+        return {key: self._path("experiments", experiment, name) for key, name in EXPERIMENT_FILE_NAMES.items()}
 
     # --- reports and job records ----------------------------------------------------------
     def report(self, name: str) -> str:

@@ -8,7 +8,8 @@ from scratchlm.code_inputs import code_inputs
 from scratchlm.layout import SPLITS, Layout
 from snakemake.exceptions import WorkflowError
 
-from scratchlm.settings import Layer, SettingsError, load_project, load_yaml, resolve_run
+from scratchlm.reports.comparison import experiment_report_runs
+from scratchlm.settings import Layer, SettingsError, experiment_runs, load_project, load_yaml, resolve_run, run_names
 from scratchlm.tokenizer.shards import num_planned_shards
 
 
@@ -30,7 +31,8 @@ except SettingsError as error:
     raise WorkflowError(str(error)) from None  # Snakemake shows a WorkflowError without a traceback
 LAYOUT = Layout()
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
-RUN_SETTINGS = {run: resolve_run(PROJECT, run) for run in PROJECT.runs}
+# Every run: those under `runs:` and those of every experiment.
+RUN_SETTINGS = {run: resolve_run(PROJECT, run) for run in run_names(PROJECT)}
 
 
 def script_code(script):
@@ -104,10 +106,22 @@ def stage_outputs():
 
 
 def report_outputs():
-    """The reports that summarise the stages (the training report needs at least one run)."""
-    return [*rules.accounting.output, *(rules.training_report.output if target_runs() else [])]
+    """The reports that summarise the stages (the training report needs at least one run), and the
+    target experiments' reports."""
+    experiments = [path for name in PROJECT.targets.experiments for path in LAYOUT.experiment_files(name).values()]
+    return [*rules.accounting.output, *(rules.training_report.output if target_runs() else []), *experiments]
 
 
 def get_final_output():
     """What `snakemake` builds without a target: every stage output, report, profile and the index."""
     return stage_outputs() + report_outputs() + [*rules.profile_report.output, *rules.index.output]
+
+
+def write_reports_after_failure():
+    """The onerror handler's body (see the Snakefile)."""
+    from scratchlm.reports.after_failure import write_partial_reports
+
+    try:
+        write_partial_reports(PROJECT, LAYOUT, target_runs())
+    except Exception as error:  # the pipeline's own failure is what the user must see
+        print(f"reports after the failure could not be written: {error}")

@@ -20,6 +20,6 @@ rule export_hf:
     benchmark:
         LAYOUT.benchmark("export_hf", "{run}")
     wildcard_constraints:
-        run=name_pattern(list(PROJECT.runs)),
+        run=name_pattern(list(RUN_SETTINGS)),
     script:
         "../scripts/export_hf.py"

@@ -28,6 +28,6 @@ rule generate:
     benchmark:
         LAYOUT.benchmark("generate", "{run}")
     wildcard_constraints:
-        run=name_pattern(list(PROJECT.runs)),
+        run=name_pattern(list(RUN_SETTINGS)),
     script:
         "../scripts/generate.py"

@@ -31,7 +31,7 @@ rule train:
     benchmark:
         LAYOUT.benchmark("train", "{run}")
     wildcard_constraints:
-        run=name_pattern(list(PROJECT.runs)),
+        run=name_pattern(list(RUN_SETTINGS)),
     script:
         "../scripts/train.py"
 

@@ -19,11 +19,18 @@ Subparsers = Any  # argparse's private _SubParsersAction
 SETTING_FLAGS: dict[tuple[type[Section], str], str] = {}
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default, where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def add_command(commands: Subparsers, name: str, run: Callable[[argparse.Namespace], int | None],
                 help_text: str, *, command: str | None = None) -> argparse.ArgumentParser:
     """A subcommand that runs ``run(args)``; options are never matched by prefix."""
     parser = commands.add_parser(name, help=help_text, description=help_text, allow_abbrev=False,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     parser.set_defaults(handler=run, command=command or name)
     return parser
 

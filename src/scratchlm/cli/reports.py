@@ -9,9 +9,11 @@ from scratchlm.cli.common import (
     Subparsers,
     add_command,
     add_group,
+    add_project_arguments,
     add_results_argument,
     add_setting,
     add_special_tokens_argument,
+    project_and_overrides,
     section_from,
 )
 from scratchlm.layout import Layout
@@ -48,6 +50,11 @@ def register(commands: Subparsers) -> None:
     parser = add("training", run_report_training, "validation loss, throughput and MFU of every run")
     parser.add_argument("runs", nargs="*", help="run folders (default: every finished run under RESULTS/runs)")
     _add_outputs(parser, "training", plot=True)
+
+    parser = add("experiment", run_report_experiment, "an experiment's report: its runs compared (table, plots)")
+    parser.add_argument("experiment", help="name of the experiment under `experiments:` in the config file")
+    add_project_arguments(parser)
+    add_results_argument(parser)
 
     parser = add("index", run_report_index, "results/index.md linking every report, run and sample")
     add_results_argument(parser, "results folder to index")
@@ -107,6 +114,19 @@ def run_report_training(args: argparse.Namespace) -> None:
     markdown, plot = _output(args, "training", "md"), _output(args, "training", "png")
     runs = write_training_report(run_dirs, markdown, plot)
     print(f"wrote {markdown} and {plot} ({len(runs)} runs)")
+
+
+def run_report_experiment(args: argparse.Namespace) -> None:
+    from scratchlm.reports.comparison import experiment_report_runs, write_experiment_report
+
+    project, layout = project_and_overrides(args)[0], Layout(args.results)
+    if args.experiment not in project.experiments:
+        raise ValueError(f"{project.source}: no experiment {args.experiment!r} under `experiments:` "
+                         f"(configured: {', '.join(project.experiments) or 'none'})")
+    runs = experiment_report_runs(project, args.experiment, layout)
+    data = write_experiment_report(args.experiment, runs, project.experiments[args.experiment].columns(), layout)
+    print(f"wrote {layout.experiment_files(args.experiment)['markdown']} ({len(data['runs'])} runs, "
+          f"best: {data['best']})")
 
 
 def run_report_index(args: argparse.Namespace) -> None:

@@ -32,9 +32,16 @@ def register(commands: Subparsers) -> None:
     parser.add_argument("--fresh", action="store_true",
                         help="start the run over; its existing files are moved to RUN_DIR/replaced/TIME/, not deleted")
 
+    parser = add_command(commands, "compare", run_compare, "compare runs in one report: the settings that differ, "
+                         "losses, status, curves and sweep plots")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="runs (names under RESULTS/runs) or run folders")
+    parser.add_argument("--out", required=True, help="folder to write report.md, summary.json, curves.png, sweep.png")
+    parser.add_argument("--title", default=None, help="the report's title (default: the runs' names)")
+    add_results_argument(parser)
+
     parser = add_command(commands, "generate", run_generate, "sample text from a trained run")
     add_run_arguments(parser, what="to sample from")
-    add_setting(parser, GenerationSettings, "prompts", "--prompt", nargs="+")
+    add_setting(parser, GenerationSettings, "prompts", "--prompt", nargs="+", metavar="PROMPT")
     add_setting(parser, GenerationSettings, "max_new_tokens")
     add_setting(parser, SamplingSettings, "temperature")
     add_setting(parser, SamplingSettings, "top_p")
@@ -49,7 +56,7 @@ def register(commands: Subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from scratchlm.layout import Layout
     from scratchlm.settings import resolve_run
-    from scratchlm.training.loop import TrainingDiverged, TrainingInterrupted, corpus_data, train
+    from scratchlm.training.loop import TrainingInterrupted, corpus_data, train
 
     project, overrides = project_and_overrides(args)
     settings = resolve_run(project, args.run, overrides)
@@ -59,11 +66,22 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         log.warning("%s", stop)
         return 128 + stop.signum
-    except TrainingDiverged as error:
-        log.error("%s", error)
-        return 1
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))  # a diverged run is a result too: its status says so
     return 0
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from scratchlm.layout import Layout, RunFiles
+    from scratchlm.reports.comparison import compare_runs
+
+    folders = [run if RunFiles(run).config.is_file() else Layout(args.results).run_dir(run) for run in args.runs]
+    missing = [str(folder) for folder in folders if not Path(folder).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"no run folder {', '.join(missing)}")
+    data = compare_runs(folders, args.out, title=args.title or "Comparison of " + ", ".join(args.runs))
+    print(f"wrote {Path(args.out) / 'report.md'} ({len(data['runs'])} runs, best: {data['best']})")
 
 
 def run_generate(args: argparse.Namespace) -> None:

@@ -33,7 +33,7 @@ from typing import IO, BinaryIO
 from scratchlm import __version__
 from scratchlm.fileio import atomic_open, exclusive_lock, require_file
 from scratchlm.progress import progress_bar
-from scratchlm.settings import DownloadSettings, SourceSettings
+from scratchlm.settings import DownloadSettings, SourceSettings, default_of
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,8 @@ def download_source(source: SourceSettings, output: str | os.PathLike, settings:
 
 def download(source: str, output: str | os.PathLike, *, sha256: str | None = None, retries: int = DEFAULTS.retries,
              timeout_s: float = DEFAULTS.timeout_s, backoff_s: float = DEFAULTS.backoff_s,
-             decompress: bool | None = None,
-             allow_unverified: bool = False, chunk_size: int = CHUNK_SIZE) -> Path:
+             decompress: bool | None = None, allow_unverified: bool = default_of(SourceSettings, "allow_unverified"),
+             chunk_size: int = CHUNK_SIZE) -> Path:
     """Download (or copy) ``source`` to ``output``; ``decompress`` defaults to "source ends in .gz".
 
     The output appears only when everything succeeded; a sha256 is of the bytes as transferred.

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from scratchlm.nn.functional import scaled_dot_product_attention, silu
 # The architecture's options, defaults and checks (torch-free, so settings load without torch).
-from scratchlm.settings.architecture import ATTENTION_BACKENDS, FFNS, NORMS, ModelConfig, default_d_ff
+from scratchlm.settings.architecture import ATTENTION_BACKENDS, FFNS, NORMS, ModelConfig, ModelOptions, default_d_ff
+from scratchlm.settings.base import default_of  # the CS336 layer signatures take the model's defaults
 
 RMS_NORM_EPS = 1e-5  # added to the mean square in every RMSNorm (Llama's rms_norm_eps)
 
@@ -235,8 +236,9 @@ class TransformerBlock(nn.Module):
     """Attention then feed-forward, each residual; RMSNorm before (pre), after (post) or nowhere (none)."""
 
     def __init__(self, d_model: int, num_heads: int, d_ff: int | None = None, *,
-                 rope: RotaryPositionalEmbedding | None = None, norm: str = "pre", ffn: str = "swiglu",
-                 attention_backend: str = "scratch", device=None, dtype=None):
+                 rope: RotaryPositionalEmbedding | None = None, norm: str = default_of(ModelOptions, "norm"),
+                 ffn: str = default_of(ModelOptions, "ffn"),
+                 attention_backend: str = default_of(ModelOptions, "attention_backend"), device=None, dtype=None):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm {norm!r} is not one of {', '.join(NORMS)}")

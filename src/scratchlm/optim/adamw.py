@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
+from scratchlm.settings import OptimizerSettings, default_of
+
 
 class AdamW(torch.optim.Optimizer):
     """Adam with bias-corrected moments and weight decay applied to the weights, not the gradient.
@@ -26,8 +28,9 @@ class AdamW(torch.optim.Optimizer):
     tensor([0.9000, 0.9000])
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95),
-                 eps: float = 1e-8, weight_decay: float = 0.01):
+    def __init__(self, params: Iterable, lr: float = default_of(OptimizerSettings, "lr"),
+                 betas: tuple[float, float] = tuple(default_of(OptimizerSettings, "betas")),
+                 eps: float = default_of(OptimizerSettings, "eps"), weight_decay: float = 0.01):
         if not lr >= 0:
             raise ValueError(f"AdamW learning rate must be >= 0, got {lr}")
         if not all(0.0 <= beta < 1.0 for beta in betas) or len(betas) != 2:

@@ -34,27 +34,44 @@ def _reports_section(layout: Layout, index_path: Path) -> list[str]:
     return lines + [""]
 
 
-def _run_row(run_dir: Path, index_path: Path) -> list[str]:
+def _run_row(run_dir: Path, runs_dir: Path, index_path: Path) -> list[str]:
     run = RunFiles(run_dir)
     summary = read_json(run.summary) if run.summary.is_file() else {}
     loss = summary.get("final_val_loss")
     files = [(run.curves, "curves"), (run.samples, "samples"), (run.metrics, "metrics"), (run.config, "config")]
     links = " · ".join(_link(label, path, index_path) for path, label in files if path.is_file())
-    status = "finished" if summary else "not finished"
-    return [f"[{run_dir.name}]({relative_link(run_dir, index_path)}/)", summary.get("corpus", "n/a"),
+    status = summary.get("status", "finished") if summary else "not finished"
+    name = run_dir.relative_to(runs_dir).as_posix()
+    return [f"[{name}]({relative_link(run_dir, index_path)}/)", summary.get("corpus", "n/a"),
             "n/a" if loss is None else f"{loss:.4f}", f"{summary.get('steps', 0):,}", status, links or "none"]
 
 
 def _runs_section(layout: Layout, index_path: Path) -> list[str]:
-    run_dirs = sorted(path for path in Path(layout.runs_dir()).glob("*") if path.is_dir())
+    runs_dir = Path(layout.runs_dir())
+    run_dirs = sorted({path.parent for path in runs_dir.rglob(RunFiles(".").config.name)
+                       if RunFiles(".").replaced.name not in path.relative_to(runs_dir).parts})
     if not run_dirs:
         return ["## Runs", "", "No training runs yet.", ""]
-    rows = [_run_row(path, index_path) for path in run_dirs]
+    rows = [_run_row(path, runs_dir, index_path) for path in run_dirs]
     lines = ["## Runs", "", *markdown_table(["run", "corpus", "final val loss", "steps", "status", "files"], rows), ""]
     plot = Path(layout.report("training.png"))
     if plot.is_file():
         lines += [f"![validation loss of every run]({relative_link(plot, index_path)})", ""]
     return lines
+
+
+def _experiments_section(layout: Layout, index_path: Path) -> list[str]:
+    """Each experiment's report, its best run and how its runs ended."""
+    reports = sorted(Path(layout.experiments_dir()).glob(f"*/{Path(layout.experiment_files('x')['json']).name}"))
+    rows = []
+    for path in reports:
+        summary, markdown = read_json(path), Path(layout.experiment_files(path.parent.name)["markdown"])
+        statuses = [run["status"] for run in summary.get("runs", [])]
+        counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+        rows.append([_link(path.parent.name, markdown, index_path), summary.get("best") or "none", counts])
+    if not rows:
+        return []
+    return ["## Experiments", "", *markdown_table(["experiment", "best run", "runs"], rows), ""]
 
 
 def _corpora_section(layout: Layout, index_path: Path) -> list[str]:
@@ -80,7 +97,8 @@ def render_index(results_dir: str | Path, index_path: str | Path) -> str:
     lines = ["# scratchlm results", "",
              "Everything the pipeline produced, one click away. Rebuild with `snakemake` (or `make demo`); "
              "`snakemake --report results/report.html` adds Snakemake's own HTML report of the jobs.", ""]
-    lines += _reports_section(layout, index_path) + _runs_section(layout, index_path)
+    lines += _reports_section(layout, index_path) + _experiments_section(layout, index_path)
+    lines += _runs_section(layout, index_path)
     lines += _corpora_section(layout, index_path)
     logs = Path(layout.logs_dir())
     if logs.is_dir():

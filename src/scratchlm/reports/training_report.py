@@ -12,13 +12,14 @@ rate uses the run's overall tokens/s (evaluation time included, so it is a lower
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from scratchlm.fileio import atomic_open, read_json
 from scratchlm.layout import RunFiles
 from scratchlm.nn.model import ModelConfig
 from scratchlm.reports import markdown_table, relative_link
 from scratchlm.nn.accounting import training_flops_per_token
-from scratchlm.training.plots import plot_comparison, read_metrics
+from scratchlm.training.plots import plot_comparison, read_metrics, run_labels
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s from NVIDIA's data sheets. "fp32" is the
 # TF32 rate on GPUs that have it, since training enables TF32 matmuls on CUDA. Matched as a
@@ -115,7 +116,8 @@ def _run_section(run: dict, markdown_path: Path) -> list[str]:
     return lines
 
 
-def render_markdown(runs: list[dict], markdown_path: str | Path, *, plot_path: str | Path | None = None) -> str:
+def render_markdown(runs: list[dict], markdown_path: str | Path, *, plot_path: str | Path | None = None,
+                    unfinished: Sequence[str] = ()) -> str:
     """The report; links are relative to ``markdown_path``."""
     markdown_path = Path(markdown_path)
     lines = ["# Training runs", "",
@@ -124,6 +126,8 @@ def render_markdown(runs: list[dict], markdown_path: str | Path, *, plot_path: s
              "included), model FLOPs = 3x forward matmul FLOPs, MFU = model FLOP/s / the device's dense peak "
              "(shown where the device is in the table of known peaks: "
              f"{', '.join(DEVICE_PEAK_TFLOPS)}).", "", *_summary_table(runs), ""]
+    if unfinished:
+        lines += [f"Did not finish (their jobs failed; see results/logs/train/): {', '.join(unfinished)}.", ""]
     if plot_path is not None:
         lines += [f"![validation loss of every run]({relative_link(plot_path, markdown_path)})", ""]
     for run in runs:
@@ -132,16 +136,19 @@ def render_markdown(runs: list[dict], markdown_path: str | Path, *, plot_path: s
 
 
 def find_runs(runs_dir: str | Path) -> list[Path]:
-    """Run folders under ``runs_dir`` that have a summary.json (finished runs), by name."""
-    return sorted(path.parent for path in Path(runs_dir).glob("*/summary.json"))
+    """Run folders under ``runs_dir`` (at any depth: experiments nest theirs) that have a summary.json
+    (finished runs), by name; moved-aside runs (``replaced/``) excluded."""
+    return sorted(path.parent for path in Path(runs_dir).rglob("summary.json")
+                  if RunFiles(path.parent).replaced.name not in path.relative_to(runs_dir).parts)
 
 
-def write_training_report(run_dirs: list[str | Path], markdown_path: str | Path, plot_path: str | Path) -> list[dict]:
-    """Write training.md and the validation-loss plot for the given run folders."""
+def write_training_report(run_dirs: list[str | Path], markdown_path: str | Path, plot_path: str | Path, *,
+                          unfinished: Sequence[str] = ()) -> list[dict]:
+    """Write training.md and the validation-loss plot for the given run folders (naming ``unfinished`` runs)."""
     if not run_dirs:
         raise FileNotFoundError("no finished runs to report (no run folder with a summary.json)")
-    runs = [read_run_summary(path) for path in run_dirs]
+    runs = [read_run_summary(path) | {"name": label} for path, label in zip(run_dirs, run_labels(run_dirs))]
     plot_comparison(run_dirs, plot_path, x="tokens")
     with atomic_open(markdown_path, "w") as handle:
-        handle.write(render_markdown(runs, markdown_path, plot_path=plot_path))
+        handle.write(render_markdown(runs, markdown_path, plot_path=plot_path, unfinished=unfinished))
     return runs

@@ -9,17 +9,20 @@ bounds, default and description, once. config.yaml, ``snakemake --config``, ``--
 """
 
 from scratchlm.settings.architecture import ModelConfig, ModelOptions, default_d_ff
+from scratchlm.settings.base import default_of
 from scratchlm.settings.errors import SettingsError
 from scratchlm.settings.loading import (
     PROJECT_FILE,
     Layer,
     Project,
+    experiment_runs,
     load_project,
     load_project_file,
     load_yaml,
     override_layers,
     parse_assignment,
     resolve_run,
+    run_names,
 )
 from scratchlm.settings.project import (
     END_OF_TEXT,
@@ -40,6 +43,7 @@ __all__ = [
     "END_OF_TEXT", "PROJECT_FILE", "AccountingSettings", "BpeSettings", "CorpusSettings", "DownloadSettings",
     "EncodeSettings", "GenerationSettings", "GeneratorSettings", "Layer", "ModelConfig", "ModelOptions",
     "OptimizerSettings", "Project", "ProjectSettings", "RunSettings", "SamplingSettings", "ScheduleSettings",
-    "SettingsError", "SourceSettings", "TrainingSettings", "WandbSettings", "default_d_ff", "load_project",
-    "load_project_file", "load_yaml", "override_layers", "parse_assignment", "resolve_run",
+    "SettingsError", "SourceSettings", "TrainingSettings", "WandbSettings", "default_d_ff", "default_of",
+    "experiment_runs", "load_project", "load_project_file", "load_yaml", "override_layers", "parse_assignment",
+    "resolve_run", "run_names",
 ]

@@ -10,26 +10,13 @@ from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
-from scratchlm.settings.base import Float, Int, Section
+from scratchlm.settings.base import Float, Int, Section, default_of
 
 Norm = Literal["pre", "post", "none"]
 Position = Literal["rope", "none"]
 Ffn = Literal["swiglu", "silu"]
 AttentionBackend = Literal["scratch", "sdpa"]
 NORMS, POSITIONS, FFNS, ATTENTION_BACKENDS = (get_args(kind) for kind in (Norm, Position, Ffn, AttentionBackend))
-
-
-def default_d_ff(d_model: int, ffn: str = "swiglu") -> int:
-    """Hidden size of the feed-forward layer: 8/3·d_model rounded to a multiple of 64 (SwiGLU), 4·d_model (SiLU).
-
-    The 8/3 keeps SwiGLU's three matrices at the parameter count of a 4·d_model two-matrix MLP.
-
-    >>> default_d_ff(512), default_d_ff(512, "silu")
-    (1344, 2048)
-    """
-    if ffn == "silu":
-        return 4 * d_model
-    return max(64, 64 * round(8 * d_model / 3 / 64))
 
 
 class ModelOptions(Section):
@@ -65,6 +52,19 @@ class ModelOptions(Section):
         if self.position == "rope" and (self.d_model // self.num_heads) % 2:
             raise ValueError(f"RoPE needs an even head size, got d_model/num_heads={self.d_model // self.num_heads}")
         return self
+
+
+def default_d_ff(d_model: int, ffn: str = default_of(ModelOptions, "ffn")) -> int:
+    """Hidden size of the feed-forward layer: 8/3·d_model rounded to a multiple of 64 (SwiGLU), 4·d_model (SiLU).
+
+    The 8/3 keeps SwiGLU's three matrices at the parameter count of a 4·d_model two-matrix MLP.
+
+    >>> default_d_ff(512), default_d_ff(512, "silu")
+    (1344, 2048)
+    """
+    if ffn == "silu":
+        return 4 * d_model
+    return max(64, 64 * round(8 * d_model / 3 / 64))
 
 
 class ModelConfig(ModelOptions):

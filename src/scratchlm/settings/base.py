@@ -11,7 +11,7 @@ import types
 import typing
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, FiniteFloat, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, FiniteFloat, StringConstraints, model_validator
 
 # How YAML (and Snakemake's --config) spell "no value".
 NULL_WORDS = frozenset({"null", "Null", "NULL", "~", "None"})
@@ -39,6 +39,8 @@ def _real(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_integer)]
 Float = Annotated[FiniteFloat, BeforeValidator(_real)]
+# Corpus, run and experiment names become file and folder names and Snakemake wildcards.
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
 def _allows_none(annotation: Any) -> bool:
@@ -46,6 +48,11 @@ def _allows_none(annotation: Any) -> bool:
     if origin is Annotated:
         return _allows_none(typing.get_args(annotation)[0])
     return origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+
+
+def default_of(section: type[BaseModel], field: str) -> Any:
+    """A settings field's default, for a function signature that offers the same setting (one home)."""
+    return section.model_fields[field].get_default(call_default_factory=True)
 
 
 class Section(BaseModel):

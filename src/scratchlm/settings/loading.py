@@ -10,15 +10,17 @@ names the layer the bad value came from (the file, or ``--set``) and its key pat
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import dpath
 import yaml
 from pydantic import PrivateAttr, ValidationError
 
 from scratchlm.settings.errors import SettingsError, describe
+from scratchlm.settings.experiments import BatchScaling, Point, experiment_points
 from scratchlm.settings.project import ProjectSettings
 from scratchlm.settings.run import RunSettings
 
@@ -53,6 +55,7 @@ class Project(ProjectSettings):
     """ProjectSettings that remember the files (or ``--config``) they were read from, for messages."""
 
     _sources: tuple[Layer, ...] = PrivateAttr((Layer(PROJECT_FILE, {}, PROJECT_FILE),))
+    _experiment_runs: dict[str, ExperimentRun] | None = PrivateAttr(None)
 
     @property
     def source(self) -> str:
@@ -91,9 +94,11 @@ def load_project(data: dict, *, source: str | Sequence[Layer] = PROJECT_FILE) ->
     except ValidationError as error:
         raise SettingsError(describe(error, ProjectSettings, lambda path: setter(sources, path).where(path))) from None
     project._sources = sources
-    for run in project.runs:
+    for run in project.runs:  # first, so that an error in a base run is blamed on it, not on an experiment
         resolve_run(project, run)
-    for section in ("corpora", "runs"):
+    for run in experiment_runs(project):
+        resolve_run(project, run)
+    for section in ("corpora", "runs", "experiments"):
         configured = getattr(project, section)
         for name in getattr(project.targets, section):
             if name not in configured:
@@ -133,14 +138,90 @@ def override_layers(settings_files: Sequence[str | Path] = (), assignments: Sequ
             + [Layer("--set", parse_assignment(text), "--set") for text in assignments])
 
 
+def run_names(project: Project) -> list[str]:
+    """Every run: those under `runs:`, then those of every experiment."""
+    return [*project.runs, *experiment_runs(project)]
+
+
+class ExperimentRun(NamedTuple):
+    """A run of an experiment: which experiment, which point, and the point's values as the run's
+    settings read them (variant, grid keys, seed), for reports."""
+
+    experiment: str
+    point: Point
+    labels: dict[str, Any]
+
+
+def experiment_runs(project: Project, experiment: str | None = None) -> dict[str, ExperimentRun]:
+    """The runs of every experiment (or of one), by name."""
+    if project._experiment_runs is None:
+        runs: dict[str, ExperimentRun] = {}
+        for name, settings in project.experiments.items():
+            for point in experiment_points(settings):
+                values = _validated(point_layers(project, name, point)).to_dict()
+                typed = {key: dpath.get(values, key, separator=".") for key, _ in point.values}
+                try:
+                    run = point.name(name, typed)
+                except ValueError as error:
+                    raise SettingsError(f"{project.source_of('experiments', name)}: experiments.{name}.grid: "
+                                        f"{error}") from None
+                if run in runs:
+                    raise SettingsError(f"{project.source_of('experiments', name)}: experiments.{name}.grid: two "
+                                        f"points are both named {run!r} (values that read the same)")
+                runs[run] = ExperimentRun(name, point, {**point.labels(), **typed})
+        project._experiment_runs = runs
+    return {run: entry for run, entry in project._experiment_runs.items() if experiment in (None, entry.experiment)}
+
+
 def run_layers(project: Project, run: str, overrides: Sequence[Layer] = ()) -> list[Layer]:
     """The layers of ``run``'s settings, defaults excluded."""
-    if run not in project.runs:
-        raise SettingsError(f"unknown run {run!r}; runs configured under `runs:` in {project.source}: "
-                            f"{', '.join(sorted(project.runs)) or 'none'}")
+    if run in project.runs:
+        return [*_base_layers(project, run), *overrides]
+    experiments = experiment_runs(project)
+    if run in experiments:
+        return [*point_layers(project, experiments[run].experiment, experiments[run].point), *overrides]
+    raise SettingsError(f"unknown run {run!r}; runs configured under `runs:` in {project.source}: "
+                        f"{', '.join(sorted(project.runs)) or 'none'}"
+                        + (f"; experiments: {', '.join(project.experiments)}" if project.experiments else ""))
+
+
+def _base_layers(project: Project, run: str) -> list[Layer]:
     return [Layer("training", project.training.model_dump(exclude_unset=True), project.source_of("training"),
                   "training"),
-            Layer(f"runs.{run}", project.runs[run] or {}, project.source_of("runs", run), f"runs.{run}"), *overrides]
+            Layer(f"runs.{run}", project.runs[run] or {}, project.source_of("runs", run), f"runs.{run}")]
+
+
+def point_layers(project: Project, experiment: str, point: Point) -> list[Layer]:
+    """The layers of one experiment point: its base run's, its variant, grid values and seed, and the
+    settings that follow its batch size (``batch_scaling``)."""
+    settings, origin = project.experiments[experiment], project.source_of("experiments", experiment)
+    if settings.base not in project.runs:
+        raise SettingsError(f"{origin}: experiments.{experiment}.base: run {settings.base!r} is not configured "
+                            f"under `runs:` (configured: {', '.join(sorted(project.runs)) or 'none'})")
+    base = _base_layers(project, settings.base)
+    layers = base + [Layer(f"experiments.{experiment}.{where}", values, origin, f"experiments.{experiment}.{where}")
+                     for where, values in point.overrides(settings)]
+    scaled = batch_scaled(settings.batch_scaling, base, layers)
+    where = f"experiments.{experiment}.batch_scaling"
+    return layers + ([Layer(where, scaled, origin, where)] if scaled else [])
+
+
+def batch_scaled(scaling: BatchScaling, base: Sequence[Layer], layers: Sequence[Layer]) -> dict:
+    """Settings that follow a point's batch size: steps that keep the base run's tokens, and the
+    learning rate scaled with the batch (unless the point sets them itself)."""
+    try:
+        before, after = (RunSettings.model_validate(merge_layers(group)) for group in (base, layers))
+    except ValidationError:
+        return {}  # resolve_run reports the error, with its place
+    if after.batch_size == before.batch_size:
+        return {}
+    own = merge_layers(layers[len(base):])
+    ratio, scaled = after.batch_size / before.batch_size, {}
+    if scaling.keep_tokens and after.steps is not None and "steps" not in own:
+        scaled["steps"] = math.ceil(before.total_steps * before.tokens_per_step / after.tokens_per_step)
+    if scaling.lr != "constant" and "lr" not in own.get("optimizer", {}):
+        scaled["optimizer"] = {"lr": after.optimizer.lr * (ratio if scaling.lr == "linear" else math.sqrt(ratio))}
+    return scaled
 
 
 def merge_layers(layers: Sequence[Layer]) -> dict:
@@ -154,15 +235,20 @@ def merge_layers(layers: Sequence[Layer]) -> dict:
 def resolve_run(project: Project, run: str, overrides: Sequence[Layer] = ()) -> RunSettings:
     """The full, checked settings of ``run`` (``overrides``: ``override_layers``)."""
     layers = run_layers(project, run, overrides)
-    try:
-        settings = RunSettings.model_validate(merge_layers(layers))
-    except ValidationError as error:
-        raise SettingsError(describe(error, RunSettings, lambda path: setter(layers, path).where(path))) from None
+    settings = _validated(layers)
     try:
         project.corpus(settings.corpus)
     except ValueError as error:
         raise SettingsError(f"{setter(layers, ('corpus',)).where(('corpus',))}: {error}") from None
     return settings
+
+
+def _validated(layers: Sequence[Layer]) -> RunSettings:
+    """The run settings the layers make, or a SettingsError naming the layer of the bad value."""
+    try:
+        return RunSettings.model_validate(merge_layers(layers))
+    except ValidationError as error:
+        raise SettingsError(describe(error, RunSettings, lambda path: setter(layers, path).where(path))) from None
 
 
 def last_setter(layers: Sequence[Layer], path: Sequence[str | int]) -> Layer | None:
@@ -175,5 +261,5 @@ def last_setter(layers: Sequence[Layer], path: Sequence[str | int]) -> Layer | N
 
 
 def setter(layers: Sequence[Layer], path: Sequence[str | int]) -> Layer:
-    """``last_setter``, or else the run's own entry (the second layer of a run), or the only layer."""
-    return last_setter(layers, path) or layers[min(1, len(layers) - 1)]
+    """``last_setter``, or else the last layer (a check across settings failed once it was applied)."""
+    return last_setter(layers, path) or layers[-1]

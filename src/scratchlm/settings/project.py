@@ -7,14 +7,13 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, model_validator
 
-from scratchlm.settings.base import Float, Int, Section
+from scratchlm.settings.base import Float, Int, Name, Section
+from scratchlm.settings.experiments import ExperimentSettings
 from scratchlm.settings.run import TrainingSettings
 
 END_OF_TEXT = "<|endoftext|>"  # the default special token: it separates documents
 UINT16_IDS = 2**16  # encoded splits are uint16 arrays
 BYTE_TOKENS = 256
-# Corpus and run names become file and folder names and Snakemake wildcards.
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
 class SourceSettings(Section):
@@ -156,6 +155,8 @@ class Targets(Section):
     """corpora to tokenize and encode (with the tokenizer report)"""
     runs: list[str] = []
     """runs to train (with samples, export and the training report)"""
+    experiments: list[str] = []
+    """experiments to run (their runs and their report)"""
 
 
 class ProjectSettings(Section):
@@ -176,6 +177,8 @@ class ProjectSettings(Section):
     """defaults of every run"""
     runs: dict[Name, dict[str, Any]] = {}
     """runs by name: settings that differ from `training:`"""
+    experiments: dict[Name, ExperimentSettings] = {}
+    """experiments by name: a base run varied over a grid, variants and seeds, one report each"""
     generation: GenerationSettings = GenerationSettings()
     """samples of every trained run"""
     accounting: AccountingSettings = AccountingSettings()

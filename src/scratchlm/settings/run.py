@@ -70,6 +70,15 @@ class WandbSettings(Section):
     """W&B project"""
 
 
+class DivergenceSettings(Section):
+    """When a run counts as diverged: it then stops early, and its summary says so (a result, not a failure)."""
+
+    loss_factor: Float = Field(2.0, gt=1)
+    """diverged when the logged train loss stays above this multiple of the first step's loss ..."""
+    patience: Int = Field(5, ge=1)
+    """... for this many logged steps in a row (a NaN or infinite loss: at once)"""
+
+
 class TrainingSettings(Section):
     """Every setting of a training run, with its default."""
 
@@ -109,6 +118,8 @@ class TrainingSettings(Section):
     """torch.compile the model; auto: on CUDA (eager if compilation fails)"""
     seed: Int = 0
     """seed of the initialisation and of the batch sampler"""
+    divergence: DivergenceSettings = DivergenceSettings()
+    """when to stop a run that diverges"""
     wandb: WandbSettings = WandbSettings()
     """Weights & Biases logging"""
     init_from: str | None = None

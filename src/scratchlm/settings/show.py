@@ -11,21 +11,24 @@ import yaml
 from pydantic import BaseModel
 
 from scratchlm.settings.errors import SettingsError
-from scratchlm.settings.loading import Layer, Project, resolve_run, run_layers
+from scratchlm.settings.loading import Layer, Project, experiment_runs, resolve_run, run_layers, run_names
 
 # origin(section, key, key path below the shown entry) -> where the value came from
 Origin = Callable[[BaseModel, str, tuple[str, ...]], str]
 
 
 def show_settings(project: Project, names: Sequence[str] = (), overrides: Sequence[Layer] = ()) -> str:
-    """YAML of the whole configuration (``names`` empty) or of the named runs (with their corpora) and
-    corpora, resolved (defaults included; ``overrides`` apply to runs)."""
-    unknown = [name for name in names if name not in project.runs and name not in project.corpora]
+    """YAML of the whole configuration (``names`` empty) or of the named runs (with their corpora),
+    experiments (with their runs) and corpora, resolved (defaults included; ``overrides`` apply to runs)."""
+    runs = run_names(project)
+    unknown = [name for name in names if name not in runs and name not in project.corpora
+               and name not in project.experiments]
     if unknown:
-        raise SettingsError(f"{project.source}: no run or corpus named {', '.join(map(repr, unknown))} "
-                            f"(runs: {', '.join(sorted(project.runs)) or 'none'}; "
-                            f"corpora: {', '.join(sorted(project.corpora))})")
-    chosen = set(names) | {resolve_run(project, name, overrides).corpus for name in names if name in project.runs}
+        raise SettingsError(f"{project.source}: no run, experiment or corpus named {', '.join(map(repr, unknown))} "
+                            f"(runs: {', '.join(runs) or 'none'}; corpora: {', '.join(sorted(project.corpora))})")
+    chosen = set(names) | {run for name in names if name in project.experiments
+                           for run in experiment_runs(project, name)}
+    chosen |= {resolve_run(project, run, overrides).corpus for run in list(chosen) if run in runs}
     lines = [f"# resolved from {project.source}" + (" with overrides" if overrides else "")]
     for section, info in type(project).model_fields.items():
         lines += _section(project, section, info.description, chosen, overrides)
@@ -34,17 +37,19 @@ def show_settings(project: Project, names: Sequence[str] = (), overrides: Sequen
 
 def _section(project: Project, section: str, description: str | None, chosen: set[str],
              overrides: Sequence[Layer]) -> list[str]:
-    """One top-level section: every entry of runs and corpora (or the chosen ones), the others whole."""
+    """One top-level section: every entry of runs, experiments and corpora (or the chosen ones), the others
+    whole; experiments' runs appear under `runs:` only when chosen (their names hold slashes)."""
+    origin = _set_in(project.source)
     if section == "runs":
-        runs = [run for run in project.runs if not chosen or run in chosen]
+        runs = [run for run in run_names(project) if run in chosen or (not chosen and run in project.runs)]
         return _entries(section, description, runs, lambda run: _run_lines(project, run, overrides))
-    if section == "corpora":
-        corpora = [corpus for corpus in project.corpora if not chosen or corpus in chosen]
-        return _entries(section, description, corpora,
-                        lambda corpus: _lines(project.corpora[corpus], _set_in(project.source), (), 2))
+    if section in ("corpora", "experiments"):
+        entries = getattr(project, section)
+        return _entries(section, description, [name for name in entries if not chosen or name in chosen],
+                        lambda name: _lines(entries[name], origin, (), 2))
     if chosen:
         return []
-    return [f"{section}:  # {description}", *_lines(getattr(project, section), _set_in(project.source), (), 1)]
+    return [f"{section}:  # {description}", *_lines(getattr(project, section), origin, (), 1)]
 
 
 def _entries(section: str, description: str | None, names: list[str], body: Callable[[str], list[str]]) -> list[str]:
@@ -52,7 +57,7 @@ def _entries(section: str, description: str | None, names: list[str], body: Call
         return []
     lines = [f"{section}:  # {description}"]
     for name in names:
-        lines += [f"  {name}:", *body(name)]
+        lines += [f"  {_flow(name)}:", *body(name)]
     return lines
 
 
@@ -78,7 +83,8 @@ def _lines(section: BaseModel, origin: Origin, path: tuple[str, ...], depth: int
         if isinstance(value, BaseModel):
             lines += [f"{pad}{key}:  # {info.description}", *_lines(value, origin, (*path, key), depth + 1)]
         else:
-            lines.append(f"{pad}{key}: {_flow(value)}  # {origin(section, key, (*path, key))}: {info.description}")
+            about = " ".join((info.description or "").split())  # one line, whatever the docstring's
+            lines.append(f"{pad}{key}: {_flow(value)}  # {origin(section, key, (*path, key))}: {about}")
     return lines
 
 

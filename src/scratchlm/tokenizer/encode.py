@@ -24,6 +24,7 @@ import numpy as np
 
 from scratchlm.fileio import atomic_path, require_file
 from scratchlm.progress import format_bytes, progress_bar
+from scratchlm.settings import EncodeSettings, default_of
 from scratchlm.tokenizer.pretokenize import END_OF_TEXT, decode_utf8, find_chunk_boundaries, iter_document_blocks
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
@@ -151,7 +152,8 @@ def write_ids(output_path: str | os.PathLike, parts: Iterable[np.ndarray]) -> in
 
 def encode_planned_shard(plan_path: str | os.PathLike, shard: int, vocab_path: str | os.PathLike,
                          merges_path: str | os.PathLike, output_path: str | os.PathLike, *,
-                         special_tokens: Sequence[str], chunk_mb: float = 4.0) -> int:
+                         special_tokens: Sequence[str],
+                         chunk_mb: float = default_of(EncodeSettings, "chunk_mb")) -> int:
     """The map half of pipeline encoding: ids of shard ``shard`` of a shard plan, as a uint16 ``.npy``."""
     from scratchlm.tokenizer.shards import planned_range
 
@@ -180,7 +182,7 @@ def concatenate_ids(parts: Sequence[str | os.PathLike], output_path: str | os.Pa
 
 def encode_corpus(text_path: str | os.PathLike, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
                   output_path: str | os.PathLike, *, special_tokens: Sequence[str] = (END_OF_TEXT,),
-                  workers: int = 1, chunk_mb: float = 4.0) -> int:
+                  workers: int = 1, chunk_mb: float = default_of(EncodeSettings, "chunk_mb")) -> int:
     """Load a tokenizer (``.pkl`` or GPT-2 files) and encode one corpus file with it."""
     require_file(text_path, "corpus file")
     tokenizer = Tokenizer.from_files(vocab_path, merges_path, list(special_tokens))

@@ -120,9 +120,9 @@ def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
     """Run ``train(**job)`` in ``nprocs`` processes under torchrun; returns rank 0's summary.
 
     The caller holds the run folder's lock; the processes know it through ``LOCK_HELD_ENV``.
-    Raises the same TrainingInterrupted / TrainingDiverged / ValueError as a single process.
+    Raises the same TrainingInterrupted / ValueError as a single process (a diverged run is a summary).
     """
-    from scratchlm.training.session import TrainingDiverged, TrainingInterrupted
+    from scratchlm.training.session import TrainingInterrupted
 
     with tempfile.TemporaryDirectory(prefix=".launch.", dir=run_dir) as folder:
         job_file, result_file = Path(folder) / "job.json", Path(folder) / "result.json"
@@ -132,13 +132,10 @@ def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
         with _forwarding_stop_signals(process):
             process.wait()
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
-    errors = {"TrainingInterrupted": TrainingInterrupted, "TrainingDiverged": TrainingDiverged}
     if "summary" in result:
         return result["summary"]
     if result.get("error") == "TrainingInterrupted":
         raise TrainingInterrupted(result["message"], result["signum"])
-    if result.get("error") in errors:
-        raise errors[result["error"]](result["message"])
     if result.get("error"):
         raise ValueError(result["message"])
     raise RuntimeError(f"the {nprocs} training processes failed (torchrun exit status {process.returncode}); "

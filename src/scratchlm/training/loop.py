@@ -97,22 +97,27 @@ def _prepare_and_run(trainer: Trainer, *, fresh: bool, replace_finished: bool,
     return trainer.run(on_step=on_step)
 
 
+def _ended(latest: tuple[Path, dict]) -> bool:
+    """Whether ``latest`` is the last checkpoint of a run: at its last step, or stopped early (diverged)."""
+    extra = latest[1]["extra"]
+    return extra.get("steps") == latest[1]["iteration"] or bool(extra.get("stopped"))
+
+
 def _is_stale(trainer: Trainer, latest: tuple[Path, dict] | None) -> bool:
-    """Whether ``latest`` is the checkpoint of a finished run or of one with other settings."""
+    """Whether ``latest`` is the checkpoint of a run that ended or of one with other settings."""
     if latest is None:
         return False
     extra = latest[1]["extra"]
-    return (extra.get("steps") == latest[1]["iteration"]
-            or bool(trainer.settings.differing_from(extra.get("settings", {}), extra.get("steps"))))
+    return _ended(latest) or bool(trainer.settings.differing_from(extra.get("settings", {}), extra.get("steps")))
 
 
 def _finished_summary(trainer: Trainer, latest: tuple[Path, dict] | None) -> dict | None:
-    """For a run that already finished: its summary (final files rewritten if any is missing); else None."""
-    if latest is None or latest[1]["extra"].get("steps") != latest[1]["iteration"]:
+    """For a run that already ended: its summary (final files rewritten if any is missing); else None."""
+    if latest is None or not _ended(latest):
         return None
     trainer.resume(latest)  # checks the settings match (else: a clear error suggesting --fresh)
     if all((trainer.run_dir / name).is_file() for name in RunFiles.FINAL):
-        log.info("run %s already finished (%s); nothing to do (--fresh trains it again, moving this one aside)",
+        log.info("run %s already ended (%s); nothing to do (--fresh trains it again, moving this one aside)",
                  trainer.run_name, latest[0])
         return read_json(trainer.files.summary)
     log.info("run %s finished at %s but some final files are missing; writing them again", trainer.run_name,

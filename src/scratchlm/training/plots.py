@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 from scratchlm.figures import pyplot, save_figure
 from scratchlm.layout import RunFiles
@@ -23,7 +24,7 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def _series(lines: list[dict], x: str, y: str) -> tuple[list[float], list[float]]:
-    points = [(line[x], line[y]) for line in lines if y in line]
+    points = [(line[x], line[y]) for line in lines if line.get(y) is not None]
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -44,13 +45,23 @@ def plot_curves(metrics_path: str | Path, out: str | Path, *, title: str = "") -
     save_figure(fig, out)
 
 
-def plot_comparison(run_dirs: list[str | Path], out: str | Path, *, x: str = "step") -> None:
-    """Validation loss of several runs (each folder's metrics.jsonl) on one plot, labelled by folder name."""
-    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
+    """Each run's own name (summary.json's ``run``; the folder's name before it finished), or, where
+    several folders hold runs of one name (``scratchlm train demo --run-dir ...``), their paths."""
+    names = []
     for run_dir in map(Path, run_dirs):
+        summary = RunFiles(run_dir).summary
+        names.append(json.loads(summary.read_text()).get("run", run_dir.name) if summary.is_file() else run_dir.name)
+    return names if len(set(names)) == len(names) else [str(run_dir) for run_dir in run_dirs]
+
+
+def plot_comparison(run_dirs: list[str | Path], out: str | Path, *, x: str = "step") -> None:
+    """Validation loss of several runs (each folder's metrics.jsonl) on one plot, each labelled by its name."""
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    for run_dir, label in zip(map(Path, run_dirs), run_labels(run_dirs)):
         lines = read_metrics(RunFiles(run_dir).metrics)
         xs, ys = _series(lines, x, "val_loss")
-        ax.plot(xs, ys, "o-", markersize=3, label=run_dir.name)
+        ax.plot(xs, ys, "o-", markersize=3, label=label)
     ax.set_xlabel(x)
     ax.set_ylabel("validation loss (nats/token)")
     ax.grid(alpha=0.3)

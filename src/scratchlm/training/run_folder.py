@@ -24,7 +24,7 @@ import torch
 from scratchlm.fileio import atomic_path, exclusive_lock, read_json
 from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
-from scratchlm.training.checkpoint import read_checkpoint, state_is_finite
+from scratchlm.training.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,6 @@ def latest_checkpoint(folder: Path) -> tuple[Path, dict] | None:
     if not saved:
         return None
     return saved[-1][1], read_checkpoint(saved[-1][1])
-
-
-def last_good_checkpoint(folder: Path) -> str:
-    """Names the newest checkpoint whose weights and optimizer state are all finite (each is checked)."""
-    for _, path in reversed(checkpoint_files(folder)):
-        try:
-            checkpoint = read_checkpoint(path)
-        except ValueError:
-            continue
-        if state_is_finite(checkpoint["model"], checkpoint["optimizer"]):
-            return f"last good checkpoint: {path}."
-    return "no good checkpoint was written yet."
 
 
 # ---------------------------------------------------------------------------------- provenance

@@ -4,7 +4,9 @@ wall clock and throughput, the stop signals that end a session with a checkpoint
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import math
 import signal
 import threading
 import time
@@ -13,7 +15,9 @@ from typing import Any, Iterator
 
 import torch
 
+from scratchlm.progress import format_duration
 from scratchlm.settings import RunSettings
+from scratchlm.settings.run import DivergenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +25,18 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or gradient norm became NaN/inf; the last good checkpoint is kept."""
+    """The run diverged (a NaN/inf loss or gradient, or a loss that stayed high): a result, which
+    ``Trainer.run`` records in the summary (``status: diverged``) before it stops early."""
+
+    def __init__(self, message: str, *, step: int, loss: float | None = None, lr: float | None = None):
+        super().__init__(message)
+        self.step, self.loss, self.lr = step, loss, lr
+
+    def record(self) -> dict:
+        """What summary.json says about the stop."""
+        finite = self.loss is not None and math.isfinite(self.loss)
+        return {"status": "diverged", "step": self.step, "loss": self.loss if finite else str(self.loss),
+                "lr": self.lr, "reason": str(self)}
 
 
 class TrainingInterrupted(RuntimeError):
@@ -58,11 +73,60 @@ class RunState:
     step: int = 0
     elapsed_s: float = 0.0
     history: list[dict] = field(default_factory=list)  # the metrics.jsonl lines so far
+    stopped: dict | None = None  # why the run stopped before its last step (TrainingDiverged.record)
+    initial_loss: float | None = None  # the train loss of the first step, before any update
 
     @property
     def best_val_loss(self) -> float | None:
-        losses = [line["val_loss"] for line in self.history if "val_loss" in line]
+        losses = [line["val_loss"] for line in self.history if line.get("val_loss") is not None]
         return min(losses) if losses else None
+
+    def diverging(self, rule: DivergenceSettings) -> str | None:
+        """Why the logged train loss counts as diverged under ``rule``, or None.
+
+        >>> state = RunState(history=[{"train_loss": 9.0}, {"train_loss": 15.0}, {"train_loss": 30.0}], initial_loss=7)
+        >>> state.diverging(DivergenceSettings(loss_factor=2, patience=2))
+        'train loss 30 has stayed above 2 × the initial loss 7 for 2 logged steps'
+        """
+        if self.initial_loss is None:
+            return None
+        limit = rule.loss_factor * self.initial_loss
+        high = list(itertools.takewhile(lambda line: not line["train_loss"] <= limit, reversed(self.history)))
+        if len(high) < rule.patience:
+            return None
+        return (f"train loss {high[0]['train_loss']:.4g} has stayed above {rule.loss_factor:g} × the initial "
+                f"loss {self.initial_loss:.4g} for {len(high)} logged steps")
+
+
+def ending_text(summary: dict) -> str:
+    """How a run ended, in one line for its log (from its summary.json).
+
+    >>> ending_text({"status": "finished", "steps": 1500, "tokens": 3072000, "wall_s": 200.0,
+    ...              "final_val_loss": 0.856, "unigram_entropy": 5.661})
+    'finished: 1500 steps, 3,072,000 tokens in 03:20; final val loss 0.8560 (unigram entropy 5.6610)'
+    """
+    loss = summary.get("final_val_loss")
+    text = (f"{summary['steps']} steps, {summary['tokens']:,} tokens in {format_duration(summary['wall_s'])}; "
+            f"final val loss {'n/a' if loss is None else format(loss, '.4f')} "
+            f"(unigram entropy {summary['unigram_entropy']:.4f})")
+    if summary.get("status") == "diverged":
+        stopped = summary["stopped"]
+        lr = f", lr {stopped['lr']:.3g}" if stopped.get("lr") is not None else ""
+        return (f"diverged at step {stopped['step']} ({stopped['reason']}{lr}) and stopped early: {text}; "
+                f"summary.json says status: diverged")
+    return f"finished: {text}"
+
+
+def progress_text(line: dict, steps: int) -> str:
+    """One metrics line for a job log: step, loss, learning rate, throughput and time left.
+
+    >>> progress_text({"step": 50, "train_loss": 3.2, "lr": 3e-3, "tokens_per_s": 12345.6, "elapsed_s": 30}, 200)
+    'step 50/200 (25%): train loss 3.2000, lr 3.00e-03, 12,346 tokens/s, 01:30 left'
+    """
+    step, left = line["step"], line["elapsed_s"] / max(line["step"], 1) * (steps - line["step"])
+    val = f", val loss {line['val_loss']:.4f}" if "val_loss" in line else ""
+    return (f"step {step}/{steps} ({100 * step / steps:.0f}%): train loss {line['train_loss']:.4f}{val}, "
+            f"lr {line['lr']:.2e}, {line['tokens_per_s']:,.0f} tokens/s, {format_duration(left)} left")
 
 
 class Clock:

@@ -22,7 +22,7 @@ from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
 from scratchlm.progress import progress_bar
 from scratchlm.training import distributed
-from scratchlm.training.checkpoint import save_checkpoint, state_is_finite
+from scratchlm.training.checkpoint import read_checkpoint, save_checkpoint, state_is_finite
 from scratchlm.settings import RunSettings
 from scratchlm.training.data import open_split, sample_starts, unigram_entropy, windows
 from scratchlm.training.device import (
@@ -38,7 +38,6 @@ from scratchlm.training.run_folder import (
     checkpoint_files,
     copy_atomically,
     git_revision,
-    last_good_checkpoint,
     load_trained_model,
     package_versions,
     plain_paths,
@@ -50,6 +49,8 @@ from scratchlm.training.session import (
     RunState,
     TrainingDiverged,
     TrainingInterrupted,
+    ending_text,
+    progress_text,
     start_wandb,
     stop_signals,
 )
@@ -182,10 +183,8 @@ class Trainer:
         return loss, lr, grad_norm
 
     def _diverged(self, loss: float, grad_norm: float, lr: float) -> None:
-        raise TrainingDiverged(
-            f"run {self.run_name!r} diverged at step {self.state.step + 1}: loss {loss}, grad norm {grad_norm}, "
-            f"lr {lr:.3g}; {last_good_checkpoint(self.checkpoint_dir)} Lower optimizer.lr or raise "
-            f"schedule.warmup_fraction and start the run again.")
+        raise TrainingDiverged(f"loss {loss}, grad norm {grad_norm} at step {self.state.step + 1} (before its update)",
+                               step=self.state.step + 1, loss=loss, lr=lr)
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -207,14 +206,14 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"rng": rng, "elapsed_s": self.state.elapsed_s, "history": self.state.history,
-                "settings": self.settings.to_dict(), "steps": self.steps}
+                "settings": self.settings.to_dict(), "steps": self.steps, "stopped": self.state.stopped,
+                "initial_loss": self.state.initial_loss}
 
     def save(self) -> Path:
         path = self.checkpoint_dir / f"step_{self.state.step:07d}.pt"
         if not state_is_finite(self.model.state_dict(), self.optimizer.state_dict()):
-            raise TrainingDiverged(f"run {self.run_name!r}: non-finite weights or optimizer state at step "
-                                   f"{self.state.step}; {path.name} was not written. "
-                                   f"{last_good_checkpoint(self.checkpoint_dir)}")
+            raise TrainingDiverged(f"non-finite weights or optimizer state at step {self.state.step}",
+                                   step=self.state.step)
         if self.ranks.is_main:  # every rank holds the same weights and optimizer state
             save_checkpoint(self.model, self.optimizer, self.state.step, path, extra=self._extra())
             prune_checkpoints(self.checkpoint_dir, self.settings.keep_last)
@@ -234,7 +233,8 @@ class Trainer:
             torch.set_rng_state(extra["rng"]["torch"].cpu())
             if "cuda" in extra["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(extra["rng"]["cuda"].cpu(), self.device)
-            self.state = RunState(checkpoint["iteration"], float(extra["elapsed_s"]), list(extra["history"]))
+            self.state = RunState(checkpoint["iteration"], float(extra["elapsed_s"]), list(extra["history"]),
+                                  extra.get("stopped"), extra.get("initial_loss"))
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise ValueError(f"{path}: checkpoint does not match this run ({type(error).__name__}: {error}); "
                              f"pass --fresh to start the run over (the old files are moved aside)") from error
@@ -251,42 +251,84 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, *, on_step: Callable[[int, dict], None] | None = None) -> dict:
-        """Train from the current state to the last step; returns the summary."""
+        """Train from the current state to the last step, or until the run diverges; returns the summary."""
         self.model.train()
         main = self.ranks.is_main
         wandb_run = start_wandb(self.settings, self.run_name) if main else None
-        clock = Clock(self.state.step, self.state.elapsed_s)
         progress = progress_bar(f"train {self.run_name}", total=self.steps - self.state.step, unit="steps",
                                 quiet=not main)
-        speed = ""  # tokens/s of the latest metrics line
         with stop_signals() as received, progress:
-            while self.state.step < self.steps:
-                loss, lr, grad_norm = self.train_step()
-                step = self.state.step
-                self.state.elapsed_s = clock.elapsed()
-                clock.losses.append(loss)
-                line = self._metrics_line(clock, lr, grad_norm) if self._is_log_step(step) else {}
-                if line:
-                    if main:
-                        self._log(line, wandb_run)
-                    speed = f"loss {line['train_loss']:.3f} {line['tokens_per_s']:,.0f} tok/s"
-                progress.update(1)
-                progress.set_postfix_str(f"step {step}/{self.steps} lr {lr:.2e} {speed}", refresh=False)
-                if on_step is not None:
-                    on_step(step, line)
-                # A signal on any rank stops every rank (checked where the ranks sync anyway); at
-                # the last step the run just finishes.
-                stopping = (self._is_sync_step(step) and step < self.steps
-                            and distributed.any_rank(bool(received), self.ranks, self.device))
-                if stopping or step % self.settings.checkpoint_interval == 0 or step == self.steps:
-                    path = self.save()
-                if stopping:
-                    signum = received[0] if received else int(signal.SIGTERM)
-                    raise TrainingInterrupted(f"run {self.run_name!r} stopped by signal {signum} at step {step}; "
-                                              f"checkpoint {path} saved, run again to resume", signum)
+            try:
+                self._loop(received, progress, wandb_run, on_step)
+            except TrainingDiverged as diverged:
+                self._stop_diverged(diverged, wandb_run)
         if wandb_run is not None:
             wandb_run.finish()
         return distributed.from_main(self.finish() if main else None, self.ranks)
+
+    def _loop(self, received: list[int], progress: Any, wandb_run: Any,
+              on_step: Callable[[int, dict], None] | None) -> None:
+        clock = Clock(self.state.step, self.state.elapsed_s)
+        speed = ""  # loss and tokens/s of the latest metrics line
+        while self.state.step < self.steps:
+            loss, lr, grad_norm = self.train_step()
+            step = self.state.step
+            if self.state.initial_loss is None:  # the untrained model's loss: divergence is measured from it
+                self.state.initial_loss = float(distributed.mean_over_ranks(loss, self.ranks))
+            self.state.elapsed_s = clock.elapsed()
+            clock.losses.append(loss)
+            line = self._metrics_line(clock, lr, grad_norm) if self._is_log_step(step) else {}
+            if line:
+                self._log(line, wandb_run, progress)
+                speed = f"loss {line['train_loss']:.3f} {line['tokens_per_s']:,.0f} tok/s"
+            progress.update(1)
+            progress.set_postfix_str(f"step {step}/{self.steps} lr {lr:.2e} {speed}", refresh=False)
+            if on_step is not None:
+                on_step(step, line)
+            if line and (reason := self.state.diverging(self.settings.divergence)):
+                raise TrainingDiverged(reason, step=step, loss=line["train_loss"], lr=lr)
+            # A signal on any rank stops every rank (checked where the ranks sync anyway); at
+            # the last step the run just finishes.
+            stopping = (self._is_sync_step(step) and step < self.steps
+                        and distributed.any_rank(bool(received), self.ranks, self.device))
+            if stopping or step % self.settings.checkpoint_interval == 0 or step == self.steps:
+                path = self.save()
+            if stopping:
+                signum = received[0] if received else int(signal.SIGTERM)
+                raise TrainingInterrupted(f"run {self.run_name!r} stopped by signal {signum} at step {step}; "
+                                          f"checkpoint {path} saved, run again to resume", signum)
+
+    def _stop_diverged(self, diverged: TrainingDiverged, wandb_run: Any) -> None:
+        """End a diverged run as a result: finite weights (the last good checkpoint's if the update
+        went through), a validation pass, and a final checkpoint that records the stop."""
+        if not state_is_finite(self.model.state_dict(), self.optimizer.state_dict()):
+            self._restore_last_good()
+        self.state.stopped = diverged.record()
+        val = self.evaluate()
+        finite = [value if value is not None and math.isfinite(value) else None for value in (diverged.loss, val)]
+        line = {"step": self.state.step, "tokens": self.state.step * self.settings.tokens_per_step,
+                "elapsed_s": round(self.state.elapsed_s, 3), "train_loss": finite[0], "lr": diverged.lr,
+                "val_loss": finite[1], "val_perplexity": math.exp(min(val, 50.0)) if finite[1] is not None else None,
+                "stopped": "diverged"}
+        self._log(line, wandb_run)
+        self.save()
+
+    def _restore_last_good(self) -> None:
+        """Weights and optimizer state of the newest finite checkpoint, or the initial weights."""
+        for _, path in reversed(checkpoint_files(self.checkpoint_dir)):
+            try:
+                checkpoint = read_checkpoint(path, map_location=self.device)
+            except ValueError:
+                continue  # unreadable: an older one may do
+            if state_is_finite(checkpoint["model"], checkpoint["optimizer"]):
+                self.model.load_state_dict(checkpoint["model"])
+                self.optimizer.load_state_dict(checkpoint["optimizer"])
+                return
+        torch.manual_seed(self.settings.seed)  # no finite checkpoint: the weights the run started from
+        self.model.load_state_dict(TransformerLM.from_config(self.model_config, device=self.device).state_dict())
+        if self.settings.init_from:
+            self._init_from(Path(self.settings.init_from))
+        self.optimizer = self._optimizer()
 
     def _is_sync_step(self, step: int) -> bool:
         """Steps whose loss the host reads: every step on a CPU (free), log steps on accelerators."""
@@ -309,17 +351,21 @@ class Trainer:
         if self._is_eval_step(step):
             val = self.evaluate()
             line.update(val_loss=val, val_perplexity=math.exp(min(val, 50.0)))  # cap: no overflow early on
-            log.info("step %d/%d: train loss %.4f, val loss %.4f (unigram entropy %.4f)",
-                     step, self.steps, line["train_loss"], val, self.unigram_entropy)
         clock.new_window(step)
         return line
 
-    def _log(self, line: dict, wandb_run: Any) -> None:
+    def _log(self, line: dict, wandb_run: Any, progress: Any = None) -> None:
+        """Every rank keeps the line (divergence is decided from it); rank 0 writes metrics.jsonl, W&B,
+        and, where no progress bar is drawn (a job log), a line of text."""
         self.state.history.append(line)
+        if not self.ranks.is_main:
+            return
         with open(self.files.metrics, "a") as handle:
             handle.write(json.dumps(line) + "\n")
         if wandb_run is not None:
             wandb_run.log(line, step=line["step"])
+        if progress is not None and (progress.disable or "val_loss" in line):
+            log.info("run %s: %s", self.run_name, progress_text(line, self.steps))
 
     def write_run_files(self) -> None:
         """config.json and metrics.jsonl as of the current state (rewritten on resume)."""
@@ -343,8 +389,9 @@ class Trainer:
                 "settings": s}
 
     def finish(self) -> dict:
-        """Write model.pt, model.json, summary.json and curves.png; return the summary."""
-        final_val = self.state.history[-1]["val_loss"]
+        """Write model.pt, model.json, summary.json and curves.png; return the summary (and log, in one
+        line, how the run ended)."""
+        final_val = self.state.history[-1].get("val_loss")
         copy_atomically(checkpoint_files(self.checkpoint_dir)[-1][1], self.files.model)
         write_json(self.files.meta, {
             "model": self.model_config.to_dict(), "corpus": self.settings.corpus, "step": self.state.step,
@@ -352,9 +399,12 @@ class Trainer:
             "merges": relative_to_run(self.data.get("merges"), self.run_dir),
             "special_tokens": list(self.data.get("special_tokens", []))})
         tokens = self.state.step * self.settings.tokens_per_step
+        stopped = self.state.stopped or {}
         summary = {
-            "run": self.run_name, "corpus": self.settings.corpus, "final_val_loss": final_val,
-            "final_val_perplexity": math.exp(final_val), "best_val_loss": self.state.best_val_loss,
+            "run": self.run_name, "corpus": self.settings.corpus, "status": stopped.get("status", "finished"),
+            **({"stopped": stopped} if stopped else {}), "final_val_loss": final_val,
+            "final_val_perplexity": None if final_val is None else math.exp(min(final_val, 50.0)),
+            "best_val_loss": self.state.best_val_loss,
             "final_train_loss": self.state.history[-1]["train_loss"], "unigram_entropy": self.unigram_entropy,
             "steps": self.state.step, "tokens": tokens, "wall_s": round(self.state.elapsed_s, 2),
             "tokens_per_s": round(tokens / max(self.state.elapsed_s, 1e-9), 1), "device": str(self.device),
@@ -366,4 +416,5 @@ class Trainer:
         from scratchlm.training.plots import plot_curves
 
         plot_curves(self.files.metrics, self.files.curves, title=self.run_name)
+        log.info("run %s %s", self.run_name, ending_text(summary))
         return summary

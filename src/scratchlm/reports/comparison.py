@@ -1,0 +1,218 @@
+"""A report comparing runs: an experiment's (``results/experiments/{experiment}/``) or any set of runs
+(``scratchlm compare``).
+
+Each run is a row labelled by its own name, with the values that set it apart (an experiment's
+variant, grid keys and seed; for ``compare``, the settings that differ between the runs), its
+final and best validation loss, tokens, wall time, throughput and status:
+
+- ``finished``; ``no-better-than-unigram`` when it finished no lower than the unigram entropy of
+  its corpus (a run that blew up and fell back can look healthy on a plot);
+- ``diverged`` (it stopped early, see ``scratchlm.training``); ``failed`` (no summary: its job failed).
+
+With several seeds per point, a second table gives each point's mean ± standard deviation.
+``curves.png`` overlays the validation curves against steps, tokens and wall-clock time;
+``sweep.png`` plots the final validation loss against each numeric swept value (or, with none,
+per run), diverged runs drawn as red crosses.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from scratchlm.fileio import atomic_open, read_json, write_json
+from scratchlm.layout import Layout, RunFiles
+from scratchlm.reports import markdown_table, relative_link
+from scratchlm.reports.comparison_plots import plot_curves, plot_sweep
+from scratchlm.settings.loading import Project, experiment_runs
+from scratchlm.training.plots import read_metrics, run_labels
+
+FIGURES = ("final val loss", "best val loss", "tokens", "wall (s)", "tokens/s", "status")  # the runs table's
+COMPLETED = ("finished", "no-better-than-unigram")  # ran every step
+SUMMARY_KEYS = ("final_val_loss", "best_val_loss", "tokens", "steps", "wall_s", "tokens_per_s", "unigram_entropy")
+
+
+@dataclass
+class Entry:
+    """One compared run."""
+
+    name: str
+    run_dir: Path
+    values: dict[str, Any]
+    summary: dict | None = None
+    metrics: list[dict] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """finished, no-better-than-unigram, diverged or failed (see the module doc)."""
+        if self.summary is None:
+            return "failed"
+        status = self.summary.get("status", "finished")
+        final, unigram = self.summary.get("final_val_loss"), self.summary.get("unigram_entropy")
+        if status == "finished" and final is not None and unigram is not None and final >= unigram:
+            return "no-better-than-unigram"
+        return status
+
+    @property
+    def final(self) -> float | None:
+        return None if self.summary is None else self.summary.get("final_val_loss")
+
+    def record(self) -> dict:
+        """The entry as summary.json lists it: the run's own summary figures, values and status."""
+        figures = {key: (self.summary or {}).get(key) for key in SUMMARY_KEYS}
+        stopped = {"stopped": self.summary["stopped"]} if self.summary and "stopped" in self.summary else {}
+        return {"run": self.name, "values": self.values, "status": self.status, **figures, **stopped}
+
+
+def read_entries(runs: Sequence[tuple[str, str | Path, dict[str, Any]]]) -> list[Entry]:
+    """(name, run folder, values) -> entries; a run without summary.json is ``failed``."""
+    entries = []
+    for name, run_dir, values in runs:
+        files = RunFiles(run_dir)
+        summary = read_json(files.summary) if files.summary.is_file() else None
+        metrics = read_metrics(files.metrics) if summary is not None and files.metrics.is_file() else []
+        entries.append(Entry(name, Path(run_dir), dict(values), summary, metrics))
+    return entries
+
+
+def differing_settings(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """For each run folder, the settings (dotted keys, from config.json) whose values differ between the runs."""
+    flat = [_flatten(read_json(RunFiles(run_dir).config).get("settings", {})) for run_dir in run_dirs]
+    keys = sorted({key for settings in flat for key in settings})
+    differing = [key for key in keys if len({repr(settings.get(key)) for settings in flat}) > 1]
+    return [{key: settings.get(key) for key in differing} for settings in flat]
+
+
+def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def ranked(entries: list[Entry]) -> list[Entry]:
+    """By final validation loss, diverged runs after the others and failed ones last, then by name."""
+    order = {"diverged": 1, "failed": 2}
+    return sorted(entries, key=lambda e: (order.get(e.status, 0), e.final if e.final is not None else 0.0, e.name))
+
+
+def best(entries: list[Entry]) -> Entry | None:
+    """The finished run with the lowest final validation loss."""
+    finished = [entry for entry in ranked(entries) if entry.status == "finished"]
+    return finished[0] if finished else None
+
+
+def seed_groups(entries: list[Entry], columns: list[str]) -> list[dict]:
+    """Mean ± standard deviation of the final validation loss of each point over its seeds (runs that completed)."""
+    if "seed" not in columns:
+        return []
+    groups: dict[tuple, list[Entry]] = {}
+    for entry in entries:
+        key = tuple(repr(entry.values.get(column)) for column in columns if column != "seed")
+        groups.setdefault(key, []).append(entry)
+    points = []
+    for members in groups.values():
+        losses = [e.final for e in members if e.status in COMPLETED and e.final is not None]
+        values = {column: members[0].values.get(column) for column in columns if column != "seed"}
+        points.append({"values": values, "runs": len(members), "completed": len(losses),
+                       "mean_final_val_loss": statistics.fmean(losses) if losses else None,
+                       "std_final_val_loss": statistics.stdev(losses) if len(losses) > 1 else None})
+    return sorted(points, key=lambda p: (p["mean_final_val_loss"] is None, p["mean_final_val_loss"] or 0.0))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-2 or abs(value) >= 1e5 else f"{value:.4f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def _runs_table(entries: list[Entry], columns: list[str], top: Entry | None) -> list[str]:
+    rows = []
+    for entry in ranked(entries):
+        s, mark = entry.summary or {}, " ★" if entry is top else ""
+        rows.append([f"{'**' if mark else ''}{entry.name}{'**' if mark else ''}{mark}",
+                     *(_cell(entry.values.get(column)) for column in columns),
+                     _cell(s.get("final_val_loss")), _cell(s.get("best_val_loss")), f"{s.get('tokens') or 0:,}",
+                     _cell(s.get("wall_s")), f"{s.get('tokens_per_s') or 0:,.0f}", entry.status])
+    header = ["run", *columns, *FIGURES]
+    return markdown_table(header, rows)
+
+
+def _points_table(points: list[dict], columns: list[str]) -> list[str]:
+    shown = [column for column in columns if column != "seed"]
+    rows = [[*(_cell(p["values"].get(column)) for column in shown), f"{p['completed']}/{p['runs']}",
+             "n/a" if p["mean_final_val_loss"] is None else f"{p['mean_final_val_loss']:.4f}"
+             + ("" if p["std_final_val_loss"] is None else f" ± {p['std_final_val_loss']:.4f}")] for p in points]
+    return markdown_table([*shown, "completed runs", "final val loss (mean ± std over seeds)"], rows)
+
+
+def render_markdown(title: str, entries: list[Entry], columns: list[str], markdown_path: Path,
+                    plots: tuple[Path, Path]) -> str:
+    """The report's markdown; links relative to ``markdown_path``."""
+    top, points = best(entries), seed_groups(entries, columns)
+    lines = [f"# {title}", "",
+             f"{len(entries)} runs, sorted by final validation loss (nats/token); ★ marks the best finished run. "
+             "Status: finished; no-better-than-unigram (finished no lower than the corpus's unigram entropy); "
+             "diverged (stopped early); failed (no summary: its job failed).", "",
+             *_runs_table(entries, columns, top), ""]
+    if points:
+        lines += ["## Over seeds", "", *_points_table(points, columns), ""]
+    for path, what in zip(plots, ("validation loss against steps, tokens and wall-clock time",
+                                  "final validation loss against each swept value")):
+        lines += [f"![{what}]({relative_link(path, markdown_path)})", ""]
+    stopped = [e for e in entries if e.summary and "stopped" in e.summary]
+    if stopped:
+        lines += ["## Stopped early", "", *(f"- {e.name}: {e.summary['stopped'].get('reason')} "
+                                            f"(step {e.summary['stopped'].get('step')})" for e in stopped), ""]
+    failed = [e.name for e in entries if e.status == "failed"]
+    if failed:
+        lines += ["## Failed", "", "No summary.json (see each run's job log under results/logs/train/): "
+                  + ", ".join(failed), ""]
+    return "\n".join(lines)
+
+
+def write_comparison(title: str, runs: Sequence[tuple[str, str | Path, dict[str, Any]]], columns: list[str], *,
+                     markdown: str | Path, json: str | Path, curves: str | Path, sweep: str | Path) -> dict:
+    """Write the report of ``runs`` ((name, run folder, values) each; ``columns``: the value names, in
+    order) to its four files; returns what summary.json holds."""
+    entries = read_entries(runs)
+    if not entries:
+        raise ValueError(f"{title}: no runs to compare")
+    plot_curves(entries, curves, title=title)
+    plot_sweep(entries, columns, sweep, title=title)
+    top = best(entries)
+    data = {"title": title, "columns": columns, "best": top.name if top else None,
+            "runs": [entry.record() for entry in ranked(entries)], "points": seed_groups(entries, columns)}
+    write_json(json, data)
+    with atomic_open(markdown, "w") as handle:
+        handle.write(render_markdown(title, entries, columns, Path(markdown), (Path(curves), Path(sweep))))
+    return data
+
+
+def experiment_report_runs(project: Project, experiment: str, layout: Layout) -> list[tuple[str, str, dict]]:
+    """(name, run folder, values) of every run of ``experiment``."""
+    return [(run, layout.run_dir(run), entry.labels) for run, entry in experiment_runs(project, experiment).items()]
+
+
+def write_experiment_report(experiment: str, runs: Sequence[tuple[str, str | Path, dict[str, Any]]],
+                            columns: list[str], layout: Layout) -> dict:
+    """results/experiments/{experiment}/: the comparison of its runs (the rule's and ``scratchlm report
+    experiment``'s entry)."""
+    return write_comparison(f"Experiment {experiment}", runs, columns, **layout.experiment_files(experiment))
+
+
+def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, title: str = "Comparison") -> dict:
+    """``scratchlm compare``: the report of any run folders, whose columns are the settings that differ."""
+    names = run_labels(run_dirs)
+    values = differing_settings(run_dirs) if all(RunFiles(d).config.is_file() for d in run_dirs) else [{}] * len(names)
+    columns = sorted({key for entry in values for key in entry})
+    out = Path(out_dir)
+    return write_comparison(title, list(zip(names, run_dirs, values)), columns, markdown=out / "report.md",
+                            json=out / "summary.json", curves=out / "curves.png", sweep=out / "sweep.png")
