@@ -22,7 +22,7 @@ from scratchlm.settings import (
     resolve_run,
 )
 from scratchlm.settings.base import Section
-from scratchlm.settings.loading import merge_layers
+from scratchlm.settings.loading import flatten, merge_layers
 from scratchlm.settings.show import show_settings
 
 CORPUS = {"generator": {}, "vocab_size": 512}
@@ -239,20 +239,10 @@ def test_configs_state_no_default(project_root, config):
         values = data
         for key in section.split("."):
             values = (values or {}).get(key, {})
-        for key, value in _flatten(values or {}).items():
+        for key, value in flatten(values or {}).items():
             if key in defaults and defaults[key] == value:
                 restated.append(f"{section}.{key}: {value!r}")
     assert not restated, f"{config} restates defaults: {restated}"
-
-
-def _flatten(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def test_layers_name_where_values_came_from():

@@ -26,7 +26,7 @@ from scratchlm.fileio import atomic_open, read_json, write_json
 from scratchlm.layout import Layout, RunFiles
 from scratchlm.reports import markdown_table, relative_link
 from scratchlm.reports.comparison_plots import plot_curves, plot_sweep
-from scratchlm.settings.loading import Project, experiment_runs
+from scratchlm.settings.loading import Project, experiment_runs, flatten
 from scratchlm.training.plots import read_metrics, run_labels
 
 FIGURES = ("final val loss", "best val loss", "tokens", "wall (s)", "tokens/s", "status")  # the runs table's
@@ -79,20 +79,10 @@ def read_entries(runs: Sequence[tuple[str, str | Path, dict[str, Any]]]) -> list
 
 def differing_settings(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """For each run folder, the settings (dotted keys, from config.json) whose values differ between the runs."""
-    flat = [_flatten(read_json(RunFiles(run_dir).config).get("settings", {})) for run_dir in run_dirs]
+    flat = [flatten(read_json(RunFiles(run_dir).config).get("settings", {})) for run_dir in run_dirs]
     keys = sorted({key for settings in flat for key in settings})
     differing = [key for key in keys if len({repr(settings.get(key)) for settings in flat}) > 1]
     return [{key: settings.get(key) for key in differing} for settings in flat]
-
-
-def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def ranked(entries: list[Entry]) -> list[Entry]:

@@ -224,6 +224,21 @@ def batch_scaled(scaling: BatchScaling, base: Sequence[Layer], layers: Sequence[
     return scaled
 
 
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted key paths (the form of --set and of experiment grids).
+
+    >>> flatten({"optimizer": {"lr": 0.1, "betas": [0.9, 0.95]}, "seed": 0})
+    {'optimizer.lr': 0.1, 'optimizer.betas': [0.9, 0.95], 'seed': 0}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def merge_layers(layers: Sequence[Layer]) -> dict:
     """The layers' values deep-merged in order (a later mapping updates an earlier one key by key)."""
     merged: dict[str, Any] = {}
