@@ -143,13 +143,30 @@ def test_profile_path_without_wildcards():
     assert profile_path("index", {}) == Path("results/profiles/index/all.json")
 
 
-def test_stage_error_propagates_and_writes_no_profile(tmp_path, monkeypatch, restore_logging):
+def test_stage_bug_logs_its_traceback_then_one_line_and_writes_no_profile(tmp_path, monkeypatch, restore_logging):
     monkeypatch.chdir(tmp_path)
     smk = SimpleNamespace(rule="boom", log=["boom.log"], wildcards={}, threads=1)
-    with pytest.raises(RuntimeError, match="failed"):
+    with pytest.raises(SystemExit) as stop:
         with stage(smk):
             raise RuntimeError("failed")
+    assert stop.value.code == 1
+    log = (tmp_path / "boom.log").read_text().splitlines()
+    assert "Traceback (most recent call last):" in log and log[-1].endswith("boom: error: RuntimeError: failed")
     assert not (tmp_path / "results/profiles/boom/all.json").exists()
+
+
+def test_stage_stopped_by_a_signal_ends_its_log_in_one_line(tmp_path, monkeypatch, restore_logging):
+    """A SIGTERM'd train job (SLURM preemption) once ended its log in a traceback."""
+    from scratchlm.training.session import TrainingInterrupted
+
+    monkeypatch.chdir(tmp_path)
+    smk = SimpleNamespace(rule="train", log=["train.log"], wildcards={"run": "demo"}, threads=1)
+    with pytest.raises(SystemExit) as stop:
+        with stage(smk):
+            raise TrainingInterrupted("run 'demo' stopped by signal 15 at step 7; checkpoint saved", 15)
+    log = (tmp_path / "train.log").read_text()
+    assert stop.value.code == 143 and "Traceback" not in log
+    assert log.splitlines()[-1].endswith("train: stopped: run 'demo' stopped by signal 15 at step 7; checkpoint saved")
 
 
 # ---------------------------------------------------------------- serialization

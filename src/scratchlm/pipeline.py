@@ -50,6 +50,20 @@ def configure_logging(stream: Any = None) -> None:
     )
 
 
+def _log_stop(rule: str, error: Exception) -> int:
+    """Log why a stage stopped, ending its log with one line; returns the exit status. A user error
+    is that line alone; a stop on request (``exit_status``, e.g. a signal) too; a bug gets its traceback first."""
+    log = logging.getLogger("scratchlm")
+    if hasattr(error, "exit_status"):
+        log.warning("%s: stopped: %s", rule, describe_error(error))
+        return error.exit_status
+    if not isinstance(error, USER_ERRORS):
+        log.error("%s: unexpected error", rule, exc_info=error)
+    log.error("%s: error: %s", rule, describe_error(error) if isinstance(error, USER_ERRORS)
+              else f"{type(error).__name__}: {describe_error(error)}")
+    return 1
+
+
 @contextlib.contextmanager
 def stage(smk: Any) -> Iterator[ProcessTreeMonitor]:
     """Run a stage body for a Snakemake job: stderr and logging go to ``log[0]``; profile the tree."""
@@ -66,9 +80,8 @@ def stage(smk: Any) -> Iterator[ProcessTreeMonitor]:
             monitor.profile.extra = {"wildcards": wildcards, "threads": smk.threads}
             try:
                 yield monitor
-            except USER_ERRORS as error:
-                logging.getLogger("scratchlm").error("%s: error: %s", smk.rule, describe_error(error))
-                raise SystemExit(1) from None
+            except Exception as error:
+                raise SystemExit(_log_stop(smk.rule, error)) from None
         monitor.profile.to_json(profile_path(smk.rule, wildcards))
         logging.getLogger("scratchlm").info(
             "stage %s done: wall %.1fs cpu %.1fs peak RSS %.0f MiB",

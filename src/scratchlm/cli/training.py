@@ -65,7 +65,7 @@ def run_train(args: argparse.Namespace) -> int:
         summary = train(settings, data, run_dir_of(args), run_name=args.run, fresh=args.fresh)
     except TrainingInterrupted as stop:
         log.warning("%s", stop)
-        return 128 + stop.signum
+        return stop.exit_status
     print(json.dumps(summary, indent=2))  # a diverged run is a result too: its status says so
     return 0
 

@@ -46,6 +46,11 @@ class TrainingInterrupted(RuntimeError):
         super().__init__(message)
         self.signum = signum
 
+    @property
+    def exit_status(self) -> int:
+        """The shell's convention for a process stopped by a signal: 128 + its number."""
+        return 128 + self.signum
+
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[list[int]]:
