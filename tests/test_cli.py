@@ -144,3 +144,28 @@ def test_readme_walkthrough_runs(project_root, tmp_path, monkeypatch):
         ran += 1
     assert ran >= 10
     assert Path(Layout().run_file("demo", "model.pt")).is_file() and Path(Layout().run_file("demo-again", "model.pt"))
+
+
+def test_tokenizer_stage_commands_equal_one_process_training(tmp_path, fixtures_dir, capsys):
+    """plan-shards -> pretokenize (each shard) -> train-bpe, by hand, train what train_bpe trains on the file."""
+    import pyarrow.parquet as pq
+
+    from scratchlm.tokenizer.bpe import train_bpe
+    from scratchlm.tokenizer.serialization import load_pickle
+
+    corpus, plan, results = fixtures_dir / "tinystories_sample.txt", tmp_path / "plan.json", tmp_path / "results"
+    special = ["--special-tokens", "<|endoftext|>"]
+    assert main(["plan-shards", str(corpus), str(plan), "--shard-mb", "0.001", *special]) == 0
+    shards = int(capsys.readouterr().out.split()[0])
+    assert shards >= 2  # 3.8 KB in 1 KiB shards
+    for shard in range(shards):
+        assert main(["pretokenize", str(plan), str(shard), str(tmp_path / f"{shard}.parquet")]) == 0
+        distinct = int(capsys.readouterr().out.split()[0])  # was always 0
+        assert distinct == pq.ParquetFile(tmp_path / f"{shard}.parquet").metadata.num_rows > 0
+    parts = [str(tmp_path / f"{shard}.parquet") for shard in range(shards)]
+    assert main(["train-bpe", *parts, "--name", "en", "--vocab-size", "300", "--results", str(results), *special]) == 0
+    layout = Layout(str(results))
+    vocab, merges = train_bpe(corpus, 300, ["<|endoftext|>"])
+    assert load_pickle(layout.vocab_pkl("en")) == vocab and load_pickle(layout.merges_pkl("en")) == merges
+    assert all(Path(path).is_file() for path in (layout.vocab_json("en"), layout.hf_tokenizer("en"),
+                                                 layout.tokenizer_summary("en")))

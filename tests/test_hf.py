@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,25 @@ def test_cli_export_import_generate(tmp_path, fixtures_dir, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "README.md", "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
         "tokenizer.json", "tokenizer_config.json"]
+
+
+def test_export_folder_follows_the_umask(exported):
+    """The export was once 0700/0600 (a private staging folder renamed) under umask 022."""
+    _, _, _, run_dir = exported
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((run_dir / "hf").stat().st_mode) == 0o777 & ~mask
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask for path in (run_dir / "hf").iterdir())
+
+
+def test_import_over_a_run_moves_it_aside(exported, tmp_path):
+    """import-hf over a finished run once replaced its model silently, keeping the old metrics."""
+    _, _, _, run_dir = exported
+    target = tmp_path / "run"
+    import_hf(run_dir / "hf", target)
+    (target / "metrics.jsonl").write_text('{"step": 1}\n')  # what a trained run has besides the model
+    old_model = (target / "model.pt").read_bytes()
+    import_hf(run_dir / "hf", target)
+    replaced = list((target / "replaced").iterdir())
+    assert len(replaced) == 1 and (replaced[0] / "model.pt").read_bytes() == old_model
+    assert (replaced[0] / "metrics.jsonl").is_file() and not (target / "metrics.jsonl").exists()

@@ -259,3 +259,17 @@ def test_long_and_short_merge_loops_agree(gpt2, parts):
 def test_long_runs_encode_in_reasonable_time(gpt2, reference):
     text = "=" * 200_000 + " " + "x" * 100_000
     assert gpt2.encode(text) == reference.encode(text)
+
+
+def test_a_token_under_two_ids_is_refused(tmp_path):
+    """A vocab .pkl holding one token under two ids was accepted (the same defect in vocab.json is not)."""
+    from scratchlm.tokenizer.serialization import load_pickle
+
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"ab", 257: b"ab"}
+    path = tmp_path / "vocab.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump(vocab, handle)
+    with pytest.raises(ValueError, match=r"vocab.pkl: token b'ab' has two ids, 256 and 257"):
+        load_pickle(path)
+    with pytest.raises(ValueError, match="has two ids"):
+        Tokenizer(vocab, [(b"a", b"b")])

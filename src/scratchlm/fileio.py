@@ -102,6 +102,14 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def apply_umask(folder: str | os.PathLike) -> None:
+    """Give ``folder`` and everything in it the modes a plain mkdir and open would have (staging
+    folders from ``tempfile.mkdtemp`` are private, 0700)."""
+    mask = _current_umask()
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def _current_umask() -> int:
     mask = os.umask(0)  # the only portable way to read the umask is to set it
     os.umask(mask)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from scratchlm.fileio import read_json, require_file, write_json
+from scratchlm.fileio import apply_umask, read_json, require_file, write_json
 from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.model import RMS_NORM_EPS
@@ -172,6 +172,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
                   metadata={"format": "pt"})
         _write_tokenizer_files(tokenizer, staging, context_length=model.config.context_length)
         (staging / "README.md").write_text(model_card(run_dir, meta, model), encoding="utf-8")
+        apply_umask(staging)  # the user's umask, as for every other output (mkdtemp made it private)
         _replace_folder(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -232,10 +233,13 @@ def model_card(run_dir: Path, meta: dict, model: TransformerLM) -> str:
 
 def import_hf(hf_dir: str | Path, run_dir: str | Path) -> Path:
     """Load a ``LlamaForCausalLM`` folder into a run folder (model.pt, model.json, tokenizer pickles),
-    usable by ``generate``, ``load_run`` and as ``init_from`` of a training run; returns ``run_dir``."""
+    usable by ``generate``, ``load_run`` and as ``init_from`` of a training run; returns ``run_dir``.
+    A run already in the folder is moved to its ``replaced/{UTC time}/`` first, as ``--fresh`` does,
+    once the import has been read whole; the folder is locked meanwhile, like a training run's."""
     from safetensors.torch import load_file
 
     from scratchlm.training.checkpoint import save_checkpoint
+    from scratchlm.training.run_folder import move_aside, run_folder_lock
 
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
     config_path = require_file(hf_dir / "config.json", "Hugging Face config")
@@ -251,12 +255,14 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path) -> Path:
         raise ValueError(f"{hf_dir / 'tokenizer.json'}: token id {max(vocab)} >= the model's vocab_size "
                          f"{config.vocab_size}")
     files = RunFiles(run_dir)
-    save_pickle(vocab, files.vocab)
-    save_pickle(merges, files.merges)
-    save_checkpoint(model, None, 0, files.model, extra={"imported_from": str(hf_dir)})
-    write_json(files.meta, {"model": config.to_dict(), "corpus": None, "step": 0, "val_loss": None,
-                            "vocab": files.vocab.name, "merges": files.merges.name, "special_tokens": specials,
-                            "imported_from": str(hf_dir)})
+    with run_folder_lock(run_dir):
+        move_aside(run_dir)  # nothing of an earlier run is overwritten, or mixed with the import
+        save_pickle(vocab, files.vocab)
+        save_pickle(merges, files.merges)
+        save_checkpoint(model, None, 0, files.model, extra={"imported_from": str(hf_dir)})
+        write_json(files.meta, {"model": config.to_dict(), "corpus": None, "step": 0, "val_loss": None,
+                                "vocab": files.vocab.name, "merges": files.merges.name, "special_tokens": specials,
+                                "imported_from": str(hf_dir)})
     log.info("imported %s -> %s", hf_dir, run_dir)
     return run_dir
 

@@ -65,10 +65,13 @@ def run_plan_shards(args: argparse.Namespace) -> None:
 
 
 def run_pretokenize(args: argparse.Namespace) -> None:
+    import pyarrow.parquet as pq
+
     from scratchlm.tokenizer.shards import write_planned_shard
 
     chunk = write_planned_shard(args.plan, args.shard, args.output)
-    print(f"{len(chunk.counts)} distinct pre-tokens from {chunk.num_bytes} bytes in {chunk.seconds:.1f}s "
+    distinct = pq.ParquetFile(args.output).metadata.num_rows  # one row per distinct pre-token
+    print(f"{distinct} distinct pre-tokens from {chunk.num_bytes} bytes in {chunk.seconds:.1f}s "
           f"-> {args.output} ({chunk.invalid_utf8} invalid UTF-8 sequences replaced)")
 
 

@@ -176,8 +176,9 @@ def _check_merges(merges: list, path: str | os.PathLike) -> None:
 
 
 def check_vocab(entries: Iterable[tuple[object, object]], path: str | os.PathLike) -> None:
-    """Ids are distinct integers in [0, MAX_TOKEN_ID) and tokens are bytes; ValueError naming ``path``."""
+    """Ids are distinct integers in [0, MAX_TOKEN_ID), tokens are distinct bytes; ValueError naming ``path``."""
     seen: set[int] = set()
+    ids_of: dict[bytes, int] = {}
     for token_id, token in entries:
         if type(token_id) is not int or not 0 <= token_id < MAX_TOKEN_ID:
             raise ValueError(f"{path}: token id {token_id!r} is not an integer in [0, {MAX_TOKEN_ID:,})")
@@ -185,7 +186,10 @@ def check_vocab(entries: Iterable[tuple[object, object]], path: str | os.PathLik
             raise ValueError(f"{path}: token {token_id} is a {type(token).__name__}, not bytes")
         if token_id in seen:
             raise ValueError(f"{path}: token id {token_id} is used twice")
+        if token in ids_of:  # encoding would give one of the ids, decoding both: ids that disagree
+            raise ValueError(f"{path}: token {token!r:.40} has two ids, {ids_of[token]} and {token_id}")
         seen.add(token_id)
+        ids_of[token] = token_id
 
 
 # --- Hugging Face `tokenizers` form (tokenizer.json) -----------------------------------------
