@@ -298,8 +298,8 @@ def test_non_finite_weights_end_the_run_with_the_last_finite_ones(tmp_path, data
     assert all(torch.equal(good[name], final[name]) for name in good)
 
 
-def test_divergence_restores_the_newest_finite_checkpoint(tmp_path, data):
-    """A checkpoint holding NaN optimizer state was once named the 'last good checkpoint'."""
+def test_a_checkpoint_holding_nan_is_named_not_blamed_on_the_learning_rate(tmp_path, data):
+    """A checkpoint with NaN optimizer state once resumed into a "divergence" that blamed the learning rate."""
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingInterrupted):
         train(tiny_settings(), data, run_dir, on_step=sigterm_at(9))
@@ -308,10 +308,11 @@ def test_divergence_restores_the_newest_finite_checkpoint(tmp_path, data):
     for state in payload["optimizer"]["state"].values():
         state["exp_avg_sq"].fill_(float("nan"))
     torch.save(payload, latest)
-    good = read_checkpoint(run_dir / "checkpoints/step_0000008.pt")["model"]
-    summary = train(tiny_settings(), data, run_dir)
-    assert summary["status"] == "diverged" and summary["stopped"]["step"] == 11
-    assert all(torch.equal(good[name], tensor) for name, tensor in _finite_weights(run_dir / "model.pt").items())
+    with pytest.raises(ValueError, match=r"step_0000009.pt \(remove it .*\): holds non-finite \(NaN or infinite\) "
+                                         r"weights or optimizer state; .* damaged or foreign"):
+        train(tiny_settings(), data, run_dir)
+    latest.unlink()  # as the message says: the run resumes from the checkpoint before
+    assert train(tiny_settings(), data, run_dir)["status"] == "finished"
 
 
 def test_job_log_has_a_line_per_logged_step_and_how_the_run_ended(tmp_path, data, caplog):
@@ -425,3 +426,13 @@ def test_init_from_starts_a_run_with_another_runs_weights(tmp_path, data):
     with pytest.raises(ValueError,
                        match=r"init_from .*first: its model differs from this run's in d_model \(16 vs 32\)"):
         train(tiny_settings(steps=1, init_from=str(first), model={"d_model": 32}), data, tmp_path / "third")
+
+
+def test_a_model_holding_nan_is_refused_when_loaded(tmp_path, data):
+    run_dir = tmp_path / "run"
+    train(tiny_settings(steps=2), data, run_dir)
+    payload = torch.load(run_dir / "model.pt", weights_only=True)
+    next(iter(payload["model"].values())).fill_(float("nan"))
+    torch.save(payload, run_dir / "model.pt")
+    with pytest.raises(ValueError, match=r"model.pt: holds non-finite \(NaN or infinite\) weights"):
+        load_trained_model(run_dir)

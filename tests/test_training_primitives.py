@@ -129,8 +129,12 @@ def test_corrupt_or_foreign_files_raise_a_clear_error(tmp_path):
     unsafe = tmp_path / "unsafe.pt"  # arbitrary objects are refused by the weights-only loader
     torch.save({"model": {}, "optimizer": None, "iteration": 0, "extra": {"x": Fraction(1, 3)}}, unsafe)
     for path in (garbage, truncated, foreign, unsafe):
-        with pytest.raises(ValueError, match=path.name):
+        with pytest.raises(ValueError, match=path.name) as error:
             read_checkpoint(path)
+        assert "weights_only" not in str(error.value)  # torch's advice to load unsafely was once passed on
+    with pytest.raises(ValueError, match=r"unsafe.pt: corrupt, or not a scratchlm checkpoint \(it holds a "
+                                         r"fractions.Fraction object"):
+        read_checkpoint(unsafe)
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "missing.pt")
 

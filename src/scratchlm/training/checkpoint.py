@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import IO, Any, BinaryIO
 
 import torch
@@ -54,13 +55,27 @@ def read_checkpoint(src: str | os.PathLike | BinaryIO, *, map_location: str | to
     except FileNotFoundError:
         raise
     except Exception as error:  # torch raises several types for truncated/garbled files
-        raise ValueError(f"{name}: not a readable checkpoint ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error
+        raise ValueError(f"{name}: corrupt, or not a scratchlm checkpoint ({_unreadable(error)})") from error
     if not isinstance(payload, dict) or not set(CHECKPOINT_KEYS) <= set(payload):
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{name}: not a scratchlm checkpoint (expected keys {', '.join(CHECKPOINT_KEYS)}; "
                          f"found {found})")
     return payload
+
+
+def _unreadable(error: Exception) -> str:
+    """What made torch.load fail, without its advice to load unsafely (never right for a checkpoint of ours).
+
+    >>> _unreadable(RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory"))
+    'RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory'
+    """
+    text = str(error)
+    foreign = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if foreign:
+        return f"it holds a {foreign.group(1)} object, which a checkpoint never does"
+    if "Weights only load failed" in text:
+        return "its contents are not the tensors and plain data of a checkpoint"
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else 'no detail'}"
 
 
 def load_checkpoint(src: str | os.PathLike | BinaryIO, model: torch.nn.Module,
@@ -80,6 +95,15 @@ def load_checkpoint(src: str | os.PathLike | BinaryIO, model: torch.nn.Module,
         except (ValueError, KeyError) as error:
             raise ValueError(f"{name}: checkpoint does not match the optimizer: {error}") from error
     return checkpoint["iteration"]
+
+
+def require_finite(checkpoint: dict, name: str) -> dict:
+    """``checkpoint``, or a ValueError saying that its weights or optimizer state hold NaN/inf: training
+    never writes such a checkpoint, so the file was damaged or made elsewhere (not a learning-rate problem)."""
+    if not state_is_finite(checkpoint.get("model"), checkpoint.get("optimizer")):
+        raise ValueError(f"{name}: holds non-finite (NaN or infinite) weights or optimizer state; scratchlm never "
+                         f"writes such a checkpoint, so the file is damaged or foreign")
+    return checkpoint
 
 
 def state_is_finite(*states: Any) -> bool:

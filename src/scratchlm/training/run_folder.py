@@ -24,7 +24,7 @@ import torch
 from scratchlm.fileio import atomic_path, exclusive_lock, read_json
 from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
-from scratchlm.training.checkpoint import read_checkpoint
+from scratchlm.training.checkpoint import read_checkpoint, require_finite
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu
         raise FileNotFoundError(f"no trained model in {run_dir} (missing {files.meta.name}; has the run finished?)")
     meta = read_json(files.meta)
     model = TransformerLM.from_config(ModelConfig.from_dict(meta["model"]), device=device)
-    checkpoint = read_checkpoint(files.model, map_location=device)
+    checkpoint = require_finite(read_checkpoint(files.model, map_location=device), str(files.model))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:

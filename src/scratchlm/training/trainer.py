@@ -22,7 +22,7 @@ from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
 from scratchlm.progress import progress_bar
 from scratchlm.training import distributed
-from scratchlm.training.checkpoint import read_checkpoint, save_checkpoint, state_is_finite
+from scratchlm.training.checkpoint import read_checkpoint, require_finite, save_checkpoint, state_is_finite
 from scratchlm.settings import RunSettings
 from scratchlm.training.data import open_split, sample_starts, unigram_entropy, windows
 from scratchlm.training.device import (
@@ -226,6 +226,7 @@ class Trainer:
         path, checkpoint = latest
         extra = checkpoint["extra"]
         self._check_compatible(path, extra.get("settings", {}), extra.get("steps"))
+        require_finite(checkpoint, f"{path} (remove it to resume from an older checkpoint, or pass --fresh)")
         try:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
