@@ -197,6 +197,18 @@ def test_gpt2_format_round_trip(gpt2, fixtures_dir, tmp_path):
     assert load_gpt2_format(tmp_path / "v.json", tmp_path / "m.txt", special_tokens=["<|endoftext|>"]) == gpt2
 
 
+def test_tokenizer_files_that_disagree_or_are_swapped_are_named(fixtures_dir, tmp_path):
+    """A merge of tokens missing from the vocab, and a .pkl given as merges.txt, once said only what was wrong."""
+    from scratchlm.tokenizer import Tokenizer
+
+    (tmp_path / "m.txt").write_text("#version: 0.2\nzz qq\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"gpt2_vocab.json and .*m.txt: merge 0 \(b'zz', b'qq'\) uses a token missing"):
+        Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", tmp_path / "m.txt")
+    save_pickle([(b"a", b"b")], tmp_path / "merges.pkl")
+    with pytest.raises(ValueError, match=r"merges.pkl: not a UTF-8 text file, so not a GPT-2 merges.txt"):
+        Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", tmp_path / "merges.pkl")
+
+
 def test_bad_merges_line_names_the_file(fixtures_dir, tmp_path):
     (tmp_path / "m.txt").write_text("#version: 0.2\nĠ t\nonly-one-token\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"m.txt:3: expected two tokens"):
@@ -333,6 +345,9 @@ def test_pickle_of_shared_references_is_refused_at_once(tmp_path):
     ('{"a": 0, "b": 0}', r"token id 0 is used twice"),
     ('{"a": 0, "a": 1}', r"token 'a' appears twice \(JSON keys must be unique\)"),
     ('{"a": "zero"}', r"token id 'zero' is not an integer"),
+    ('["a", "b"]', r"expected a JSON object of token -> id, got a JSON array"),  # once: "not enough values"
+    ('{"version": "1.0", "model": {"type": "BPE"}}', r"a Hugging Face tokenizer.json, not a GPT-2 vocab.json; "
+                                                     r"import its model folder with `scratchlm import-hf"),
 ])
 def test_gpt2_vocab_with_bad_ids_names_the_file_and_problem(tmp_path, vocab_text, message):
     """Once: OverflowError for -1; duplicate ids/keys silently dropped a token and a merge got the blame."""

@@ -90,12 +90,7 @@ def load_gpt2_format(vocab_path: str | os.PathLike, merges_path: str | os.PathLi
     ``<|endoftext|>``) are taken as their UTF-8 text.
     """
     specials = set(special_tokens)
-    try:
-        pairs = json.loads(Path(vocab_path).read_text(encoding="utf-8"), object_pairs_hook=list)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{vocab_path}: not valid JSON ({error})") from None
-    if not isinstance(pairs, list):
-        raise ValueError(f"{vocab_path}: expected a JSON object of token -> id")
+    pairs = _vocab_pairs(vocab_path)
     texts = [text for text, _ in pairs]
     if len(set(texts)) != len(texts):
         duplicate = next(text for text, count in Counter(texts).items() if count > 1)
@@ -110,7 +105,7 @@ def load_gpt2_format(vocab_path: str | os.PathLike, merges_path: str | os.PathLi
     check_vocab(entries, vocab_path)
     vocab: Vocab = dict(entries)
     merges: Merges = []
-    for line_no, line in enumerate(Path(merges_path).read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(_text(merges_path, "merges.txt").splitlines(), start=1):
         if not line.strip() or line.startswith("#version"):
             continue
         parts = line.rstrip("\n").split(" ")
@@ -118,6 +113,29 @@ def load_gpt2_format(vocab_path: str | os.PathLike, merges_path: str | os.PathLi
             raise ValueError(f"{merges_path}:{line_no}: expected two tokens separated by one space, got {line!r}")
         merges.append((text_to_token(parts[0], source=merges_path), text_to_token(parts[1], source=merges_path)))
     return vocab, merges
+
+
+def _text(path: str | os.PathLike, form: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file, so not a GPT-2 {form} (a .pkl tokenizer file is given "
+                         f"as a vocab .pkl and a merges .pkl together)") from None
+
+
+def _vocab_pairs(vocab_path: str | os.PathLike) -> list[tuple[str, object]]:
+    """(token text, id) of a GPT-2 vocab.json, in file order, with the file's shape checked."""
+    try:  # pairs, not a dict: a token listed twice is then seen
+        pairs = json.loads(_text(vocab_path, "vocab.json"), object_pairs_hook=list)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{vocab_path}: not valid JSON ({error})") from None
+    if not isinstance(pairs, list) or not all(isinstance(pair, tuple) for pair in pairs):
+        raise ValueError(f"{vocab_path}: expected a JSON object of token -> id, got a JSON "
+                         f"{'array' if isinstance(pairs, list) else type(pairs).__name__}")
+    if isinstance(dict(pairs).get("model"), list):  # an object under "model": not a token's id
+        raise ValueError(f"{vocab_path}: a Hugging Face tokenizer.json, not a GPT-2 vocab.json; import its model "
+                         f"folder with `scratchlm import-hf FOLDER RUN`, or give a vocab.json and merges.txt")
+    return pairs
 
 
 def save_pickle(obj: Vocab | Merges, path: str | os.PathLike) -> None:

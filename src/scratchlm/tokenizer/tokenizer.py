@@ -153,7 +153,10 @@ class Tokenizer:
             vocab, merges = load_pickle(vocab_filepath, expect=dict), load_pickle(merges_filepath, expect=list)
         else:
             vocab, merges = load_gpt2_format(vocab_filepath, merges_filepath, special_tokens=special_tokens or ())
-        return cls(vocab, merges, special_tokens, **kwargs)
+        try:
+            return cls(vocab, merges, special_tokens, **kwargs)
+        except ValueError as error:  # the files disagree (a merge of tokens the vocab lacks): name them
+            raise ValueError(f"{vocab_filepath} and {merges_filepath}: {error}") from None
 
     @property
     def eot_token(self) -> int | None:
