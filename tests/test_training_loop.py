@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -436,3 +437,12 @@ def test_a_model_holding_nan_is_refused_when_loaded(tmp_path, data):
     torch.save(payload, run_dir / "model.pt")
     with pytest.raises(ValueError, match=r"model.pt: holds non-finite \(NaN or infinite\) weights"):
         load_trained_model(run_dir)
+
+
+def test_a_model_too_large_for_memory_is_refused_with_the_figures(tmp_path, data):
+    """d_model 65536 once died in the allocator, mid-start, with a traceback."""
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"the model needs [\d,.]+ GB for its [\d,]+ parameters, their gradients "
+                                         r"and AdamW state \(float32\), but cpu has [\d,.]+ GB free"):
+        train(tiny_settings(model={"d_model": 65536, "num_heads": 2}), data, tmp_path / "run")
+    assert time.perf_counter() - started < 30  # refused before allocating anything

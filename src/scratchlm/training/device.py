@@ -62,6 +62,38 @@ def _cpu_model() -> str | None:
     return None
 
 
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Memory the device can still give: free GPU memory, or available RAM for the CPU; None if unknown (MPS)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        import psutil
+
+        return psutil.virtual_memory().available
+    return None
+
+
+def check_model_fits(config: Any, device: torch.device, *, micro_batch: int) -> None:
+    """Refuse, with the figures, a model whose float32 weights, gradients and AdamW moments alone
+    exceed the device's free memory (else it fails later in the allocator); warn when the
+    estimated activations of one micro-batch (an upper bound: attention is computed in chunks) would."""
+    from scratchlm.nn.accounting import adamw_memory, parameter_counts
+
+    free = free_memory_bytes(device)
+    if free is None:
+        return
+    memory = adamw_memory(config)
+    if memory.fixed_bytes > free:
+        raise ValueError(f"the model needs {memory.fixed_bytes / 1e9:,.1f} GB for its "
+                         f"{parameter_counts(config)['total']:,} parameters, their gradients and AdamW state "
+                         f"(float32), but {device} has {free / 1e9:,.1f} GB free: make it smaller (d_model, "
+                         f"num_layers, d_ff)")
+    if memory.total_bytes(micro_batch) > free:
+        log.warning("the model and the activations of a micro-batch of %d sequences may need up to %.1f GB, more "
+                    "than the %.1f GB free on %s; if it runs out of memory, raise grad_accum_steps", micro_batch,
+                    memory.total_bytes(micro_batch) / 1e9, free / 1e9, device)
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """bf16 autocast on CUDA (``auto``) or when asked (``bf16``); None means plain fp32."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):

@@ -29,6 +29,7 @@ from scratchlm.training.device import (
     CompiledOrEager,
     autocast,
     autocast_dtype,
+    check_model_fits,
     configure_backend,
     device_name,
     select_device,
@@ -84,6 +85,7 @@ class Trainer:
         self.valid_tokens, _ = open_split(data["valid"], data["vocab_size"], context)
         self.unigram_entropy = unigram_entropy(counts)
         self.rows, self.micro_rows = self._row_split()
+        check_model_fits(self.model_config, self.device, micro_batch=self.micro_rows)
         torch.manual_seed(settings.seed)
         self.model = TransformerLM.from_config(self.model_config, device=self.device)
         if settings.init_from:
