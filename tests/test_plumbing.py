@@ -406,3 +406,44 @@ def test_rule_code_inputs_follow_the_imports(project_root):
     assert "tokenizer/pretokenize.py" in files("pretokenize.py")
     assert not {"tokenizer/bpe.py", "tokenizer/fast_merge.py"} & files("pretokenize.py")
     assert {"tokenizer/bpe.py", "tokenizer/fast_merge.py"} <= files("train_bpe.py")
+
+
+def test_a_short_write_on_a_full_disk_is_called_disk_full(tmp_path, monkeypatch):
+    """numpy's tofile reports a full disk as "N requested and M written", without an errno."""
+    import shutil
+
+    from scratchlm.fileio import OutputError, atomic_path
+
+    (tmp_path / "ids.npy").write_bytes(b"previous")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(OutputError, match=r"ids.npy: disk full while writing \(268115 requested and 32704 written\); "
+                                          r"the previous file, if any, is unchanged"):
+        with atomic_path(tmp_path / "ids.npy"):
+            raise OSError("268115 requested and 32704 written")
+    assert (tmp_path / "ids.npy").read_bytes() == b"previous" and len(list(tmp_path.iterdir())) == 1
+    monkeypatch.undo()
+    with pytest.raises(OSError, match="^boom$"):  # with space left, a short write is not called a full disk
+        with atomic_path(tmp_path / "ids.npy"):
+            raise OSError("boom")
+
+
+def test_encoding_onto_a_full_file_system_says_disk_full(tmp_path, fixtures_dir, capsys):
+    """On a real 64 KiB tmpfs (root only: skipped where mounting is not allowed)."""
+    import subprocess
+
+    from scratchlm.cli import main
+
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        text = tmp_path / "text.txt"
+        text.write_text((fixtures_dir / "corpus.en").read_text(encoding="utf-8") * 3, encoding="utf-8")
+        vocab, merges = fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt"
+        assert main(["encode", str(text), str(full / "ids.npy"), "--vocab", str(vocab), "--merges", str(merges),
+                     "--workers", "1"]) == 1
+        assert f"{full / 'ids.npy'}: disk full while writing" in capsys.readouterr().err
+        assert not list(full.iterdir())  # no partial file left
+    finally:
+        subprocess.run(["umount", str(full)], check=True)

@@ -7,6 +7,7 @@ import errno
 import glob
 import json
 import os
+import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
@@ -46,13 +47,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, final)
     except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OutputError(f"{final}: disk full while writing ({error.strerror}); "
+        if disk_full(error, final.parent):
+            raise OutputError(f"{final}: disk full while writing ({error.strerror or error}); "
                               f"the previous file, if any, is unchanged") from None
         raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def disk_full(error: OSError, folder: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC/EDQUOT, or a short write without an errno
+    (numpy's ``tofile``: "N requested and M written") on a file system with (almost) no space left."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    with contextlib.suppress(OSError):
+        return error.errno is None and shutil.disk_usage(folder).free < FULL_DISK_BYTES
+    return False
+
+
+FULL_DISK_BYTES = 1 << 20  # less free space than this after a short write: the disk is full
 
 
 class OutputError(OSError):
