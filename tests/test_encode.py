@@ -182,3 +182,35 @@ def test_encoding_as_a_map_over_shards_equals_one_process(tinystories_pkl, corpu
     count = concatenate_ids(parts, tmp_path / "all.npy", chunk=1000)
     ids = np.load(tmp_path / "all.npy")
     assert count == len(ids) and ids.tolist() == tokenizer.encode(corpus.read_text(encoding="utf-8"))
+
+
+def test_ctrl_c_during_a_pooled_encode_exits_130_leaving_no_worker_and_no_file(tmp_path, fixtures_dir):
+    """Once: a KeyboardInterrupt traceback, and in 1 of 32 tries a hang with zombie workers."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    rng = np.random.default_rng(0)  # random words: every pre-token new, so encoding takes a few seconds
+    alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz      ", dtype=np.uint8)
+    letters = alphabet[rng.integers(0, len(alphabet), size=2 << 20)].tobytes().decode("ascii")
+    text = tmp_path / "big.txt"
+    text.write_text("".join(f"{letters[i:i + 4096]}\n{EOT}\n" for i in range(0, len(letters), 4096)))
+    for attempt in range(3):
+        output = tmp_path / f"ids{attempt}.npy"
+        command = [sys.executable, "-m", "scratchlm.cli", "encode", str(text), str(output), "--workers", "2",
+                   "--chunk-mb", "0.25", "--vocab", str(fixtures_dir / "gpt2_vocab.json"),
+                   "--merges", str(fixtures_dir / "gpt2_merges.txt")]
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while len(psutil.Process(process.pid).children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = psutil.Process(process.pid).children()
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 130 and err.strip().splitlines()[-1] == "scratchlm encode: interrupted", err
+        assert "Traceback" not in err
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive and not output.exists()

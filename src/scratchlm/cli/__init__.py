@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as error:  # one clear line, no traceback
         print(f"scratchlm {args.command}: error: {describe_error(error)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # outputs are written atomically: nothing half-written is left
+        print(f"scratchlm {args.command}: interrupted", file=sys.stderr)
+        return 130
     return int(result or 0)
 
 

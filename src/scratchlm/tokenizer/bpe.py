@@ -25,6 +25,7 @@ from scratchlm.tokenizer.pretokenize import (
     tally_file_range,
     default_workers,
     find_chunk_boundaries,
+    ignore_interrupts,
 )
 from scratchlm.tokenizer.serialization import (
     Merges,
@@ -102,7 +103,7 @@ def count_file_table(input_path: str | os.PathLike, special_tokens: Sequence[str
     jobs = [(input_path, start, end, list(special_tokens)) for start, end in zip(bounds, bounds[1:])]
     total, tables = ChunkCounts(), []
     PretokenTally.warm_up()  # load the compiled counter once, before the workers fork
-    with get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) as pool:
+    with get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers, initializer=ignore_interrupts) as pool:
         for table, part in pool.imap_unordered(_count_job, jobs):
             tables.append(table)
             total.num_bytes += part.num_bytes

@@ -25,7 +25,13 @@ import numpy as np
 from scratchlm.fileio import atomic_path, require_file
 from scratchlm.progress import format_bytes, progress_bar
 from scratchlm.settings import EncodeSettings, default_of
-from scratchlm.tokenizer.pretokenize import END_OF_TEXT, decode_utf8, find_chunk_boundaries, iter_document_blocks
+from scratchlm.tokenizer.pretokenize import (
+    END_OF_TEXT,
+    decode_utf8,
+    find_chunk_boundaries,
+    ignore_interrupts,
+    iter_document_blocks,
+)
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -81,6 +87,7 @@ _worker_tokenizer: Tokenizer | None = None
 def _init_worker(tokenizer: Tokenizer) -> None:
     global _worker_tokenizer
     _worker_tokenizer = tokenizer
+    ignore_interrupts()
 
 
 def _encode_task(task: Task) -> np.ndarray:
