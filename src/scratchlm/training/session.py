@@ -80,6 +80,9 @@ class RunState:
     history: list[dict] = field(default_factory=list)  # the metrics.jsonl lines so far
     stopped: dict | None = None  # why the run stopped before its last step (TrainingDiverged.record)
     initial_loss: float | None = None  # the train loss of the first step, before any update
+    # Train losses (averaged over ranks) of the steps since the last metrics line: a resumed run's
+    # next line then averages the same steps as an uninterrupted run's.
+    pending_losses: list[float] = field(default_factory=list)
 
     @property
     def best_val_loss(self) -> float | None:

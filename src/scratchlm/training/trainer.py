@@ -209,7 +209,12 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"rng": rng, "elapsed_s": self.state.elapsed_s, "history": self.state.history,
                 "settings": self.settings.to_dict(), "steps": self.steps, "stopped": self.state.stopped,
-                "initial_loss": self.state.initial_loss}
+                "initial_loss": self.state.initial_loss, "pending_losses": self._pending_losses()}
+
+    def _pending_losses(self) -> list[float]:
+        """The losses since the last metrics line, averaged over ranks (a collective: every rank saves)."""
+        losses = getattr(self, "clock", None) and self.clock.losses
+        return distributed.mean_over_ranks(torch.stack(losses), self.ranks).tolist() if losses else []
 
     def save(self) -> Path:
         path = self.checkpoint_dir / f"step_{self.state.step:07d}.pt"
@@ -237,7 +242,7 @@ class Trainer:
             if "cuda" in extra["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(extra["rng"]["cuda"].cpu(), self.device)
             self.state = RunState(checkpoint["iteration"], float(extra["elapsed_s"]), list(extra["history"]),
-                                  extra.get("stopped"), extra.get("initial_loss"))
+                                  extra.get("stopped"), extra.get("initial_loss"), extra.get("pending_losses", []))
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise ValueError(f"{path}: checkpoint does not match this run ({type(error).__name__}: {error}); "
                              f"pass --fresh to start the run over (the old files are moved aside)") from error
@@ -271,7 +276,8 @@ class Trainer:
 
     def _loop(self, received: list[int], progress: Any, wandb_run: Any,
               on_step: Callable[[int, dict], None] | None) -> None:
-        clock = Clock(self.state.step, self.state.elapsed_s)
+        clock = self.clock = Clock(self.state.step, self.state.elapsed_s)
+        clock.losses = [torch.tensor(loss, device=self.device) for loss in self.state.pending_losses]
         speed = ""  # loss and tokens/s of the latest metrics line
         while self.state.step < self.steps:
             loss, lr, grad_norm = self.train_step()
