@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 import os
 import stat
 from pathlib import Path
@@ -170,3 +172,71 @@ def test_import_over_a_run_moves_it_aside(exported, tmp_path):
     replaced = list((target / "replaced").iterdir())
     assert len(replaced) == 1 and (replaced[0] / "model.pt").read_bytes() == old_model
     assert (replaced[0] / "metrics.jsonl").is_file() and not (target / "metrics.jsonl").exists()
+
+
+def test_foreign_tokenizer_features_are_supported_or_refused(exported, tmp_path):
+    """Added tokens and a BOS post-processor once imported silently, then encoded differently."""
+    import tokenizers
+
+    from scratchlm.tokenizer import Tokenizer
+    from scratchlm.tokenizer.serialization import load_hf_tokenizer
+
+    _, _, _, run_dir = exported
+    document = json.loads((run_dir / "hf/tokenizer.json").read_text())
+    path = tmp_path / "tokenizer.json"
+
+    # A special token added outside the BPE vocabulary: supported, the same ids as HF tokenizers.
+    extra = {"id": 50257, "content": "<|pad|>", "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": True}
+    path.write_text(json.dumps(document | {"added_tokens": [*document["added_tokens"], extra]}))
+    vocab, merges, specials = load_hf_tokenizer(path)
+    ours = Tokenizer(vocab, merges, specials)
+    text = f"Hello<|pad|> world{EOT}again"
+    assert ours.encode(text) == tokenizers.Tokenizer.from_file(str(path)).encode(text).ids
+    assert 50257 in ours.encode(text)
+
+    for change, message in [
+        ({"added_tokens": [*document["added_tokens"], extra | {"special": False, "content": "hello"}]},
+         r"added token 'hello' \(id 50257\) is not a special token"),
+        ({"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": EOT, "type_id": 0}},
+                                                                      {"Sequence": {"id": "A", "type_id": 0}}],
+                             "pair": [], "special_tokens": {}}},
+         r"its post-processor \(TemplateProcessing\) adds tokens to every encoding \(e.g. a BOS\)"),
+    ]:
+        path.write_text(json.dumps(document | change))
+        with pytest.raises(ValueError, match=rf"tokenizer.json: {message}"):
+            load_hf_tokenizer(path)
+
+
+def test_malformed_import_folders_are_one_line_errors(exported, tmp_path, capsys):
+    """A missing config key, weights of other shapes and a truncated file were tracebacks (one case
+    allocated a model of 17 GB before looking at the shapes)."""
+    import shutil
+
+    _, _, _, run_dir = exported
+    good = run_dir / "hf"
+    config = json.loads((good / "config.json").read_text())
+    cases = [
+        ("missing", {k: v for k, v in config.items() if k != "hidden_size"}, None,
+         r"config.json: 'hidden_size' is missing or not a positive integer \(a Llama config.json has vocab_size"),
+        ("shape", config | {"hidden_size": 4096, "head_dim": 1024}, None,
+         r"shape: weight model.layers.0.self_attn.q_proj.weight has shape \[32, 32\], but config.json implies "
+         r"\[4096, 4096\]"),
+        ("truncated", config, lambda f: f.write_bytes(f.read_bytes()[:1000]),
+         r"model.safetensors: not a readable safetensors file"),
+        ("heads", config | {"num_attention_heads": 0, "num_key_value_heads": 0}, None,
+         r"config.json: 'num_attention_heads' is missing or not a positive integer"),
+        ("odd", config | {"num_attention_heads": 3, "num_key_value_heads": 3, "head_dim": 11, "hidden_size": 33}, None,
+         r"config.json: model: RoPE needs an even head size|config.json: .*head size"),
+    ]
+    for name, document, damage, message in cases:
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        (folder / "config.json").write_text(json.dumps(document))
+        if damage:
+            damage(folder / "model.safetensors")
+        started = time.perf_counter()
+        assert cli_main(["import-hf", str(folder), "--run-dir", str(tmp_path / f"out-{name}")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(message, err[0]), err
+        assert time.perf_counter() - started < 10 and not (tmp_path / f"out-{name}" / "model.pt").exists()

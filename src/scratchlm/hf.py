@@ -22,10 +22,13 @@ from pathlib import Path
 
 import torch
 
+from pydantic import ValidationError
+
 from scratchlm.fileio import apply_umask, read_json, require_file, write_json
 from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.model import RMS_NORM_EPS
+from scratchlm.settings.errors import describe
 from scratchlm.tokenizer.serialization import load_hf_tokenizer, save_hf_tokenizer, save_pickle
 
 log = logging.getLogger(__name__)
@@ -73,8 +76,17 @@ def llama_config(config: ModelConfig, *, eos_token_id: int | None) -> dict:
     }
 
 
+LLAMA_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "max_position_embeddings")
+
+
 def model_config_from_llama(hf: dict, source: str | os.PathLike) -> ModelConfig:
     """Our ModelConfig of a Llama ``config.json``; ValueError naming what we cannot load."""
+    missing = [key for key in LLAMA_REQUIRED
+               if not isinstance(hf.get(key), int) or isinstance(hf.get(key), bool) or hf[key] < 1]
+    if missing:
+        raise ValueError(f"{source}: {missing[0]!r} is missing or not a positive integer (a Llama config.json "
+                         f"has {', '.join(LLAMA_REQUIRED)})")
     heads = hf.get("num_attention_heads")
     refusals = [
         (hf.get("model_type") != "llama", f"model_type {hf.get('model_type')!r} is not 'llama'"),
@@ -93,10 +105,34 @@ def model_config_from_llama(hf: dict, source: str | os.PathLike) -> ModelConfig:
         if refused:
             raise ValueError(f"{source}: cannot import a model with {what}")
     theta = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
-    return ModelConfig(vocab_size=hf["vocab_size"], context_length=hf["max_position_embeddings"],
-                       d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"], num_heads=heads,
-                       d_ff=hf["intermediate_size"], rope_theta=float(theta),
-                       tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+    try:
+        return ModelConfig(vocab_size=hf["vocab_size"], context_length=hf["max_position_embeddings"],
+                           d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"], num_heads=heads,
+                           d_ff=hf["intermediate_size"], rope_theta=float(theta),
+                           tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+    except ValidationError as error:
+        raise ValueError(f"{source}: {describe(error, ModelConfig, lambda path: '.'.join(map(str, path)))}") from None
+
+
+def check_tensor_shapes(shards: list[Path], config: ModelConfig, source: str | os.PathLike) -> None:
+    """The weights' names and shapes, read from the safetensors headers alone, against ``config``:
+    a mismatch is named before anything the size of the model is allocated."""
+    from safetensors import SafetensorError, safe_open
+
+    shapes = {}
+    for shard in shards:
+        try:
+            with safe_open(str(shard), framework="pt") as handle:
+                shapes |= {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"{shard}: not a readable safetensors file ({error})") from None
+    meta = TransformerLM.from_config(config, device="meta").state_dict()  # shapes only: no memory
+    expected = {llama: list(meta[ours].shape) for llama, ours in llama_names(config).items()}
+    if config.tie_embeddings:
+        shapes.setdefault("lm_head.weight", shapes.get("model.embed_tokens.weight"))
+    for name, shape in expected.items():
+        if name in shapes and shapes[name] != shape:
+            raise ValueError(f"{source}: weight {name} has shape {shapes[name]}, but config.json implies {shape}")
 
 
 # ------------------------------------------------------------------------------------ weights
@@ -125,13 +161,18 @@ def to_llama_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> 
     return out
 
 
+def llama_names(config: ModelConfig) -> dict[str, str]:
+    """Llama's weight name -> ours, for every weight of ``config``."""
+    names = {f"model.layers.{i}.{hf}": f"layers.{i}.{ours}"
+             for i in range(config.num_layers) for ours, hf in LAYER_NAMES.items()}
+    return names | {hf: ours for ours, hf in TOP_NAMES.items()}
+
+
 def from_llama_state_dict(tensors: dict[str, torch.Tensor], config: ModelConfig,
                           source: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Inverse of :func:`to_llama_state_dict`; ValueError naming missing or unexpected weights."""
     inverse = torch.argsort(_halves(config.num_heads, config.d_model // config.num_heads))
-    expected = {f"model.layers.{i}.{hf}": f"layers.{i}.{ours}"
-                for i in range(config.num_layers) for ours, hf in LAYER_NAMES.items()}
-    expected |= {hf: ours for ours, hf in TOP_NAMES.items()}
+    expected = llama_names(config)
     names = dict(tensors)
     if config.tie_embeddings:
         names.setdefault("lm_head.weight", names.get("model.embed_tokens.weight"))
@@ -244,8 +285,10 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path) -> Path:
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
     config_path = require_file(hf_dir / "config.json", "Hugging Face config")
     config = model_config_from_llama(read_json(config_path), config_path)
+    shards = _safetensors_files(hf_dir)
+    check_tensor_shapes(shards, config, hf_dir)
     tensors = {}
-    for shard in _safetensors_files(hf_dir):
+    for shard in shards:
         tensors |= load_file(str(shard))
     model = TransformerLM.from_config(config)
     state = from_llama_state_dict({k: v.float() for k, v in tensors.items()}, config, hf_dir)

@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from pydantic import ValidationError
+
 from scratchlm.fileio import LockedError
+from scratchlm.settings.errors import describe
 from scratchlm.layout import Layout
 from scratchlm.profiling import ProcessTreeMonitor
 
@@ -37,6 +40,8 @@ def describe_error(error: BaseException) -> str:
     """
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         return f"{error.filename}: {error.strerror}"
+    if isinstance(error, ValidationError):  # a settings object built in code: its first problem
+        return describe(error, error.title, lambda path: ".".join(map(str, path)) or error.title)
     return " ".join(str(error).split("\n")) or type(error).__name__
 
 

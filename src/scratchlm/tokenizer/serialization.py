@@ -256,13 +256,37 @@ def load_hf_tokenizer(path: str | os.PathLike) -> tuple[Vocab, Merges, list[str]
                          f"(ByteLevel with use_regex, no prefix space)")
     if document.get("normalizer"):
         raise ValueError(f"{path}: has a normalizer ({document['normalizer'].get('type')}); ours has none")
-    specials = [token["content"] for token in document.get("added_tokens", []) if token.get("special")]
+    _check_post_processor(document.get("post_processor"), path)
+    added = document.get("added_tokens", [])
+    plain = [token for token in added if not token.get("special")]
+    if plain:
+        raise ValueError(f"{path}: added token {plain[0].get('content')!r} (id {plain[0].get('id')}) is not a special "
+                         f"token; ours has only BPE tokens and special tokens, so it would encode differently")
+    specials = [token["content"] for token in added]
     entries = [(token_id, text.encode("utf-8") if text in specials else text_to_token(text, source=path))
                for text, token_id in model.get("vocab", {}).items()]
+    in_vocab = {text for text in model.get("vocab", {})}
+    entries += [(token["id"], token["content"].encode("utf-8")) for token in added if token["content"] not in in_vocab]
     check_vocab(entries, path)
     merges = [tuple(text_to_token(part, source=path) for part in (pair.split(" ") if isinstance(pair, str) else pair))
               for pair in model.get("merges", [])]
     return dict(entries), merges, specials
+
+
+def _check_post_processor(processor: dict | None, path: str | os.PathLike) -> None:
+    """Refuse a post-processor that adds tokens to every encoding (a BOS, a template with special
+    tokens): ours adds none, so the ids would differ. ByteLevel (offsets only) is fine."""
+    if not processor or processor.get("type") == "ByteLevel":
+        return
+    if processor.get("type") == "Sequence":
+        for part in processor.get("processors", []):
+            _check_post_processor(part, path)
+        return
+    template = processor.get("single", []) if processor.get("type") == "TemplateProcessing" else None
+    if template is not None and all("Sequence" in piece for piece in template):
+        return
+    raise ValueError(f"{path}: its post-processor ({processor.get('type')}) adds tokens to every encoding (e.g. a "
+                     f"BOS); ours adds none, so the ids would differ: remove it from the file to import the rest")
 
 
 def read_json_document(path: str | os.PathLike) -> dict:
