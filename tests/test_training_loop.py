@@ -16,7 +16,7 @@ import yaml
 
 from scratchlm.cli import main as cli_main
 from scratchlm.fileio import LockedError
-from scratchlm.layout import Layout
+from scratchlm.layout import Layout, run_folders
 from scratchlm.settings import Layer, RunSettings
 from scratchlm.settings.loading import merge_layers
 from scratchlm.training import trainer
@@ -108,7 +108,9 @@ def test_tiny_run_end_to_end(tmp_path, data):
     # The model learned the successor rule: clearly below the unigram entropy (ln 32).
     assert summary["unigram_entropy"] == pytest.approx(math.log(VOCAB), abs=0.02)
     assert summary["final_val_loss"] < summary["unigram_entropy"] - 0.3
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_0000008.pt", "step_0000012.pt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["final", "step_0000008.pt",
+                                                                            "step_0000012.pt"]
+    assert (run_dir / "checkpoints/final/model.pt").stat().st_ino == (run_dir / "model.pt").stat().st_ino
 
     model, meta = load_trained_model(run_dir)
     assert meta["step"] == 12 and not model.training
@@ -168,6 +170,24 @@ def test_finished_run_missing_final_files_writes_them_without_training(tmp_path,
     steps = []
     assert train(tiny_settings(steps=4), data, run_dir, on_step=lambda step, _: steps.append(step)) == first
     assert steps == [] and (run_dir / "model.pt").is_file() and (run_dir / "curves.png").is_file()
+
+
+def test_a_retrained_run_keeps_every_file_of_the_old_one(tmp_path, data):
+    """Snakemake deletes a job's declared outputs before it reruns it: replaced/ once lacked model.pt,
+    model.json, metrics.jsonl, summary.json and config.json of the run it kept."""
+    from scratchlm.layout import RunFiles
+
+    run_dir = tmp_path / "run"
+    train(tiny_settings(steps=4), data, run_dir)
+    before = {name: (run_dir / name).read_bytes() for name in RunFiles.FINAL}
+    for name in RunFiles.FINAL:  # what Snakemake does before the job starts
+        (run_dir / name).unlink()
+    summary = train(tiny_settings(steps=4, optimizer={"lr": 0.002}), data, run_dir, replace_finished=True)
+    assert summary["steps"] == 4
+    kept = next((run_dir / "replaced").iterdir())
+    assert {name: (kept / name).read_bytes() for name in RunFiles.FINAL} == before
+    assert json.loads((run_dir / "config.json").read_text())["optimizer"]["lr"] == 0.002
+    assert [path.name for path in run_folders(tmp_path, "summary.json")] == ["run"]  # kept copies are no run
 
 
 def test_second_trainer_on_a_run_folder_is_refused(tmp_path, data):

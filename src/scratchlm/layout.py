@@ -37,6 +37,9 @@ RUN_FILE_NAMES = {
     "curves": "curves.png", "config": "config.json",
     # Written by later stages, and the run's working files.
     "samples": "samples.md", "hf": "hf", "checkpoints": "checkpoints", "lock": ".lock",
+    # Links to the final files, where Snakemake (which deletes a job's declared outputs before it
+    # reruns it) does not look: a run moved aside keeps every file.
+    "kept": "checkpoints/final",
     "replaced": "replaced",  # runs moved aside by --fresh (or a changed config in the pipeline)
     # The tokenizer of a run imported from Hugging Face (pipeline runs point to their corpus's).
     "vocab": "vocab.pkl", "merges": "merges.pkl",
@@ -53,6 +56,15 @@ class RunFiles:
         self.folder = Path(folder)
         for attribute, name in RUN_FILE_NAMES.items():
             setattr(self, attribute, self.folder / name)
+
+
+def run_folders(runs_dir: str | os.PathLike, marker: str) -> list[Path]:
+    """The run folders under ``runs_dir`` (at any depth: experiments nest theirs) that hold the file
+    ``marker`` (``summary.json``: finished; ``config.json``: started), sorted; the runs moved aside
+    (``replaced/``) and the kept final files (``checkpoints/``) are not runs."""
+    runs_dir, inside = Path(runs_dir), {RUN_FILE_NAMES["replaced"], RUN_FILE_NAMES["checkpoints"]}
+    return sorted(path.parent for path in runs_dir.rglob(marker)
+                  if not inside & set(path.relative_to(runs_dir).parts))
 
 
 @dataclass(frozen=True)

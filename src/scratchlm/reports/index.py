@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scratchlm.fileio import atomic_open, read_json
-from scratchlm.layout import SPLITS, Layout, RunFiles
+from scratchlm.layout import SPLITS, Layout, RunFiles, run_folders
 from scratchlm.reports import markdown_table, relative_link
 
 # (report file, title, what it shows)
@@ -48,8 +48,7 @@ def _run_row(run_dir: Path, runs_dir: Path, index_path: Path) -> list[str]:
 
 def _runs_section(layout: Layout, index_path: Path) -> list[str]:
     runs_dir = Path(layout.runs_dir())
-    run_dirs = sorted({path.parent for path in runs_dir.rglob(RunFiles(".").config.name)
-                       if RunFiles(".").replaced.name not in path.relative_to(runs_dir).parts})
+    run_dirs = run_folders(runs_dir, RunFiles(".").config.name)
     if not run_dirs:
         return ["## Runs", "", "No training runs yet.", ""]
     rows = [_run_row(path, runs_dir, index_path) for path in run_dirs]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from scratchlm.fileio import atomic_open, read_json
-from scratchlm.layout import RunFiles
+from scratchlm.layout import RunFiles, run_folders
 from scratchlm.nn.model import ModelConfig
 from scratchlm.reports import markdown_table, relative_link
 from scratchlm.nn.accounting import training_flops_per_token
@@ -138,8 +138,7 @@ def render_markdown(runs: list[dict], markdown_path: str | Path, *, plot_path: s
 def find_runs(runs_dir: str | Path) -> list[Path]:
     """Run folders under ``runs_dir`` (at any depth: experiments nest theirs) that have a summary.json
     (finished runs), by name; moved-aside runs (``replaced/``) excluded."""
-    return sorted(path.parent for path in Path(runs_dir).rglob("summary.json")
-                  if RunFiles(path.parent).replaced.name not in path.relative_to(runs_dir).parts)
+    return run_folders(runs_dir, RunFiles(".").summary.name)
 
 
 def write_training_report(run_dirs: list[str | Path], markdown_path: str | Path, plot_path: str | Path, *,

@@ -23,7 +23,13 @@ from scratchlm.fileio import read_json
 from scratchlm.layout import Layout, RunFiles
 from scratchlm.training import distributed
 from scratchlm.settings import CorpusSettings, RunSettings
-from scratchlm.training.run_folder import latest_checkpoint, move_aside, plain_paths, run_folder_lock
+from scratchlm.training.run_folder import (
+    latest_checkpoint,
+    move_aside,
+    plain_paths,
+    restore_final_files,
+    run_folder_lock,
+)
 from scratchlm.training.session import TrainingDiverged, TrainingInterrupted
 from scratchlm.training.trainer import Trainer
 
@@ -78,6 +84,7 @@ def _prepare_and_run(trainer: Trainer, *, fresh: bool, replace_finished: bool,
     if trainer.ranks.is_main:
         latest = latest_checkpoint(trainer.checkpoint_dir)
         if fresh or (replace_finished and _is_stale(trainer, latest)):
+            restore_final_files(trainer.run_dir)  # the old run is moved aside whole
             move_aside(trainer.run_dir)
             latest = None
         else:

@@ -90,6 +90,34 @@ def copy_atomically(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+def keep_final_files(run_dir: Path) -> None:
+    """Link (copy, where links are not possible) the run's final files into ``RunFiles.kept``."""
+    files = RunFiles(run_dir)
+    files.kept.mkdir(parents=True, exist_ok=True)
+    for name in RunFiles.FINAL:
+        _link_or_copy(run_dir / name, files.kept / name)
+
+
+def restore_final_files(run_dir: Path) -> list[str]:
+    """Put back the final files that are missing from the run folder (deleted by Snakemake before it
+    reruns the job) from ``RunFiles.kept``; returns their names."""
+    files, restored = RunFiles(run_dir), []
+    for name in RunFiles.FINAL:
+        if not (run_dir / name).exists() and (files.kept / name).is_file():
+            _link_or_copy(files.kept / name, run_dir / name)
+            restored.append(name)
+    return restored
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(src, tmp)
+
+
 def run_folder_lock(run_dir: Path) -> contextlib.AbstractContextManager:
     """Held by the one trainer writing ``run_dir``; a second one fails at once, naming the holder."""
     return exclusive_lock(RunFiles(run_dir).lock, what=f"run folder {run_dir}")

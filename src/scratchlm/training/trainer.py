@@ -39,6 +39,7 @@ from scratchlm.training.run_folder import (
     checkpoint_files,
     copy_atomically,
     git_revision,
+    keep_final_files,
     load_trained_model,
     package_versions,
     plain_paths,
@@ -425,5 +426,6 @@ class Trainer:
         from scratchlm.training.plots import plot_curves
 
         plot_curves(self.files.metrics, self.files.curves, title=self.run_name)
+        keep_final_files(self.run_dir)
         log.info("run %s %s", self.run_name, ending_text(summary))
         return summary
