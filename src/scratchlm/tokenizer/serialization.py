@@ -248,15 +248,7 @@ def load_hf_tokenizer(path: str | os.PathLike) -> tuple[Vocab, Merges, list[str]
     ValueError naming the file for any other kind of tokenizer, which ours could not reproduce."""
     document = read_json_document(path)
     model = document.get("model") or {}
-    if model.get("type") != "BPE" or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        raise ValueError(f"{path}: not a byte-level BPE tokenizer (model type {model.get('type')!r})")
-    pre = document.get("pre_tokenizer") or {}
-    if pre.get("type") != "ByteLevel" or not pre.get("use_regex", True) or pre.get("add_prefix_space"):
-        raise ValueError(f"{path}: pre-tokenizer {pre.get('type')!r} is not GPT-2's byte-level regex split "
-                         f"(ByteLevel with use_regex, no prefix space)")
-    if document.get("normalizer"):
-        raise ValueError(f"{path}: has a normalizer ({document['normalizer'].get('type')}); ours has none")
-    _check_post_processor(document.get("post_processor"), path)
+    _check_pipeline(document, path)
     added = document.get("added_tokens", [])
     plain = [token for token in added if not token.get("special")]
     if plain:
@@ -271,6 +263,20 @@ def load_hf_tokenizer(path: str | os.PathLike) -> tuple[Vocab, Merges, list[str]
     merges = [tuple(text_to_token(part, source=path) for part in (pair.split(" ") if isinstance(pair, str) else pair))
               for pair in model.get("merges", [])]
     return dict(entries), merges, specials
+
+
+def _check_pipeline(document: dict, path: str | os.PathLike) -> None:
+    """Refuse, by name, any part of a tokenizer.json that ours would not reproduce."""
+    model = document.get("model") or {}
+    if model.get("type") != "BPE" or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        raise ValueError(f"{path}: not a byte-level BPE tokenizer (model type {model.get('type')!r})")
+    pre = document.get("pre_tokenizer") or {}
+    if pre.get("type") != "ByteLevel" or not pre.get("use_regex", True) or pre.get("add_prefix_space"):
+        raise ValueError(f"{path}: pre-tokenizer {pre.get('type')!r} is not GPT-2's byte-level regex split "
+                         f"(ByteLevel with use_regex, no prefix space)")
+    if document.get("normalizer"):
+        raise ValueError(f"{path}: has a normalizer ({document['normalizer'].get('type')}); ours has none")
+    _check_post_processor(document.get("post_processor"), path)
 
 
 def _check_post_processor(processor: dict | None, path: str | os.PathLike) -> None:
