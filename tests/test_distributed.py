@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -93,3 +94,56 @@ def test_sigterm_on_one_rank_checkpoints_and_resumes_in_one_process(tmp_path, da
     assert straight.returncode == 0, straight.stderr[-3000:]
     assert [step for step, _ in losses(results / "runs/tiny")] == list(range(1, 401))
     np.testing.assert_allclose(curve(results / "runs/tiny"), curve(tmp_path / "straight"), rtol=1e-4)
+
+
+def test_fresh_with_two_processes_moves_the_old_run_aside(tmp_path, data):  # noqa: F811
+    """--fresh (and the pipeline's retrain) once moved the launcher's own working folder into replaced/,
+    then failed after training with three tracebacks."""
+    run_dir = tmp_path / "run"
+    first = train(tiny_settings(devices=2, steps=4), data, run_dir, threads=2)
+    again = train(tiny_settings(devices=2, steps=4), data, run_dir, threads=2, fresh=True)
+    assert again["steps"] == first["steps"] == 4
+    (kept,) = (run_dir / "replaced").iterdir()
+    assert (kept / "model.pt").is_file() and not [p for p in kept.iterdir() if p.name.startswith(".launch.")]
+    retrained = train(tiny_settings(devices=2, steps=4, seed=3), data, run_dir, threads=2, replace_finished=True)
+    assert retrained["steps"] == 4 and len(list((run_dir / "replaced").iterdir())) == 2
+
+
+def _long_run(tmp_path, data) -> tuple[list[str], Path]:  # noqa: F811
+    long_run = {**TINY_RUN, "steps": 2000, "eval_interval": 2000, "checkpoint_interval": 50, "keep_last": 1}
+    config, results = configured_project(tmp_path, data, long_run)
+    return ([sys.executable, "-m", "scratchlm.cli", "train", "tiny", "--config", str(config), "--results",
+             str(results), "--set", "devices=2"], results / "runs/tiny/metrics.jsonl")
+
+
+def _wait_for_ranks(launcher: subprocess.Popen, metrics: Path) -> list[psutil.Process]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and launcher.poll() is None:
+        ranks = [p for p in _rank_processes(launcher) if p.environ().get("RANK") in ("0", "1")]
+        if len(ranks) == 2 and metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            return ranks
+        time.sleep(0.05)
+    pytest.fail("the training processes did not start")
+
+
+def test_ranks_do_not_outlive_a_killed_launcher(tmp_path, data):  # noqa: F811
+    """SIGKILL of `scratchlm train` once left its ranks training, the run lock released, beside the next trainer."""
+    command, metrics = _long_run(tmp_path, data)
+    launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ranks = _wait_for_ranks(launcher, metrics)
+    launcher.kill()
+    launcher.wait()
+    _, alive = psutil.wait_procs(ranks, timeout=60)
+    assert not alive
+
+
+def test_a_killed_rank_is_named_in_one_line(tmp_path, data):  # noqa: F811
+    command, metrics = _long_run(tmp_path, data)
+    launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rank1 = [p for p in _wait_for_ranks(launcher, metrics) if p.environ().get("RANK") == "1"][0]
+    rank1.kill()
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 1
+    assert err.strip().splitlines()[-1] == ("scratchlm train: error: training process of rank 1 died (killed by "
+                                            "signal 9); torchrun stopped the others; run the same command again to "
+                                            "resume from the last checkpoint")

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,29 @@ log = logging.getLogger(__name__)
 
 # Set by `launch` for the processes it starts: the launcher holds the run folder's lock.
 LOCK_HELD_ENV = "SCRATCHLM_RUN_LOCK_HELD"
+# The launcher's working folder in the run folder (job and result files); a run moved aside leaves it.
+LAUNCH_PREFIX = ".launch."
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Have the kernel send ``signum`` to this process when its parent dies (Linux; elsewhere nothing).
+
+    The launcher, torchrun and the training processes form a chain; torchrun starts each process in a
+    session of its own, so a signal to the job's process group does not reach them, and a SIGKILL of
+    the launcher used to leave them training beside the next trainer. With this at each link, the end
+    of the launcher stops torchrun, and the end of torchrun stops the processes (which checkpoint and exit).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum))
+
+
+class ProcessDied(ChildProcessError):
+    """A training process died (killed, out of memory): the run stops, and running it again resumes."""
 
 
 @dataclass(frozen=True)
@@ -124,22 +148,51 @@ def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
     """
     from scratchlm.training.session import TrainingInterrupted
 
-    with tempfile.TemporaryDirectory(prefix=".launch.", dir=run_dir) as folder:
+    with tempfile.TemporaryDirectory(prefix=LAUNCH_PREFIX, dir=run_dir) as folder:
         job_file, result_file = Path(folder) / "job.json", Path(folder) / "result.json"
         job_file.write_text(json.dumps({**job, "result_file": str(result_file)}))
         log.info("launching %d training processes: %s", nprocs, " ".join(torchrun_command(nprocs, job_file)))
-        process = subprocess.Popen(torchrun_command(nprocs, job_file), env={**os.environ, LOCK_HELD_ENV: "1"})
+        process = subprocess.Popen(torchrun_command(nprocs, job_file), env={**os.environ, LOCK_HELD_ENV: "1"},
+                                   stderr=subprocess.PIPE, text=True, errors="replace", preexec_fn=die_with_parent)
         with _forwarding_stop_signals(process):
+            failed = _relay_output(process.stderr)
             process.wait()
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
     if "summary" in result:
         return result["summary"]
+    if failed and failed[1] < 0:  # a process was killed: the others' errors (gloo's "connection reset") follow
+        raise ProcessDied(f"training process of rank {failed[0]} died (killed by signal {-failed[1]}); torchrun "
+                          f"stopped the others; run the same command again to resume from the last checkpoint")
     if result.get("error") == "TrainingInterrupted":
         raise TrainingInterrupted(result["message"], result["signum"])
     if result.get("error"):
         raise ValueError(result["message"])
+    if failed:
+        raise ProcessDied(f"training process of rank {failed[0]} failed (exit status {failed[1]}); see its output "
+                          f"above; torchrun stopped the others")
     raise RuntimeError(f"the {nprocs} training processes failed (torchrun exit status {process.returncode}); "
                        f"see their output above")
+
+
+# torchrun's summary of a failed process: "rank      : 1 (local_rank: 1)" ... "exitcode  : -9 (pid: ...)"
+_FAILED_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
+_EXIT_CODE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+
+
+def _relay_output(stream: Any) -> tuple[int, int] | None:
+    """Copy torchrun's stderr (the processes' logs) to ours, line by line; returns (rank, exit code) of
+    the process whose failure came first (torchrun's "Root Cause"; the others were stopped by it)."""
+    rank, current, failures = None, "all", {}
+    for line in stream:
+        sys.stderr.write(line)
+        section = "root" if "Root Cause" in line else ("all" if line.startswith("Failures:") else None)
+        if section:
+            current, rank = section, None
+        elif match := _FAILED_RANK.match(line):
+            rank = int(match.group(1))
+        elif (match := _EXIT_CODE.match(line)) and rank is not None:
+            failures.setdefault(current, (rank, int(match.group(1))))
+    return failures.get("root") or failures.get("all")
 
 
 @contextlib.contextmanager

@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from scratchlm.pipeline import configure_logging
 
     configure_logging()
+    distributed.die_with_parent()  # torchrun gone (its launcher killed): checkpoint and stop
     job = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
     result_file = Path(job.pop("result_file"))
     ranks = distributed.ranks_from_env()

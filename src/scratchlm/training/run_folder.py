@@ -25,6 +25,7 @@ from scratchlm.fileio import atomic_path, exclusive_lock, read_json
 from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.training.checkpoint import read_checkpoint, require_finite
+from scratchlm.training.distributed import LAUNCH_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,11 @@ def run_folder_lock(run_dir: Path) -> contextlib.AbstractContextManager:
 
 
 def move_aside(run_dir: Path) -> Path | None:
-    """Move everything in ``run_dir`` (but its lock and earlier replaced runs) to ``replaced/{UTC time}/``."""
+    """Move everything in ``run_dir`` (but its lock, earlier replaced runs and a launcher's working
+    folder) to ``replaced/{UTC time}/``."""
     files = RunFiles(run_dir)
-    entries = [entry for entry in run_dir.iterdir() if entry not in (files.lock, files.replaced)]
+    entries = [entry for entry in run_dir.iterdir() if entry not in (files.lock, files.replaced)
+               and not entry.name.startswith(LAUNCH_PREFIX)]  # a launcher's working folder stays where it runs
     if not entries:
         return None
     target = files.replaced / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
