@@ -132,3 +132,17 @@ def test_clip_gradients_leaves_small_gradients_alone():
     assert float(clip_gradients([p], 5.0)) == pytest.approx(0.3)
     assert torch.equal(p.grad, torch.tensor([0.1, -0.2, 0.2]))
     assert float(clip_gradients([torch.nn.Parameter(torch.zeros(1))], 1.0)) == 0.0
+
+
+def test_linear_and_wsd_schedules_known_values():
+    from scratchlm.optim import schedule_lr
+
+    # 10 steps, 2 of warm-up, decay to 0: a straight line from step 2 to step 10.
+    linear = [schedule_lr("linear", it, 1.0, 0.0, 2, 10, 3) for it in range(12)]
+    assert linear == pytest.approx([0, 0.5, 1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0, 0])
+    # WSD: flat at the peak until the last 3 steps, then down to min at step 10.
+    wsd = [schedule_lr("wsd", it, 1.0, 0.1, 2, 10, 3) for it in range(12)]
+    assert wsd == pytest.approx([0, 0.5, 1, 1, 1, 1, 1, 1, 0.7, 0.4, 0.1, 0.1])
+    assert schedule_lr("cosine", 5, 1.0, 0.1, 2, 10, 3) == get_lr_cosine_schedule(5, 1.0, 0.1, 2, 10)
+    with pytest.raises(ValueError, match="unknown schedule 'step'"):
+        schedule_lr("step", 1, 1.0, 0.1, 2, 10, 3)

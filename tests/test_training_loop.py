@@ -469,3 +469,29 @@ def test_a_model_too_large_for_memory_is_refused_with_the_figures(tmp_path, data
                                          r"and AdamW state \(float32\), but cpu has [\d,.]+ GB free"):
         train(tiny_settings(model={"d_model": 65536, "num_heads": 2}), data, tmp_path / "run")
     assert time.perf_counter() - started < 30  # refused before allocating anything
+
+
+@pytest.mark.parametrize("kind", ["linear", "wsd"])
+def test_runs_follow_their_schedule_to_the_final_rate(tmp_path, data, kind):
+    summary = train(tiny_settings(schedule={"kind": kind, "min_lr_ratio": 0.0, "decay_fraction": 0.5}), data,
+                    tmp_path / "run")
+    from scratchlm.optim import schedule_lr
+
+    rates = [json.loads(line)["lr"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    # 12 steps: 3 of warm-up (TINY_RUN's 0.25), wsd's decay over the last 6, down to 0 at step 12.
+    assert rates == pytest.approx([schedule_lr(kind, step, 1e-2, 0.0, 3, 12, 6) for step in range(1, 13)])
+    assert summary["status"] == "finished" and rates[-1] == 0.0 and rates[2] == pytest.approx(1e-2)
+    assert (rates[5] == pytest.approx(1e-2)) == (kind == "wsd")  # wsd holds the peak until its decay
+
+
+def test_a_checkpoint_from_before_a_new_setting_still_resumes(tmp_path, data):
+    """Settings added since a checkpoint was written (schedule.kind) count as their defaults there."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_settings(), data, run_dir, on_step=sigterm_at(5))
+    path = run_dir / "checkpoints/step_0000005.pt"
+    payload = torch.load(path, weights_only=True)
+    for key in ("kind", "decay_fraction"):
+        del payload["extra"]["settings"]["schedule"][key]
+    torch.save(payload, path)
+    assert train(tiny_settings(), data, run_dir)["steps"] == 12

@@ -53,12 +53,16 @@ class OptimizerSettings(Section):
 
 
 class ScheduleSettings(Section):
-    """Linear warm-up, then cosine decay to ``min_lr_ratio · lr`` at the last step."""
+    """Linear warm-up, then a decay to ``min_lr_ratio · lr`` at the last step."""
 
+    kind: Literal["cosine", "linear", "wsd"] = "cosine"
+    """cosine (CS336), linear (a straight line down), or wsd (warm-up, stable, then a linear decay)"""
     warmup_fraction: Float = Field(0.05, ge=0, lt=1)
     """share of the steps spent warming up"""
     min_lr_ratio: Float = Field(0.1, ge=0, le=1)
-    """the learning rate at the last step, as a fraction of lr"""
+    """the learning rate at the last step, as a fraction of lr (0: decay to zero)"""
+    decay_fraction: Float = Field(0.2, gt=0, le=1)
+    """wsd: share of the steps in the final decay"""
 
 
 class WandbSettings(Section):
@@ -153,8 +157,11 @@ class RunSettings(TrainingSettings):
         return cls.model_validate(values)
 
     def differing_from(self, saved: dict, saved_steps: int | None) -> list[str]:
-        """The settings (of RESUME_KEYS, plus the step count) in which a checkpoint's differ from these."""
-        ours = self.to_dict()
+        """The settings (of RESUME_KEYS, plus the step count) in which a checkpoint's differ from these;
+        a setting added since the checkpoint was written counts as its default there."""
+        ours, defaults = self.to_dict(), TrainingSettings().to_dict()
+        saved = {key: {**defaults[key], **saved[key]} if isinstance(saved.get(key), dict) and
+                 isinstance(defaults.get(key), dict) else saved.get(key) for key in RESUME_KEYS}
         differing = [key for key in RESUME_KEYS if saved.get(key) != ours[key]]
         return differing + (["steps/tokens"] if saved_steps != self.total_steps else [])
 

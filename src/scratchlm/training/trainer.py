@@ -19,7 +19,7 @@ from scratchlm.fileio import atomic_open, write_json
 from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.functional import cross_entropy
-from scratchlm.optim import AdamW, clip_gradients, get_lr_cosine_schedule
+from scratchlm.optim import AdamW, clip_gradients, schedule_lr
 from scratchlm.progress import progress_bar
 from scratchlm.training import distributed
 from scratchlm.training.checkpoint import read_checkpoint, require_finite, save_checkpoint, state_is_finite
@@ -137,15 +137,16 @@ class Trainer:
                 for _ in range(self.settings.eval_batches)]
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of the step after ``step`` completed ones: warm-up, then cosine to min_lr at the last step.
+        """Learning rate of the step after ``step`` completed ones: warm-up, then the schedule's decay
+        (``schedule.kind``) to min_lr at the last step.
 
         The schedule is evaluated at the 1-based step number, so the first step already has a
         non-zero rate and the last one (number ``steps``) has exactly min_lr.
         """
         max_lr = self.settings.optimizer.lr
         schedule = self.settings.schedule
-        warmup = int(schedule.warmup_fraction * self.steps)
-        return get_lr_cosine_schedule(step + 1, max_lr, max_lr * schedule.min_lr_ratio, warmup, self.steps)
+        warmup, decay = int(schedule.warmup_fraction * self.steps), round(schedule.decay_fraction * self.steps)
+        return schedule_lr(schedule.kind, step + 1, max_lr, max_lr * schedule.min_lr_ratio, warmup, self.steps, decay)
 
     def _micro_batches(self, tokens: np.ndarray, starts: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(inputs, targets) of the windows at ``starts``, ``micro_rows`` at a time."""
