@@ -61,7 +61,18 @@ def _rank_processes(launcher: subprocess.Popen) -> list[psutil.Process]:
         found = psutil.Process(launcher.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    return [p for p in found if p.environ().get("RANK") is not None and "torch.distributed.run" not in p.cmdline()]
+    return [p for p in found if rank_of(p) is not None]
+
+
+def rank_of(process: psutil.Process) -> str | None:
+    """The RANK a training process was started with; None for other processes (torchrun's agent, or
+    one already gone)."""
+    try:
+        if "torch.distributed.run" in process.cmdline():
+            return None
+        return process.environ().get("RANK")
+    except psutil.Error:  # ended between the listing and this look (a short-lived helper)
+        return None
 
 
 def test_sigterm_on_one_rank_checkpoints_and_resumes_in_one_process(tmp_path, data):  # noqa: F811
@@ -75,7 +86,7 @@ def test_sigterm_on_one_rank_checkpoints_and_resumes_in_one_process(tmp_path, da
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and launcher.poll() is None:
         if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
-            rank1 = [p for p in _rank_processes(launcher) if p.environ().get("RANK") == "1"]
+            rank1 = [p for p in _rank_processes(launcher) if rank_of(p) == "1"]
             if rank1:
                 rank1[0].send_signal(signal.SIGTERM)
                 break
@@ -119,7 +130,7 @@ def _long_run(tmp_path, data) -> tuple[list[str], Path]:  # noqa: F811
 def _wait_for_ranks(launcher: subprocess.Popen, metrics: Path) -> list[psutil.Process]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and launcher.poll() is None:
-        ranks = [p for p in _rank_processes(launcher) if p.environ().get("RANK") in ("0", "1")]
+        ranks = [p for p in _rank_processes(launcher) if rank_of(p) in ("0", "1")]
         if len(ranks) == 2 and metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
             return ranks
         time.sleep(0.05)
@@ -140,7 +151,7 @@ def test_ranks_do_not_outlive_a_killed_launcher(tmp_path, data):  # noqa: F811
 def test_a_killed_rank_is_named_in_one_line(tmp_path, data):  # noqa: F811
     command, metrics = _long_run(tmp_path, data)
     launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    rank1 = [p for p in _wait_for_ranks(launcher, metrics) if p.environ().get("RANK") == "1"][0]
+    rank1 = [p for p in _wait_for_ranks(launcher, metrics) if rank_of(p) == "1"][0]
     rank1.kill()
     _, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 1
