@@ -322,16 +322,26 @@ def test_non_finite_weights_end_the_run_with_the_last_finite_ones(tmp_path, data
     assert all(torch.equal(good[name], final[name]) for name in good)
 
 
+def checkpoint_edited(run_dir, data, step: int, edit) -> Path:
+    """The checkpoint of a tiny run stopped (SIGTERM) at ``step``, changed in place by ``edit(payload)``."""
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_settings(), data, run_dir, on_step=sigterm_at(step))
+    path = run_dir / f"checkpoints/step_{step:07d}.pt"
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    torch.save(payload, path)
+    return path
+
+
 def test_a_checkpoint_holding_nan_is_named_not_blamed_on_the_learning_rate(tmp_path, data):
     """A checkpoint with NaN optimizer state once resumed into a "divergence" that blamed the learning rate."""
     run_dir = tmp_path / "run"
-    with pytest.raises(TrainingInterrupted):
-        train(tiny_settings(), data, run_dir, on_step=sigterm_at(9))
-    latest = run_dir / "checkpoints/step_0000009.pt"
-    payload = torch.load(latest, weights_only=True)
-    for state in payload["optimizer"]["state"].values():
-        state["exp_avg_sq"].fill_(float("nan"))
-    torch.save(payload, latest)
+
+    def poison(payload: dict) -> None:
+        for state in payload["optimizer"]["state"].values():
+            state["exp_avg_sq"].fill_(float("nan"))
+
+    latest = checkpoint_edited(run_dir, data, 9, poison)
     with pytest.raises(ValueError, match=r"step_0000009.pt \(remove it .*\): holds non-finite \(NaN or infinite\) "
                                          r"weights or optimizer state; .* damaged or foreign"):
         train(tiny_settings(), data, run_dir)
@@ -487,11 +497,10 @@ def test_runs_follow_their_schedule_to_the_final_rate(tmp_path, data, kind):
 def test_a_checkpoint_from_before_a_new_setting_still_resumes(tmp_path, data):
     """Settings added since a checkpoint was written (schedule.kind) count as their defaults there."""
     run_dir = tmp_path / "run"
-    with pytest.raises(TrainingInterrupted):
-        train(tiny_settings(), data, run_dir, on_step=sigterm_at(5))
-    path = run_dir / "checkpoints/step_0000005.pt"
-    payload = torch.load(path, weights_only=True)
-    for key in ("kind", "decay_fraction"):
-        del payload["extra"]["settings"]["schedule"][key]
-    torch.save(payload, path)
+
+    def written_before_the_new_settings(payload: dict) -> None:
+        for key in ("kind", "decay_fraction"):
+            del payload["extra"]["settings"]["schedule"][key]
+
+    checkpoint_edited(run_dir, data, 5, written_before_the_new_settings)
     assert train(tiny_settings(), data, run_dir)["steps"] == 12
