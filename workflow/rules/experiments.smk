@@ -23,7 +23,6 @@ rule experiment_report:
     params:
         runs=lambda wc: experiment_report_runs(PROJECT, wc.experiment, LAYOUT),
         columns=lambda wc: PROJECT.experiments[wc.experiment].columns(),
-        results=lambda wildcards, output: os.path.dirname(os.path.dirname(os.path.dirname(output.markdown))),
     log:
         LAYOUT.log("experiment_report", "{experiment}"),
     benchmark:

@@ -1,7 +1,6 @@
-from scratchlm.layout import Layout
 from scratchlm.pipeline import stage
 from scratchlm.reports.comparison import write_experiment_report
 
 with stage(snakemake):
     write_experiment_report(snakemake.wildcards.experiment, snakemake.params.runs, snakemake.params.columns,
-                            Layout(snakemake.params.results))
+                            dict(snakemake.output.items()))

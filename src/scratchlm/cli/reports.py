@@ -124,7 +124,8 @@ def run_report_experiment(args: argparse.Namespace) -> None:
         raise ValueError(f"{project.source}: no experiment {args.experiment!r} under `experiments:` "
                          f"(configured: {', '.join(project.experiments) or 'none'})")
     runs = experiment_report_runs(project, args.experiment, layout)
-    data = write_experiment_report(args.experiment, runs, project.experiments[args.experiment].columns(), layout)
+    data = write_experiment_report(args.experiment, runs, project.experiments[args.experiment].columns(),
+                                   layout.experiment_files(args.experiment))
     print(f"wrote {layout.experiment_files(args.experiment)['markdown']} ({len(data['runs'])} runs, "
           f"best: {data['best']})")
 

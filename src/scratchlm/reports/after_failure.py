@@ -28,7 +28,8 @@ def write_partial_reports(project: Project, layout: Layout, runs: Sequence[str])
     for experiment in project.experiments:
         entries = experiment_report_runs(project, experiment, layout)
         if any(RunFiles(run_dir).config.is_file() for _, run_dir, _ in entries):
-            write_experiment_report(experiment, entries, project.experiments[experiment].columns(), layout)
+            write_experiment_report(experiment, entries, project.experiments[experiment].columns(),
+                                    layout.experiment_files(experiment))
             written.append(layout.experiment_files(experiment)["markdown"])
     finished = [run for run in runs if RunFiles(layout.run_dir(run)).summary.is_file()]
     if finished:

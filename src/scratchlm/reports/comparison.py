@@ -192,10 +192,10 @@ def experiment_report_runs(project: Project, experiment: str, layout: Layout) ->
 
 
 def write_experiment_report(experiment: str, runs: Sequence[tuple[str, str | Path, dict[str, Any]]],
-                            columns: list[str], layout: Layout) -> dict:
-    """results/experiments/{experiment}/: the comparison of its runs (the rule's and ``scratchlm report
-    experiment``'s entry)."""
-    return write_comparison(f"Experiment {experiment}", runs, columns, **layout.experiment_files(experiment))
+                            columns: list[str], files: dict[str, str]) -> dict:
+    """The comparison of an experiment's runs into ``files`` (``Layout.experiment_files``; the rule's
+    outputs): the rule's and ``scratchlm report experiment``'s entry."""
+    return write_comparison(f"Experiment {experiment}", runs, columns, **files)
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, title: str = "Comparison") -> dict:
