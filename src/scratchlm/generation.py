@@ -26,9 +26,8 @@ from scratchlm.layout import RunFiles
 from scratchlm.nn.functional import cross_entropy, softmax
 from scratchlm.nn.model import TransformerLM
 from scratchlm.progress import progress_bar
-from scratchlm.settings import GenerationSettings, TrainingSettings, default_of
+from scratchlm.settings import END_OF_TEXT, GenerationSettings, TrainingSettings, default_of
 from scratchlm.tokenizer import Tokenizer
-from scratchlm.tokenizer.pretokenize import END_OF_TEXT
 
 
 

@@ -20,7 +20,7 @@ from typing import Iterator
 
 from scratchlm.fileio import atomic_open
 from scratchlm.progress import progress_bar
-from scratchlm.tokenizer.pretokenize import END_OF_TEXT
+from scratchlm.settings import END_OF_TEXT
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,8 @@ import numpy as np
 
 from scratchlm.fileio import atomic_path, require_file
 from scratchlm.progress import format_bytes, progress_bar
-from scratchlm.settings import EncodeSettings, default_of
+from scratchlm.settings import END_OF_TEXT, EncodeSettings, default_of
 from scratchlm.tokenizer.pretokenize import (
-    END_OF_TEXT,
     decode_utf8,
     find_chunk_boundaries,
     ignore_interrupts,

@@ -14,8 +14,6 @@ from typing import AnyStr, Iterator, Sequence
 import numpy as np
 import regex
 
-from scratchlm.settings.project import END_OF_TEXT  # noqa: F401  (imported from here by the tokenizer modules)
-
 
 # GPT-2's pre-tokenizer pattern (as used by CS336 and tiktoken's "gpt2" encoding).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
