@@ -42,7 +42,6 @@ CHUNK_SIZE = 1 << 20
 # timeouts, dropped connections) is retried.
 FATAL_HTTP_STATUS = frozenset(range(400, 500)) - {408, 416, 429}
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-DEFAULTS = DownloadSettings()
 
 
 class DownloadError(OSError):
@@ -197,9 +196,11 @@ def download_source(source: SourceSettings, output: str | os.PathLike, settings:
                     decompress=decompress, **settings.model_dump())
 
 
-def download(source: str, output: str | os.PathLike, *, sha256: str | None = None, retries: int = DEFAULTS.retries,
-             timeout_s: float = DEFAULTS.timeout_s, backoff_s: float = DEFAULTS.backoff_s,
-             decompress: bool | None = None, allow_unverified: bool = default_of(SourceSettings, "allow_unverified"),
+def download(source: str, output: str | os.PathLike, *, sha256: str | None = None,
+             retries: int = default_of(DownloadSettings, "retries"),
+             timeout_s: float = default_of(DownloadSettings, "timeout_s"),
+             backoff_s: float = default_of(DownloadSettings, "backoff_s"), decompress: bool | None = None,
+             allow_unverified: bool = default_of(SourceSettings, "allow_unverified"),
              chunk_size: int = CHUNK_SIZE) -> Path:
     """Download (or copy) ``source`` to ``output``; ``decompress`` defaults to "source ends in .gz".
 

@@ -257,8 +257,8 @@ def load_hf_tokenizer(path: str | os.PathLike) -> tuple[Vocab, Merges, list[str]
     specials = [token["content"] for token in added]
     entries = [(token_id, text.encode("utf-8") if text in specials else text_to_token(text, source=path))
                for text, token_id in model.get("vocab", {}).items()]
-    in_vocab = {text for text in model.get("vocab", {})}
-    entries += [(token["id"], token["content"].encode("utf-8")) for token in added if token["content"] not in in_vocab]
+    entries += [(token["id"], token["content"].encode("utf-8")) for token in added
+                if token["content"] not in model.get("vocab", {})]
     check_vocab(entries, path)
     merges = [tuple(text_to_token(part, source=path) for part in (pair.split(" ") if isinstance(pair, str) else pair))
               for pair in model.get("merges", [])]
