@@ -106,6 +106,15 @@ class RunState:
                 f"loss {self.initial_loss:.4g} for {len(high)} logged steps")
 
 
+def perplexity_of(loss: float | None) -> float | None:
+    """exp(loss), capped at exp(50) (no overflow early in a run); None without a loss.
+
+    >>> perplexity_of(0.0), perplexity_of(None)
+    (1.0, None)
+    """
+    return None if loss is None else math.exp(min(loss, 50.0))
+
+
 def ending_text(summary: dict) -> str:
     """How a run ended, in one line for its log (from its summary.json).
 

@@ -52,6 +52,7 @@ from scratchlm.training.session import (
     TrainingDiverged,
     TrainingInterrupted,
     ending_text,
+    perplexity_of,
     progress_text,
     start_wandb,
     stop_signals,
@@ -99,6 +100,7 @@ class Trainer:
         self.rng = np.random.default_rng(settings.seed)  # the global batch sampler, equal on every rank
         self.eval_batches = self._eval_batches()
         self.state = RunState()
+        self.clock: Clock | None = None  # the running session's (``_loop``)
 
     def _row_split(self) -> tuple[slice, int]:
         """This rank's rows of each global batch, and the rows of one micro-batch."""
@@ -215,7 +217,7 @@ class Trainer:
 
     def _pending_losses(self) -> list[float]:
         """The losses since the last metrics line, averaged over ranks (a collective: every rank saves)."""
-        losses = getattr(self, "clock", None) and self.clock.losses
+        losses = self.clock.losses if self.clock else []
         return distributed.mean_over_ranks(torch.stack(losses), self.ranks).tolist() if losses else []
 
     def save(self) -> Path:
@@ -319,8 +321,7 @@ class Trainer:
         finite = [value if value is not None and math.isfinite(value) else None for value in (diverged.loss, val)]
         line = {"step": self.state.step, "tokens": self.state.step * self.settings.tokens_per_step,
                 "elapsed_s": round(self.state.elapsed_s, 3), "train_loss": finite[0], "lr": diverged.lr,
-                "val_loss": finite[1], "val_perplexity": math.exp(min(val, 50.0)) if finite[1] is not None else None,
-                "stopped": "diverged"}
+                "val_loss": finite[1], "val_perplexity": perplexity_of(finite[1]), "stopped": "diverged"}
         self._log(line, wandb_run)
         self.save()
 
@@ -361,7 +362,7 @@ class Trainer:
                 "tokens_per_s": round(clock.window_rate(step) * tokens_per_step, 1)}
         if self._is_eval_step(step):
             val = self.evaluate()
-            line.update(val_loss=val, val_perplexity=math.exp(min(val, 50.0)))  # cap: no overflow early on
+            line.update(val_loss=val, val_perplexity=perplexity_of(val))
         clock.new_window(step)
         return line
 
@@ -414,7 +415,7 @@ class Trainer:
         summary = {
             "run": self.run_name, "corpus": self.settings.corpus, "status": stopped.get("status", "finished"),
             **({"stopped": stopped} if stopped else {}), "final_val_loss": final_val,
-            "final_val_perplexity": None if final_val is None else math.exp(min(final_val, 50.0)),
+            "final_val_perplexity": perplexity_of(final_val),
             "best_val_loss": self.state.best_val_loss,
             "final_train_loss": self.state.history[-1]["train_loss"], "unigram_entropy": self.unigram_entropy,
             "steps": self.state.step, "tokens": tokens, "wall_s": round(self.state.elapsed_s, 2),
