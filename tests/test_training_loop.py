@@ -162,14 +162,23 @@ def test_finished_run_with_other_settings_needs_fresh(tmp_path, data):
     assert json.loads((run_dir / "config.json").read_text())["optimizer"]["lr"] == 0.001
 
 
-def test_finished_run_missing_final_files_writes_them_without_training(tmp_path, data):
+@pytest.mark.parametrize("kept", [True, False], ids=["linked-copies", "older-run-without-them"])
+def test_finished_run_missing_final_files_writes_them_without_training(tmp_path, data, kept):
+    """From the copies kept in checkpoints/final/ (bit for bit), or else written again from the last checkpoint."""
+    import shutil
+
     run_dir = tmp_path / "run"
     first = train(tiny_settings(steps=4), data, run_dir)
-    for name in ("model.pt", "summary.json", "curves.png"):
+    before = {name: (run_dir / name).read_bytes() for name in ("model.pt", "summary.json", "curves.png")}
+    for name in before:
         (run_dir / name).unlink()
+    if not kept:
+        shutil.rmtree(run_dir / "checkpoints/final")
     steps = []
     assert train(tiny_settings(steps=4), data, run_dir, on_step=lambda step, _: steps.append(step)) == first
     assert steps == [] and (run_dir / "model.pt").is_file() and (run_dir / "curves.png").is_file()
+    if kept:
+        assert {name: (run_dir / name).read_bytes() for name in before} == before
 
 
 def test_a_retrained_run_keeps_every_file_of_the_old_one(tmp_path, data):

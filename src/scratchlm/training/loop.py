@@ -123,6 +123,7 @@ def _finished_summary(trainer: Trainer, latest: tuple[Path, dict] | None) -> dic
     if latest is None or not _ended(latest):
         return None
     trainer.resume(latest)  # checks the settings match (else: a clear error suggesting --fresh)
+    restore_final_files(trainer.run_dir)  # the files as they were written, where links were kept
     if all((trainer.run_dir / name).is_file() for name in RunFiles.FINAL):
         log.info("run %s already ended (%s); nothing to do (--fresh trains it again, moving this one aside)",
                  trainer.run_name, latest[0])
