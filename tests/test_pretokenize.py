@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
+import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -166,22 +168,38 @@ def test_compiled_counter_equals_the_regex(pieces):
     from scratchlm.tokenizer.fast_count import PretokenCounter
 
     counter = PretokenCounter(capacity=4)  # small: the table and the arena grow
-    counter.add(pieces[:2])  # a batch of pieces in one call, then one at a time
+    counter.add([piece.encode() for piece in pieces[:2]])  # a batch of pieces in one call, then one at a time
     for piece in pieces[2:]:
-        counter.add([piece])
+        counter.add([piece.encode()])
     expected = Counter(token.encode() for piece in pieces for token in GPT2_REGEX.findall(piece))
     keys, offsets, counts = counter.arrays()
     assert {keys[a:b].tobytes(): n for a, b, n in zip(offsets, offsets[1:], counts.tolist())} == dict(expected)
 
 
 def test_code_point_classes_follow_the_regex_module():
-    from scratchlm.tokenizer.fast_count import LETTER, NUMBER, OTHER, SPACE, code_point_classes
+    from scratchlm.tokenizer.scan import LETTER, NUMBER, OTHER, SPACE, code_point_classes
 
     classes = code_point_classes()
     for char, kind in {"a": LETTER, "中": LETTER, "٣": NUMBER, "Ⅻ": NUMBER, " ": SPACE, "\u3000": SPACE,
                        "\x1c": OTHER, "\u0301": OTHER, "😀": OTHER, "\U0010fffd": OTHER}.items():
         assert classes[ord(char)] == kind, repr(char)
     assert classes[0xD800:0xE000].max() == OTHER  # surrogates never occur in decoded text
+
+
+def test_code_point_classes_are_kept_per_regex_version(tmp_path, monkeypatch):
+    """Made once, read back after (a new process pays a file read, not a pass over every code point)."""
+    from scratchlm.tokenizer import scan
+
+    monkeypatch.setattr(scan, "_CACHE_DIR", tmp_path)
+    scan.code_point_classes.cache_clear()
+    try:
+        made = scan.code_point_classes()
+        assert [path.name for path in tmp_path.iterdir()] == [f"code_point_classes.regex-{regex.__version__}.npy"]
+        scan.code_point_classes.cache_clear()
+        monkeypatch.setattr(scan, "_classes_from_regex", None)  # reading must not recompute
+        assert np.array_equal(scan.code_point_classes(), made)
+    finally:
+        scan.code_point_classes.cache_clear()
 
 
 def test_tally_without_numba_and_as_arrow_table_agree(fixtures_dir):

@@ -252,7 +252,7 @@ def iter_document_blocks(path: str | os.PathLike, start: int, end: int, split_to
             yield bytes(carry)
 
 
-PENDING_CHARS = 1 << 20  # text the tally gathers before one call of the compiled counter
+PENDING_BYTES = 1 << 20  # text the tally gathers before one call of the compiled counter
 
 
 class PretokenTally:
@@ -269,8 +269,8 @@ class PretokenTally:
             self.compiled = PretokenCounter()
         self.byte_counts: Counter[bytes] = Counter()  # the regex path's ASCII documents
         self.text_counts: Counter[str] = Counter()  # and its others
-        self.pending: list[str] = []  # documents for the compiled counter, counted in batches
-        self.pending_chars = 0
+        self.pending: list[bytes] = []  # valid UTF-8 documents for the compiled counter, counted in batches
+        self.pending_bytes = 0
         self.invalid_utf8 = 0
 
     @classmethod
@@ -282,22 +282,26 @@ class PretokenTally:
 
     def add_document(self, document: bytes) -> None:
         """Count one document's pre-tokens (invalid UTF-8 becomes U+FFFD, and is counted)."""
-        if self.compiled is None and document.isascii():
-            self.byte_counts.update(ASCII_PRETOKEN_BYTES_RE.findall(document))
-            return
-        text, invalid = decode_utf8(document)
-        self.invalid_utf8 += invalid
-        if self.compiled is None:
-            self.text_counts.update(GPT2_REGEX.findall(text))
-            return
-        self.pending.append(text)
-        self.pending_chars += len(text)
-        if self.pending_chars >= PENDING_CHARS:
+        if document.isascii():
+            if self.compiled is None:
+                self.byte_counts.update(ASCII_PRETOKEN_BYTES_RE.findall(document))
+                return
+        else:
+            text, invalid = decode_utf8(document)
+            self.invalid_utf8 += invalid
+            if self.compiled is None:
+                self.text_counts.update(GPT2_REGEX.findall(text))
+                return
+            if invalid:
+                document = text.encode("utf-8")
+        self.pending.append(document)
+        self.pending_bytes += len(document)
+        if self.pending_bytes >= PENDING_BYTES:
             self._flush()
 
     def _flush(self) -> None:
         self.compiled.add(self.pending)
-        self.pending, self.pending_chars = [], 0
+        self.pending, self.pending_bytes = [], 0
 
     def arrays(self) -> PretokenArrays:
         """The distinct pre-tokens counted so far."""
