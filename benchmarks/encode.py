@@ -1,165 +1,207 @@
-"""Encoding speed: our Tokenizer next to tiktoken with the same vocabulary (target: >= 0.5x).
+"""Encoding and decoding speed and memory: ours next to tiktoken with the same vocabulary.
 
-Encodes ``docs_valid.txt`` (5 MB of real documentation, built by
-../shared/bench/make-docs-corpus.sh into .bench/ if missing) with the 32K OpenWebText
-tokenizer in ../shared/reference-tokenizers, single process, in the same run as tiktoken
-loaded with that vocabulary; the order alternates over ``--rounds`` so that load from other
-processes hits both alike, and the ratio of each round is reported with the ids checked equal.
-"Cold" is a fresh tokenizer (its first pass fills the pre-token cache); "warm" is a second
-pass, which is what a worker sees after its first few MB of a large corpus.
+Text: the docs corpus (docs_train.txt + docs_valid.txt, 35 MB of Debian documentation, built by
+../shared/bench/make-docs-corpus.sh into .bench/ if missing). Tokenizers: the reference ones in
+../shared/reference-tokenizers (OpenWebText 32K, TinyStories 10K). One process each, the order
+alternating over ``--rounds``; every figure is checked against tiktoken's ids.
 
-    .venv/bin/python benchmarks/encode.py                 # ratio to tiktoken, 3 rounds
-    .venv/bin/python benchmarks/encode.py --rss-mb 500    # + peak RSS of the encode stage on 500 MB
-    .venv/bin/python benchmarks/encode.py --profile       # cProfile of one cold pass
+* cold: a new process loads the tokenizer files and encodes the corpus (wall time of the whole
+  process: interpreter, imports, loading, numba's start, encoding). tiktoken reads the same
+  vocab.json (its ranks are the ids) and builds its Encoding.
+* warm: in one process, a second pass over the corpus (ours has its pre-token cache filled).
+* decode: the corpus's ids back to text, from a Python list and from a numpy array.
+
+    .venv/bin/python benchmarks/encode.py                       # cold, warm, decode: 3 rounds
+    .venv/bin/python benchmarks/encode.py --stream-mb 500       # + peak RSS of encode_iterable vs tiktoken
+    .venv/bin/python benchmarks/encode.py --pathological-mb 10  # + runs of one letter, spaces, emoji, ...
+    .venv/bin/python benchmarks/encode.py --stage-mb 100        # + RSS of `scratchlm encode` at 1x and 3x
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import tiktoken
-
-from _docs_corpus import BENCH_DIR, docs_corpus
-
-from scratchlm.profiling import ProcessTreeMonitor
-from scratchlm.tokenizer.pretokenize import GPT2_PATTERN
-from scratchlm.tokenizer.tokenizer import Tokenizer
+import numpy as np
+from _docs_corpus import docs_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference-tokenizers"
 EOT = "<|endoftext|>"
-# Train splits users encode, in bytes, and the best Python peers' times on 32 workers (issue 4).
-CORPORA = {"TinyStories train": (2.23e9, 84.0), "OpenWebText train": (11.92e9, 508.0)}
+TARGET = 1.5
 
 
-def load_pair(name: str) -> tuple[Tokenizer, tiktoken.Encoding]:
-    """Our tokenizer and tiktoken's, from the same GPT-2 style vocab.json / merges.txt."""
-    ours = Tokenizer.from_files(REFERENCE / f"{name}-vocab.json", REFERENCE / f"{name}-merges.txt", [EOT])
-    # Token ids follow merge order in these files, so they are valid tiktoken ranks.
-    ranks = {token: token_id for token_id, token in ours.vocab.items() if token != EOT.encode()}
-    reference = tiktoken.Encoding(name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                                  special_tokens={EOT: ours.token_id(EOT)})
-    return ours, reference
+def files_of(name: str) -> tuple[Path, Path]:
+    return REFERENCE / f"{name}-vocab.json", REFERENCE / f"{name}-merges.txt"
 
 
-def timed(function) -> tuple[float, float, object]:
-    """Wall and CPU seconds of ``function()`` and its result."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = function()
-    return time.perf_counter() - wall, time.process_time() - cpu, result
+def load(encoder: str, name: str):
+    """(encode(str) -> ids, decode(ids) -> str) of ``encoder`` (ours or tiktoken) from the files."""
+    vocab_path, merges_path = files_of(name)
+    if encoder == "ours":
+        from scratchlm.tokenizer import Tokenizer
+
+        ours = Tokenizer.from_files(vocab_path, merges_path, [EOT])
+        return ours.encode_array, ours.decode
+    import tiktoken
+
+    # GPT-2's files write bytes as printable characters; tiktoken's ranks are the ids.
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    shifted = [b for b in range(256) if b not in printable]
+    byte_of = {chr(b): b for b in printable} | {chr(256 + k): b for k, b in enumerate(shifted)}
+    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    ranks = {bytes(byte_of[char] for char in token): token_id for token, token_id in vocab.items() if token != EOT}
+    encoding = tiktoken.Encoding(name, pat_str=_gpt2_pattern(), mergeable_ranks=ranks, special_tokens={EOT: vocab[EOT]})
+    return (lambda text: encoding.encode(text, allowed_special="all")), encoding.decode
 
 
-def compare(name: str, text: str, rounds: int) -> dict:
-    """MB/s of ours (cold, warm) and tiktoken per round, alternating which goes first.
+def _gpt2_pattern() -> str:
+    from scratchlm.tokenizer.pretokenize import GPT2_PATTERN
 
-    Rates per CPU second are reported too: on a shared machine a process may get a fraction
-    of a core, which wall-clock rates hide but CPU time does not.
-    """
-    megabytes = len(text.encode("utf-8")) / 1e6
+    return GPT2_PATTERN
+
+
+def corpus_text() -> str:
+    return "".join(docs_corpus(split).read_text(encoding="utf-8") for split in ("train", "valid"))
+
+
+def child(encoder: str, name: str, paths: list[Path]) -> None:
+    """What a cold process does: load, read, encode; prints the number of ids and a checksum."""
+    encode, _ = load(encoder, name)
+    ids = [encode(path.read_text(encoding="utf-8")) for path in paths]
+    finished = time.time()  # the checksum below is not part of the figure
+    ids = [np.asarray(part, dtype=np.int64) for part in ids]
+    checksum = int(sum(int(part.sum()) for part in ids))
+    print(json.dumps({"finished": finished, "ids": sum(map(len, ids)), "checksum": checksum,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def run_child(encoder: str, name: str, paths: list[Path], *args: str,
+              timeout: float | None = None) -> tuple[float, dict]:
+    """Wall seconds of a child process (from its start to the end of its encoding) and what it
+    printed (ids, checksum, its peak RSS in MiB)."""
+    began = time.time()
+    done = subprocess.run([sys.executable, __file__, "--child", encoder, "--tokenizer", name, *args,
+                           *map(str, paths)], check=True, capture_output=True, text=True, timeout=timeout)
+    result = json.loads(done.stdout.splitlines()[-1])
+    return result.pop("finished", time.time()) - began, result
+
+
+def alternating(rounds: int, measure) -> list[dict]:
+    """``measure(encoder)`` for tiktoken and ours, ``rounds`` times, the order alternating."""
     rows = []
-    for round_index in range(rounds):
-        ours, reference = load_pair(name)
-        runs = [("tiktoken", lambda: reference.encode(text, allowed_special="all")),
-                ("cold", lambda: ours.encode(text)), ("warm", lambda: ours.encode(text))]
-        if round_index % 2:
-            runs = runs[1:] + runs[:1]
-        rates, ids = {}, {}
-        for label, run in runs:
-            wall, cpu, ids[label] = timed(run)
-            rates[label], rates[f"{label}_cpu"] = megabytes / wall, megabytes / cpu
-        if not ids["cold"] == ids["warm"] == ids["tiktoken"]:
-            raise SystemExit(f"round {round_index}: our ids differ from tiktoken's")
-        rows.append(rates)
-        print(f"round {round_index}: MB/s wall (per CPU second): tiktoken {rates['tiktoken']:.2f} "
-              f"({rates['tiktoken_cpu']:.2f}), ours cold {rates['cold']:.2f} ({rates['cold_cpu']:.2f}), "
-              f"warm {rates['warm']:.2f} ({rates['warm_cpu']:.2f}); ids equal ({len(ids['cold']):,} tokens)",
-              flush=True)
-    labels = ("tiktoken", "cold", "warm")
-    rate = {key: statistics.median(row[key] for row in rows) for label in labels for key in (label, f"{label}_cpu")}
-    ratio = {key: statistics.median(row[key] / row[base] for row in rows)
-             for key, base in (("cold", "tiktoken"), ("warm", "tiktoken"),
-                               ("cold_cpu", "tiktoken_cpu"), ("warm_cpu", "tiktoken_cpu"))}
-    return {"megabytes": megabytes, "rounds": rows, "median_mb_s": rate, "median_ratio": ratio}
+    for index in range(rounds):
+        order = ("tiktoken", "ours") if index % 2 == 0 else ("ours", "tiktoken")
+        rows.append({encoder: measure(encoder) for encoder in order})
+    return rows
 
 
-def projections(rates: dict, workers: int = 16) -> dict:
-    """Time of the encode stage on ``workers`` processes with a core each, scaling linearly from one
-    process at its rate per CPU second: warm (a large corpus) and cold (bound: cache never warm)."""
-    result = {}
-    for corpus, (size, peer_seconds) in CORPORA.items():
-        warm, cold = (size / (rates[f"{label}_cpu"] * 1e6 * workers) for label in ("warm", "cold"))
-        result[corpus] = {"seconds_warm": warm, "seconds_cold": cold, "peer_seconds_32_workers": peer_seconds}
-        print(f"{corpus}: {size / 1e9:.1f} GB -> {warm:.0f} s (warm) to {cold:.0f} s (cold) on {workers} "
-              f"workers; peers: {peer_seconds:.0f} s on 32")
-    return result
+def cold(name: str, megabytes: float, rounds: int) -> list[float]:
+    paths = [docs_corpus("train"), docs_corpus("valid")]
+    rows = alternating(rounds, lambda encoder: run_child(encoder, name, paths))
+    ratios = []
+    for index, row in enumerate(rows):
+        if {**row["ours"][1], "peak_rss_mb": 0} != {**row["tiktoken"][1], "peak_rss_mb": 0}:
+            raise SystemExit(f"{name}: cold ids differ from tiktoken's")
+        ratios.append(row["tiktoken"][0] / row["ours"][0])
+        print(f"  cold round {index + 1}: tiktoken {megabytes / row['tiktoken'][0]:.1f} MB/s "
+              f"({row['tiktoken'][0]:.2f} s), ours {megabytes / row['ours'][0]:.1f} MB/s ({row['ours'][0]:.2f} s): "
+              f"{ratios[-1]:.2f}x", flush=True)
+    return ratios
 
 
-def peak_rss(docs_train: Path, megabytes: int, workers: int) -> dict:
-    """Peak RSS of the process tree while ``scratchlm encode`` encodes a ``megabytes`` MB file.
+def timed(function, *args) -> tuple[float, object]:
+    began = time.perf_counter()
+    result = function(*args)
+    return time.perf_counter() - began, result
 
-    The command runs in a child process (started before this one has loaded anything big), so
-    its workers inherit nothing from the benchmark; the tree includes this parent.
-    """
-    text = docs_train.read_bytes()
-    big = BENCH_DIR / f"docs_{megabytes}mb.txt"
-    if not big.exists() or big.stat().st_size < megabytes * 10**6:
-        with open(big, "wb") as handle:  # the docs corpus repeated: real text, repeated documents
-            while handle.tell() < megabytes * 10**6:
-                handle.write(text + EOT.encode())
-    del text
-    with tempfile.TemporaryDirectory(dir=BENCH_DIR) as folder, ProcessTreeMonitor("encode") as monitor:
-        command = [sys.executable, "-m", "scratchlm.cli", "encode", str(big), str(Path(folder) / "ids.npy"),
-                   "--vocab", str(REFERENCE / "owt-32k-vocab.json"), "--merges", str(REFERENCE / "owt-32k-merges.txt"),
-                   "--workers", str(workers)]
-        subprocess.run(command, check=True)
-    profile = monitor.profile
-    size = big.stat().st_size
-    print(f"scratchlm encode on {size / 1e6:.0f} MB, {workers} workers: {profile.wall_s:.1f} s wall "
-          f"({size / 1e6 / profile.wall_s:.1f} MB/s), {profile.cpu_s:.1f} CPU s "
-          f"({size / 1e6 / profile.cpu_s:.1f} MB per CPU second), peak RSS {profile.peak_rss_mb:.0f} MiB "
-          f"over {profile.peak_processes} processes", flush=True)
-    return {"bytes": size, "workers": workers, "wall_s": profile.wall_s, "cpu_s": profile.cpu_s,
-            "peak_rss_mb": profile.peak_rss_mb, "processes": profile.peak_processes}
+
+def warm_and_decode(name: str, text: str, rounds: int) -> tuple[list[float], dict[str, list[float]]]:
+    """Warm encoding ratios, and decoding ratios from a list and from an array."""
+    megabytes = len(text.encode("utf-8")) / 1e6
+    coders = {encoder: load(encoder, name) for encoder in ("tiktoken", "ours")}
+    expected = coders["tiktoken"][0](text)
+    if coders["ours"][0](text).tolist() != expected:  # ours: the first (cold) pass fills the cache
+        raise SystemExit(f"{name}: ids differ from tiktoken's")
+    as_array = np.array(expected, dtype=np.int64)
+    warm, decode = [], {"list": [], "array": []}
+    for index, row in enumerate(alternating(rounds, lambda encoder: (
+            timed(coders[encoder][0], text)[0], timed(coders[encoder][1], expected),
+            timed(coders[encoder][1], as_array)))):
+        if not row["ours"][1][1] == row["ours"][2][1] == row["tiktoken"][1][1] == text:
+            raise SystemExit(f"{name}: decoded text differs")
+        warm.append(row["tiktoken"][0] / row["ours"][0])
+        decode["list"].append(row["tiktoken"][1][0] / row["ours"][1][0])
+        decode["array"].append(row["tiktoken"][2][0] / row["ours"][2][0])
+        print(f"  warm round {index + 1}: tiktoken {megabytes / row['tiktoken'][0]:.1f} MB/s, ours "
+              f"{megabytes / row['ours'][0]:.1f} MB/s: {warm[-1]:.2f}x; decode {len(expected):,} ids: tiktoken "
+              f"{row['tiktoken'][1][0] * 1e3:.0f} ms, ours {row['ours'][1][0] * 1e3:.0f} ms from a list "
+              f"({decode['list'][-1]:.2f}x), {row['ours'][2][0] * 1e3:.0f} ms from an array "
+              f"({decode['array'][-1]:.2f}x)", flush=True)
+    return warm, decode
+
+
+def summary(label: str, ratios: list[float]) -> str:
+    return (f"{label} {statistics.median(ratios):.2f}x (rounds {', '.join(f'{r:.2f}' for r in ratios)}; "
+            f"lowest {min(ratios):.2f}x)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
-    parser.add_argument("--tokenizer", default="owt-32k", help="reference tokenizer (owt-32k, tinystories-10k)")
-    parser.add_argument("--rss-mb", type=int, default=0, help="also measure peak RSS encoding a file this large")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="workers for --rss-mb")
-    parser.add_argument("--profile", action="store_true", help="cProfile one cold pass instead")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--tokenizer", default="owt-32k,tinystories-10k", help="reference tokenizers, comma-separated")
+    parser.add_argument("--stream-mb", type=int, default=0, help="peak RSS of encode_iterable over a file this large")
+    parser.add_argument("--pathological-mb", type=float, default=0, help="time and RSS of pathological inputs")
+    parser.add_argument("--stage-mb", type=int, default=0, help="RSS of `scratchlm encode` at this size and 3x")
+    parser.add_argument("--child", choices=["ours", "tiktoken"], help=argparse.SUPPRESS)
+    parser.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    docs = docs_corpus("valid")
-    if args.profile:
-        import cProfile
-        import pstats
-
-        ours, _ = load_pair(args.tokenizer)
-        profiler = cProfile.Profile()
-        profiler.runcall(ours.encode, docs.read_text(encoding="utf-8"))
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(12)
+    if args.child:
+        (stream_child if args.stream else child)(args.child, args.tokenizer, args.paths)
         return
-    results: dict = {"tokenizer": args.tokenizer, "corpus": str(docs)}
-    if args.rss_mb:  # first, while this process is still small
-        results["rss"] = peak_rss(docs.with_name("docs_train.txt"), args.rss_mb, args.workers)
-    results |= compare(args.tokenizer, docs.read_text(encoding="utf-8"), args.rounds)
-    ratio = results["median_ratio"]
-    print(f"median over {args.rounds} rounds, ours/tiktoken: cold {ratio['cold']:.2f}x wall, "
-          f"{ratio['cold_cpu']:.2f}x CPU; warm {ratio['warm']:.2f}x wall, {ratio['warm_cpu']:.2f}x CPU "
-          "(target >= 0.5x)")
-    results["projected_16_workers"] = projections(results["median_mb_s"])
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    from _encode_memory import pathological, stage_rss, stream_rss
+
+    text = corpus_text()
+    megabytes = len(text.encode("utf-8")) / 1e6
+    print(f"docs corpus: {megabytes:.1f} MB", flush=True)
+    for name in args.tokenizer.split(","):
+        print(f"{name}:", flush=True)
+        cold_ratios = cold(name, megabytes, args.rounds)
+        warm, decode = warm_and_decode(name, text, args.rounds)
+        print(f"{name}: ours/tiktoken (target >= {TARGET}x): {summary('cold', cold_ratios)}; "
+              f"{summary('warm', warm)}; {summary('decode from a list', decode['list'])}; "
+              f"{summary('from an array', decode['array'])}", flush=True)
+    if args.stream_mb:
+        stream_rss(args.tokenizer.split(",")[0], args.stream_mb)
+    if args.pathological_mb:
+        pathological(args.tokenizer.split(",")[0], args.pathological_mb)
+    if args.stage_mb:
+        stage_rss(args.stage_mb)
+
+
+def stream_child(encoder: str, name: str, paths: list[Path]) -> None:
+    """Count the ids of a file streamed line by line: ours through ``encode_iterable``, tiktoken
+    one line at a time (it has no streaming API)."""
+    count = 0
+    with open(paths[0], encoding="utf-8") as handle:
+        if encoder == "ours":
+            from scratchlm.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer.from_files(*files_of(name), [EOT])
+            for _ in tokenizer.encode_iterable(handle):
+                count += 1
+        else:
+            encode, _ = load(encoder, name)
+            for line in handle:
+                count += len(encode(line))
+    print(json.dumps({"ids": count, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 if __name__ == "__main__":

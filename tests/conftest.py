@@ -15,6 +15,19 @@ SHARED_DIR = PROJECT_ROOT.parent / "shared"
 FIXTURES_DIR = SHARED_DIR / "fixtures"
 
 
+def tiktoken_like(tokenizer, name: str = "reference"):
+    """tiktoken's encoder over ``tokenizer``'s vocab (its ids follow merge order, so they are valid
+    ranks) and special tokens: the peer whose ids ours must equal."""
+    import tiktoken
+
+    from scratchlm.tokenizer.pretokenize import GPT2_PATTERN
+
+    specials = {special: tokenizer.token_id(special) for special in tokenizer.special_tokens}
+    ranks = {token: token_id for token_id, token in tokenizer.vocab.items()
+             if token.decode("utf-8", "replace") not in specials}
+    return tiktoken.Encoding(name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import pickle
-import re
 from pathlib import Path
 
+import numpy as np
 import pytest
-import regex
 import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import tiktoken_like
+
 from scratchlm.tokenizer import Tokenizer
-from scratchlm.tokenizer.pretokenize import GPT2_PATTERN, GPT2_REGEX
+from scratchlm.tokenizer.pretokenize import GPT2_REGEX
 from scratchlm.tokenizer.serialization import save_pickle
 from scratchlm.tokenizer.pretokenize import pretokenize
-from scratchlm.tokenizer.tokenizer import _BATCH_ASCII_RE, _BATCH_RE, SEGMENT_RE, WHITESPACE
+from scratchlm.tokenizer.python_encode import PythonEncoder
 
 EOT = "<|endoftext|>"
 FIXTURE_TEXTS = [
@@ -50,9 +51,7 @@ def gpt2(fixtures_dir: Path) -> Tokenizer:
 @pytest.fixture(scope="module")
 def reference(gpt2: Tokenizer) -> tiktoken.Encoding:
     """tiktoken's GPT-2 encoding, built from the fixture vocab since it cannot download."""
-    ranks = {token: token_id for token_id, token in gpt2.vocab.items() if token != EOT.encode()}
-    return tiktoken.Encoding("gpt2-fixture", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={EOT: gpt2.token_id(EOT)})
+    return tiktoken_like(gpt2, "gpt2-fixture")
 
 
 def _fixture_texts(fixtures_dir: Path) -> list[str]:
@@ -83,20 +82,8 @@ def test_any_text_matches_tiktoken(gpt2, reference, text):
 
 @settings(max_examples=200, deadline=None)
 @given(st.text())
-def test_pretokenize_and_segments_agree_with_gpt2_regex(text):
-    expected = GPT2_REGEX.findall(text)
-    assert pretokenize(text) == expected
-    assert [token for segment in SEGMENT_RE.findall(text) for token in GPT2_REGEX.findall(segment)] == expected
-
-
-def test_batch_patterns_keep_the_separator_apart():
-    assert _BATCH_ASCII_RE.findall("ab\x00,\x00 c") == ["ab", "\x00", ",", "\x00", " c"]
-    assert _BATCH_RE.findall("é!\x00\x00 ü") == ["é", "!", "\x00", "\x00", " ü"]
-
-
-def test_whitespace_class_is_unicode_white_space():
-    every_char = "".join(chr(code) for code in range(0x110000) if not 0xD800 <= code < 0xE000)
-    assert re.findall(f"[{WHITESPACE}]", every_char) == regex.findall(r"\s", every_char)
+def test_pretokenize_agrees_with_gpt2_regex(text):
+    assert pretokenize(text) == GPT2_REGEX.findall(text)
 
 
 @pytest.mark.parametrize("specials", [[EOT, EOT + EOT], [EOT + EOT, EOT]])
@@ -183,9 +170,10 @@ def test_cache_stays_bounded_and_correct(fixtures_dir, reference):
     tok = Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt", [EOT],
                                cache_entries=50)
     text = (fixtures_dir / "corpus.en").read_text(encoding="utf-8")
-    for _ in range(2):  # the second pass starts from cleared caches
+    for _ in range(2):  # the cache fills up and goes back to the vocab alone many times
         assert tok.encode(text) == reference.encode(text, allowed_special="all")
-        assert len(tok._segments) <= 50 and len(tok._pretokens) <= 50
+        used, vocab_entries = tok._compiled.cache[-1]
+        assert vocab_entries == len(tok.merges) and vocab_entries < used <= vocab_entries + 50
 
 
 def test_pickle_files_and_pickling_the_tokenizer(gpt2, tmp_path):
@@ -234,7 +222,7 @@ def test_merged_tokens_are_their_own_bpe(reference_tokenizers_dir, fixtures_dir,
     """Why a pre-token that is a whole merged token may skip the merge loop: the loop agrees."""
     tok = Tokenizer.from_files(reference_tokenizers_dir / f"{name}-vocab.json",
                                reference_tokenizers_dir / f"{name}-merges.txt", [EOT])
-    checked = 0
+    python, checked = PythonEncoder(*tok._tables), 0
     for left, right in tok.merges:
         token = left + right
         try:
@@ -242,7 +230,7 @@ def test_merged_tokens_are_their_own_bpe(reference_tokenizers_dir, fixtures_dir,
         except UnicodeDecodeError:
             continue
         if pretokenize(text) == [text]:
-            assert tok._bpe(token) == (tok.token_id(token),), token
+            assert python.bpe(token) == [tok.token_id(token)], token
             checked += 1
     assert checked > len(tok.merges) // 2
 
@@ -251,9 +239,20 @@ def test_merged_tokens_are_their_own_bpe(reference_tokenizers_dir, fixtures_dir,
 @given(st.lists(st.sampled_from([b"=", b"-", b"a", b"b", b"ab", b"th", b"e", b" ", b"\xc3\xa9", b"0", b"\xff"]),
                 max_size=300))
 def test_long_and_short_merge_loops_agree(gpt2, parts):
+    """The four merge loops: Python and compiled, short (O(n^2)) and long (heap), on one pre-token."""
+    from scratchlm.tokenizer.fast_bpe import SHORT, bpe_long, bpe_short
+    from scratchlm.tokenizer.fast_encode import CompiledEncoder
+
     data = b"".join(parts)
-    ids = [gpt2._byte_ids[byte] for byte in data]
-    assert gpt2._merge_long(list(ids)) == gpt2._merge_short(list(ids))
+    python = PythonEncoder(*gpt2._tables)
+    ids = [python.byte_ids[byte] for byte in data]
+    expected = python.merge_short(list(ids))
+    assert python.merge_long(list(ids)) == expected
+    tables = CompiledEncoder(*gpt2._tables, cache_entries=1).tables
+    array, out = np.frombuffer(data, dtype=np.uint8), np.zeros(len(data) + 1, dtype=np.uint32)
+    assert out[:bpe_long(array, 0, len(data), tables, out, 0)].tolist() == expected
+    if len(data) <= SHORT:
+        assert out[:bpe_short(array, 0, len(data), tables, out, 0)].tolist() == expected
 
 
 def test_long_runs_encode_in_reasonable_time(gpt2, reference):

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
-from scratchlm.tokenizer.byte_table import find_slot, hash_bytes, rehashed
+from scratchlm.tokenizer.byte_table import entry_at, find_slot, hash_bytes, new_slots, occupy, rehash_into
 from scratchlm.tokenizer.scan import code_point_classes, token_end
 
 
@@ -39,17 +39,18 @@ def _count_until_full(data, bounds, piece, at, classes, slots, hashes, offsets, 
         while at < end:
             stop = token_end(data, at, end, classes)
             h = hash_bytes(data, at, stop)
-            slot = find_slot(data, at, stop, h, slots, hashes, offsets, arena)
-            if slots[slot] != 0:
-                counts[slots[slot] - 1] += 1
+            slot = find_slot(data, at, stop, h, slots, offsets, arena)
+            entry = entry_at(slots, slot)
+            if entry >= 0:
+                counts[entry] += 1
             else:
                 key_start = offsets[used]
                 if used >= len(hashes) or key_start + stop - at > len(arena) or 2 * (used + 1) > len(slots):
                     return piece, at, used
                 arena[key_start:key_start + stop - at] = data[at:stop]
                 hashes[used], counts[used], offsets[used + 1] = h, 1, key_start + stop - at
+                occupy(slots, slot, h, used)
                 used += 1
-                slots[slot] = used
             at = stop
         piece += 1
         if piece < len(bounds) - 1:
@@ -73,7 +74,8 @@ def _count(data, bounds, state, classes):
         offsets = _grown(offsets, len(hashes) + 1)  # so that entry len(hashes) - 1 has an end
         arena = _grown(arena, offsets[used] + bounds[piece + 1] - at)
         if 2 * (used + 1) > len(slots):
-            slots = rehashed(hashes, used, 2 * len(slots))
+            slots = new_slots(len(slots))
+            rehash_into(slots, hashes, used)
 
 
 class PretokenCounter:
@@ -82,7 +84,7 @@ class PretokenCounter:
 
     def __init__(self, capacity: int = 1 << 16) -> None:
         self.classes = code_point_classes()
-        self.state = (np.zeros(2 * capacity, dtype=np.int64), np.empty(capacity, dtype=np.uint64),
+        self.state = (new_slots(capacity), np.empty(capacity, dtype=np.uint64),
                       np.zeros(capacity + 1, dtype=np.int64), np.empty(capacity, dtype=np.int64),
                       np.empty(8 * capacity, dtype=np.uint8), 0)
 

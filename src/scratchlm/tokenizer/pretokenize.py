@@ -42,6 +42,15 @@ def pretokenize(text: str) -> list[str]:
     return ASCII_PRETOKEN_RE.findall(text) if text.isascii() else GPT2_REGEX.findall(text)
 
 
+def without_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (no UTF-8 for it) replaced by U+FFFD, as tiktoken does.
+
+    >>> without_surrogates("a\\ud800b")
+    'a\\ufffdb'
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def special_tokens_regex(special_tokens: Sequence[AnyStr]) -> "regex.Pattern[AnyStr] | None":
     """A regex matching any special token (str or bytes), longest first (so overlapping specials work)."""
     if not special_tokens:

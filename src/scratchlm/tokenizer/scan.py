@@ -113,15 +113,3 @@ def token_end(data, at, end, classes):
     if run_end == end or run_end == at + width:
         return run_end
     return last
-
-
-def scannable(text: str) -> bytes:
-    """``text`` as UTF-8 for the scanner; lone surrogates become U+FFFD, as tiktoken does.
-
-    >>> scannable("a\\ud800b")
-    b'a\\xef\\xbf\\xbdb'
-    """
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")

@@ -1,0 +1,77 @@
+"""The optional parts of benchmarks/encode.py (not a benchmark itself): memory of streaming and of
+the encode stage, and pathological inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _docs_corpus import BENCH_DIR, docs_corpus
+from encode import EOT, files_of, run_child
+
+from scratchlm.profiling import ProcessTreeMonitor
+
+# Inputs that defeat a naive BPE: one pre-token of millions of bytes, or none of the usual cuts.
+PATHOLOGICAL = {
+    "one letter": "a",
+    "spaces": " ",
+    "one emoji": "🙃",
+    "digits": "7",
+    "no separators": "".join(chr(0x21 + k % 15) + "x" for k in range(64)),  # symbols and letters, no space
+}
+
+
+def big_file(megabytes: int) -> Path:
+    """The docs corpus repeated to ``megabytes`` MB, documents separated by <|endoftext|>."""
+    text = docs_corpus("train").read_bytes()
+    path = BENCH_DIR / f"docs_{megabytes}mb.txt"
+    if not path.exists() or path.stat().st_size < megabytes * 10**6:
+        with open(path, "wb") as handle:
+            while handle.tell() < megabytes * 10**6:
+                handle.write(text + EOT.encode())
+    return path
+
+
+def stream_rss(name: str, megabytes: int) -> None:
+    """Peak RSS of a process streaming a large file: ours through encode_iterable, tiktoken by line."""
+    path = big_file(megabytes)
+    for encoder in ("tiktoken", "ours"):
+        seconds, result = run_child(encoder, name, [path], "--stream")
+        print(f"stream {path.stat().st_size / 1e6:.0f} MB, {encoder}: peak RSS {result['peak_rss_mb']:.0f} MiB, "
+              f"{seconds:.1f} s, {result['ids']:,} ids", flush=True)
+
+
+def pathological(name: str, megabytes: float) -> None:
+    """Time and peak RSS of each pathological input at a quarter of ``megabytes`` and at all of it
+    (linear time: about 4x), ours next to tiktoken (stopped after 10 minutes)."""
+    with tempfile.TemporaryDirectory(dir=BENCH_DIR) as folder:
+        for label, unit in PATHOLOGICAL.items():
+            for size in (megabytes / 4, megabytes):
+                path = Path(folder) / "input.txt"
+                repeats = int(size * 2**20) // len(unit.encode())
+                path.write_text(unit * repeats, encoding="utf-8")
+                row = []
+                for encoder in ("ours", "tiktoken"):
+                    try:
+                        seconds, result = run_child(encoder, name, [path], timeout=600)
+                    except subprocess.TimeoutExpired:
+                        row.append(f"{encoder} > 600 s")
+                        continue
+                    row.append(f"{encoder} {seconds:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MiB")
+                print(f"{label}, {size:g} MiB: {'; '.join(row)}", flush=True)
+
+
+def stage_rss(megabytes: int) -> None:
+    """Peak RSS of `scratchlm encode` (one worker) on files of ``megabytes`` and 3x that: the same
+    when memory is bounded by the chunk, not the file."""
+    for size in (megabytes, 3 * megabytes):
+        path = big_file(size)
+        with tempfile.TemporaryDirectory(dir=BENCH_DIR) as folder, ProcessTreeMonitor("encode") as monitor:
+            vocab, merges = files_of("owt-32k")
+            subprocess.run([sys.executable, "-m", "scratchlm.cli", "encode", str(path), str(Path(folder) / "ids.npy"),
+                            "--vocab", str(vocab), "--merges", str(merges), "--workers", "1"], check=True)
+        profile = monitor.profile
+        print(f"scratchlm encode, {path.stat().st_size / 1e6:.0f} MB, 1 worker: {profile.wall_s:.1f} s, "
+              f"peak RSS {profile.peak_rss_mb:.0f} MiB", flush=True)

@@ -1,0 +1,194 @@
+"""The BPE of one pre-token, compiled with numba: the merge tables as arrays, and the two merge
+loops of ``python_encode`` (its executable reference) over them.
+
+Both loops apply, until none is left, the merge of lowest rank among adjacent pairs, the
+leftmost of equals (tiktoken's rule). The short loop rescans a small array (fastest for the
+usual pre-token of a few bytes); the long one keeps an indexed heap of pair positions ordered
+by (rank, position) over a linked list, so a pre-token of n bytes takes O(n log n) time and
+24 bytes per byte, however it merges (a 10 MiB run of one letter is one pre-token).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+NO_MERGE = np.int64(1 << 40)  # rank of a pair without a merge
+_EMPTY_PAIR = np.uint64(0xFFFFFFFFFFFFFFFF)  # no pair of ids below 2**32 has this key
+SHORT = 64  # bytes up to which the short loop is used
+
+
+@njit(cache=True, inline="always")
+def _pair_slot(key, mask):
+    h = key * np.uint64(0x9E3779B97F4A7C15)
+    return (h ^ (h >> np.uint64(31))) & mask
+
+
+def pair_table(lefts: np.ndarray, rights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, ranks): an open-addressing table from the pair (left id, right id) to the rank of
+    its first merge, for merges given as id arrays in rank order."""
+    size = 1 << max(4, int(2 * len(lefts)).bit_length())
+    keys = np.full(size, _EMPTY_PAIR, dtype=np.uint64)
+    ranks = np.zeros(size, dtype=np.int64)
+    _fill_pairs(lefts.astype(np.uint64), rights.astype(np.uint64), keys, ranks)
+    return keys, ranks
+
+
+@njit(cache=True)
+def _fill_pairs(lefts, rights, keys, ranks):
+    mask = np.uint64(len(keys) - 1)
+    for rank in range(len(lefts)):
+        key = (lefts[rank] << np.uint64(32)) | rights[rank]
+        at = _pair_slot(key, mask)
+        while keys[at] != _EMPTY_PAIR and keys[at] != key:
+            at = (at + np.uint64(1)) & mask
+        if keys[at] == _EMPTY_PAIR:  # a repeated merge keeps its first rank
+            keys[at], ranks[at] = key, rank
+
+
+@njit(cache=True, inline="always")
+def rank_of(left, right, keys, ranks):
+    """Rank of the merge of ids (left, right), or NO_MERGE."""
+    key = (np.uint64(left) << np.uint64(32)) | np.uint64(right)
+    mask = np.uint64(len(keys) - 1)
+    at = _pair_slot(key, mask)
+    while True:
+        found = keys[at]
+        if found == key:
+            return ranks[at]
+        if found == _EMPTY_PAIR:
+            return NO_MERGE
+        at = (at + np.uint64(1)) & mask
+
+
+@njit(cache=True)
+def bpe_short(data, start, end, tables, out, n_out):
+    """Write the ids of pre-token ``data[start:end]`` (at most SHORT bytes) at ``out[n_out:]``;
+    returns the new end of ``out``. ``tables``: (byte ids, pair keys, pair ranks, merged ids)."""
+    byte_ids, keys, ranks, merged = tables
+    size = end - start
+    ids = np.empty(SHORT, dtype=np.int64)
+    pair_ranks = np.empty(SHORT, dtype=np.int64)  # pair_ranks[k]: rank of (ids[k], ids[k + 1])
+    for k in range(size):
+        ids[k] = byte_ids[data[start + k]]
+    for k in range(size - 1):
+        pair_ranks[k] = rank_of(ids[k], ids[k + 1], keys, ranks)
+    while size > 1:
+        best, at = NO_MERGE, -1
+        for k in range(size - 1):
+            if pair_ranks[k] < best:
+                best, at = pair_ranks[k], k
+        if at < 0:
+            break
+        ids[at] = merged[best]
+        size -= 1
+        for k in range(at + 1, size):  # close the gap
+            ids[k] = ids[k + 1]
+        for k in range(at, size - 1):
+            pair_ranks[k] = pair_ranks[k + 1]
+        if at < size - 1:
+            pair_ranks[at] = rank_of(ids[at], ids[at + 1], keys, ranks)
+        if at > 0:
+            pair_ranks[at - 1] = rank_of(ids[at - 1], ids[at], keys, ranks)
+    out[n_out:n_out + size] = ids[:size]
+    return n_out + size
+
+
+@njit(cache=True, inline="always")
+def _before(rank, a, b):
+    return rank[a] < rank[b] or (rank[a] == rank[b] and a < b)
+
+
+@njit(cache=True)
+def _sift_up(heap, where, rank, i):
+    moving = heap[i]
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not _before(rank, moving, heap[parent]):
+            break
+        heap[i] = heap[parent]
+        where[heap[i]] = i
+        i = parent
+    heap[i] = moving
+    where[moving] = i
+
+
+@njit(cache=True)
+def _sift_down(heap, where, rank, i, size):
+    moving = heap[i]
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and _before(rank, heap[child + 1], heap[child]):
+            child += 1
+        if not _before(rank, heap[child], moving):
+            break
+        heap[i] = heap[child]
+        where[heap[i]] = i
+        i = child
+    heap[i] = moving
+    where[moving] = i
+
+
+@njit(cache=True)
+def _set_rank(heap, where, rank, size, position, new_rank):
+    """Give the pair at ``position`` rank ``new_rank`` (NO_MERGE: take it out); returns the heap size."""
+    i = where[position]
+    if i < 0:
+        if new_rank == NO_MERGE:
+            return size
+        rank[position], heap[size] = new_rank, position
+        _sift_up(heap, where, rank, size)
+        return size + 1
+    if new_rank != NO_MERGE:
+        old, rank[position] = rank[position], new_rank
+        if new_rank < old:
+            _sift_up(heap, where, rank, i)
+        else:
+            _sift_down(heap, where, rank, i, size)
+        return size
+    where[position], size = -1, size - 1
+    if i < size:  # the last entry fills the hole, then moves up or down to its place
+        moved = heap[i] = heap[size]
+        _sift_up(heap, where, rank, i)
+        _sift_down(heap, where, rank, where[moved], size)
+    return size
+
+
+@njit(cache=True)
+def bpe_long(data, start, end, tables, out, n_out):
+    """``bpe_short`` for a pre-token of any length, in O(n log n)."""
+    byte_ids, keys, ranks, merged = tables
+    size = end - start
+    ids = np.empty(size, dtype=np.int32)
+    after, before = np.arange(1, size + 1, dtype=np.int32), np.arange(-1, size - 1, dtype=np.int32)
+    rank = np.full(size, NO_MERGE, dtype=np.int64)  # rank of the pair that starts at each position
+    heap, where = np.empty(size, dtype=np.int32), np.full(size, -1, dtype=np.int32)
+    for k in range(size):
+        ids[k] = byte_ids[data[start + k]]
+    count = 0
+    for k in range(size - 1):
+        pair_rank = rank_of(ids[k], ids[k + 1], keys, ranks)
+        if pair_rank != NO_MERGE:
+            count = _set_rank(heap, where, rank, count, k, pair_rank)
+    while count:
+        left = heap[0]
+        right = after[left]
+        ids[left] = merged[rank[left]]
+        count = _set_rank(heap, where, rank, count, right, NO_MERGE)
+        after[left] = after[right]
+        if after[left] < size:
+            before[after[left]] = left
+            count = _set_rank(heap, where, rank, count, left, rank_of(ids[left], ids[after[left]], keys, ranks))
+        else:
+            count = _set_rank(heap, where, rank, count, left, NO_MERGE)
+        if before[left] >= 0:
+            previous = before[left]
+            count = _set_rank(heap, where, rank, count, previous, rank_of(ids[previous], ids[left], keys, ranks))
+    at = 0
+    while at < size:
+        out[n_out] = ids[at]
+        n_out += 1
+        at = after[at]
+    return n_out

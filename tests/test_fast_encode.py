@@ -1,0 +1,111 @@
+"""The compiled encoder and decoder: ids equal the Python reference's and tiktoken's on any text,
+with any of the tokenizers users load; pathological inputs; bounded cache; decoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tiktoken_like
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scratchlm.tokenizer import Tokenizer
+
+EOT = "<|endoftext|>"
+# Every kind of character the pre-tokenizer tells apart, from every plane: letters of several
+# scripts, combining marks, digits and numbers of other scripts, each kind of whitespace,
+# punctuation, controls, symbols and emoji, private use, unassigned code points, and pieces of
+# the special token.
+_CHARS = st.characters(codec="utf-8")
+_PIECES = st.sampled_from([EOT, "<|", "endoftext", "|>", " ", "  ", "\n", "\r\n", "\t", "\xa0", "\u2028", "\u3000",
+                           "'s", "'ll", "' ", "٣٤", "Ⅻ", "½", "e\u0301", "👩\u200d💻", "\U000e0001", "\x00",
+                           "\U0010fffd", "\U00030000", "000", " x", "=" * 70])
+_TEXT = st.lists(st.one_of(st.text(_CHARS, max_size=12), _PIECES), max_size=40).map("".join)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "owt-32k", "tinystories-10k"])
+def pair(request, fixtures_dir, reference_tokenizers_dir) -> tuple[Tokenizer, object]:
+    """Each tokenizer users load (GPT-2's own files, and the two reference tokenizers), with tiktoken over it."""
+    if request.param == "gpt2":
+        files = fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt"
+    else:
+        files = (reference_tokenizers_dir / f"{request.param}-vocab.json",
+                 reference_tokenizers_dir / f"{request.param}-merges.txt")
+    tokenizer = Tokenizer.from_files(*files, [EOT])
+    return tokenizer, tiktoken_like(tokenizer, request.param)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_TEXT)
+def test_compiled_equals_python_and_tiktoken(pair, text):
+    tokenizer, reference = pair
+    ids = tokenizer.encode(text)
+    assert ids == tokenizer.encode_in_python(text)
+    assert ids == reference.encode(text, allowed_special="all")
+    assert tokenizer.decode(ids) == text
+
+
+def test_fixture_corpora(pair, fixtures_dir):
+    tokenizer, reference = pair
+    for name in ("corpus.en", "tinystories_sample.txt", "german.txt", "address.txt",
+                 "special_token_double_newlines_non_whitespace.txt", "special_token_trailing_newlines.txt"):
+        text = (fixtures_dir / name).read_text(encoding="utf-8")
+        assert tokenizer.encode_array(text).tolist() == reference.encode(text, allowed_special="all"), name
+
+
+@pytest.mark.parametrize("text", [
+    "a" * 300_000,                      # one letter: a single pre-token that merges into itself
+    " " * 300_000 + "x",                # spaces
+    "🙃" * 100_000,                     # one emoji (4 bytes, its own class run)
+    "7" * 300_000,                      # digits
+    "".join(chr(0x21 + i % 15) for i in range(300_000)),  # symbols without a separator
+    "x" * 5 + "é" * 100_000 + "\u0301" * 50_000,           # letters then combining marks
+])
+def test_pathological_inputs_are_exact(pair, text):
+    """One pre-token of hundreds of KB goes through the O(n log n) loop (not cached), exactly."""
+    tokenizer, reference = pair
+    assert tokenizer.encode_array(text).tolist() == reference.encode(text, allowed_special="all")
+
+
+def test_lone_surrogates_become_replacement_characters(pair):
+    tokenizer, reference = pair
+    text = "a\ud800b \udfff"
+    assert tokenizer.encode(text) == reference.encode(text) == tokenizer.encode("a\ufffdb \ufffd")
+
+
+def test_cache_goes_back_to_the_vocab_when_full(fixtures_dir):
+    text = (fixtures_dir / "corpus.en").read_text(encoding="utf-8")
+    full = Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt", [EOT])
+    small = Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt", [EOT],
+                                 cache_entries=8)
+    assert small.encode(text) == full.encode(text)
+    used, vocab_entries = small._compiled.cache[-1]
+    assert vocab_entries < used <= vocab_entries + 8
+
+
+def test_empty_texts_and_specials_only(pair):
+    tokenizer, reference = pair
+    for text in ("", EOT, EOT * 3, f"{EOT}x{EOT}", " "):
+        assert tokenizer.encode(text) == reference.encode(text, allowed_special="all"), repr(text)
+    assert tokenizer.encode_array("").dtype == np.uint32
+
+
+def test_compiled_decode_equals_python_decode(pair, fixtures_dir):
+    tokenizer, reference = pair
+    text = (fixtures_dir / "corpus.en").read_text(encoding="utf-8")
+    ids = tokenizer.encode_array(text)
+    assert len(ids) > 1 << 14  # long enough for the compiled path from a list too
+    assert tokenizer.decode(ids) == tokenizer.decode(ids.tolist()) == text
+    short = ids[:100].tolist()
+    assert tokenizer.decode(short) == reference.decode(short)
+    broken = [tokenizer.token_id(b"\xff")] * 3 + ids[:5].tolist()
+    assert tokenizer.decode(np.array(broken)) == tokenizer.decode(broken) == "\ufffd" * 3 + text[:len(
+        tokenizer.decode(ids[:5]))]
+
+
+@pytest.mark.parametrize("bad", [-1, 10**9])
+def test_unknown_ids_are_named_by_both_decoders(pair, bad):
+    tokenizer, _ = pair
+    for ids in ([1, 2, bad], np.array([1, 2, bad] * (1 << 13))):
+        with pytest.raises(ValueError, match=f"unknown token id {bad}"):
+            tokenizer.decode(ids)
