@@ -5,10 +5,13 @@ Text: the docs corpus (docs_train.txt + docs_valid.txt, 35 MB of Debian document
 ../shared/reference-tokenizers (OpenWebText 32K, TinyStories 10K). One process each, the order
 alternating over ``--rounds``; every figure is checked against tiktoken's ids.
 
-* cold: a new process loads the tokenizer files and encodes the corpus (wall time of the whole
-  process: interpreter, imports, loading, numba's start, encoding). tiktoken reads the same
-  vocab.json (its ranks are the ids) and builds its Encoding.
-* warm: in one process, a second pass over the corpus (ours has its pre-token cache filled).
+* cold: a new process loads the tokenizer files and encodes the corpus files (wall time from
+  its start to its last id: interpreter, imports, loading, numba's start, reading, encoding).
+  tiktoken reads the same vocab.json (its ranks are the ids), builds its Encoding and encodes
+  the files read as str (its only input); ours encodes the bytes it reads (``encode_utf8``, what
+  the encode stage does).
+* warm: in one process, a second pass over the corpus as one str, both returning numpy arrays
+  (``encode_array``, tiktoken's ``encode_to_numpy``); ours has its pre-token cache filled.
 * decode: the corpus's ids back to text, from a Python list and from a numpy array.
 
     .venv/bin/python benchmarks/encode.py                       # cold, warm, decode: 3 rounds
@@ -20,6 +23,7 @@ alternating over ``--rounds``; every figure is checked against tiktoken's ids.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import statistics
@@ -42,13 +46,15 @@ def files_of(name: str) -> tuple[Path, Path]:
 
 
 def load(encoder: str, name: str):
-    """(encode(str) -> ids, decode(ids) -> str) of ``encoder`` (ours or tiktoken) from the files."""
+    """(encode(str) -> ids, decode(ids) -> str, encode_file(path) -> ids) of ``encoder`` (ours or
+    tiktoken) from the files; encode_file is each one's way to encode a file: ours reads bytes
+    (``encode_utf8``, as the encode stage does), tiktoken has only str input."""
     vocab_path, merges_path = files_of(name)
     if encoder == "ours":
         from scratchlm.tokenizer import Tokenizer
 
         ours = Tokenizer.from_files(vocab_path, merges_path, [EOT])
-        return ours.encode_array, ours.decode
+        return ours.encode_array, ours.decode, lambda path: ours.encode_utf8(path.read_bytes())
     import tiktoken
 
     # GPT-2's files write bytes as printable characters; tiktoken's ranks are the ids.
@@ -58,7 +64,11 @@ def load(encoder: str, name: str):
     vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
     ranks = {bytes(byte_of[char] for char in token): token_id for token, token_id in vocab.items() if token != EOT}
     encoding = tiktoken.Encoding(name, pat_str=_gpt2_pattern(), mergeable_ranks=ranks, special_tokens={EOT: vocab[EOT]})
-    return (lambda text: encoding.encode(text, allowed_special="all")), encoding.decode
+
+    def encode(text: str) -> np.ndarray:
+        return encoding.encode_to_numpy(text, allowed_special="all")
+
+    return encode, encoding.decode, lambda path: encode(path.read_text(encoding="utf-8"))
 
 
 def _gpt2_pattern() -> str:
@@ -73,8 +83,8 @@ def corpus_text() -> str:
 
 def child(encoder: str, name: str, paths: list[Path]) -> None:
     """What a cold process does: load, read, encode; prints the number of ids and a checksum."""
-    encode, _ = load(encoder, name)
-    ids = [encode(path.read_text(encoding="utf-8")) for path in paths]
+    encode_file = load(encoder, name)[2]
+    ids = [encode_file(path) for path in paths]
     finished = time.time()  # the checksum below is not part of the figure
     ids = [np.asarray(part, dtype=np.int64) for part in ids]
     checksum = int(sum(int(part.sum()) for part in ids))
@@ -117,19 +127,26 @@ def cold(name: str, megabytes: float, rounds: int) -> list[float]:
 
 
 def timed(function, *args) -> tuple[float, object]:
-    began = time.perf_counter()
-    result = function(*args)
-    return time.perf_counter() - began, result
+    """Seconds of ``function(*args)`` and its result, without the garbage collector (as timeit):
+    a collection set off by the other library's garbage would land on whichever runs next."""
+    gc.collect()
+    gc.disable()
+    try:
+        began = time.perf_counter()
+        result = function(*args)
+        return time.perf_counter() - began, result
+    finally:
+        gc.enable()
 
 
 def warm_and_decode(name: str, text: str, rounds: int) -> tuple[list[float], dict[str, list[float]]]:
     """Warm encoding ratios, and decoding ratios from a list and from an array."""
     megabytes = len(text.encode("utf-8")) / 1e6
     coders = {encoder: load(encoder, name) for encoder in ("tiktoken", "ours")}
-    expected = coders["tiktoken"][0](text)
-    if coders["ours"][0](text).tolist() != expected:  # ours: the first (cold) pass fills the cache
+    as_array = coders["tiktoken"][0](text)
+    if not np.array_equal(coders["ours"][0](text), as_array):  # ours: the first (cold) pass fills the cache
         raise SystemExit(f"{name}: ids differ from tiktoken's")
-    as_array = np.array(expected, dtype=np.int64)
+    expected = as_array.tolist()
     warm, decode = [], {"list": [], "array": []}
     for index, row in enumerate(alternating(rounds, lambda encoder: (
             timed(coders[encoder][0], text)[0], timed(coders[encoder][1], expected),
@@ -198,7 +215,7 @@ def stream_child(encoder: str, name: str, paths: list[Path]) -> None:
             for _ in tokenizer.encode_iterable(handle):
                 count += 1
         else:
-            encode, _ = load(encoder, name)
+            encode = load(encoder, name)[0]
             for line in handle:
                 count += len(encode(line))
     print(json.dumps({"ids": count, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -109,3 +109,32 @@ def test_unknown_ids_are_named_by_both_decoders(pair, bad):
     for ids in ([1, 2, bad], np.array([1, 2, bad] * (1 << 13))):
         with pytest.raises(ValueError, match=f"unknown token id {bad}"):
             tokenizer.decode(ids)
+
+
+# Valid UTF-8 of every length with stray bytes between: continuation bytes, overlong leads
+# (C0, E0 80), surrogates (ED A0), past U+10FFFF (F4 90, F5), and truncated sequences.
+_BYTES = st.lists(st.one_of(st.text(_CHARS, max_size=6).map(str.encode), st.binary(max_size=3),
+                            st.sampled_from([b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+                                             b"\xf5", b"\xe2\x82", b"\xf0\x9f\x99"])), max_size=12).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=_BYTES)
+def test_utf8_validation_follows_pythons_decoder(data):
+    from scratchlm.tokenizer.scan import first_invalid_utf8
+
+    try:
+        data.decode("utf-8")
+        expected = -1
+    except UnicodeDecodeError as error:
+        expected = error.start
+    assert first_invalid_utf8(np.frombuffer(data, dtype=np.uint8)) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=_BYTES, special=st.booleans())
+def test_encoding_bytes_equals_encoding_their_decoded_text(pair, data, special):
+    tokenizer, _ = pair
+    if special:
+        data = data + EOT.encode() + data
+    assert tokenizer.encode_utf8(data).tolist() == tokenizer.encode(data.decode("utf-8", errors="replace"))

@@ -72,12 +72,21 @@ def encode_range(tokenizer: Tokenizer, path: str | os.PathLike, start: int, end:
     parts, invalid = [], 0
     for block in iter_document_blocks(path, start, end, specials[0] if specials else None,
                                       block_size=block_size, special_tokens=specials):
-        text, bad = decode_utf8(block)
-        invalid += bad
-        parts.append(tokenizer.encode_array(text).astype(DTYPE))
+        invalid += invalid_utf8_sequences(block)
+        parts.append(tokenizer.encode_utf8(block).astype(DTYPE))
     if invalid:
         log.warning("%s: %d invalid UTF-8 sequences in bytes %d-%d replaced by U+FFFD", path, invalid, start, end)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=DTYPE)
+
+
+def invalid_utf8_sequences(data: bytes) -> int:
+    """How many invalid UTF-8 sequences decoding ``data`` replaces (checked by compiled code first:
+    text is almost always valid, and then it is not decoded)."""
+    from scratchlm.tokenizer.scan import first_invalid_utf8
+
+    if data.isascii() or first_invalid_utf8(np.frombuffer(data, dtype=np.uint8)) < 0:
+        return 0
+    return decode_utf8(data)[1]
 
 
 _worker_tokenizer: Tokenizer | None = None

@@ -24,38 +24,37 @@ def _pair_slot(key, mask):
     return (h ^ (h >> np.uint64(31))) & mask
 
 
-def pair_table(lefts: np.ndarray, rights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, ranks): an open-addressing table from the pair (left id, right id) to the rank of
-    its first merge, for merges given as id arrays in rank order."""
-    size = 1 << max(4, int(2 * len(lefts)).bit_length())
-    keys = np.full(size, _EMPTY_PAIR, dtype=np.uint64)
-    ranks = np.zeros(size, dtype=np.int64)
-    _fill_pairs(lefts.astype(np.uint64), rights.astype(np.uint64), keys, ranks)
-    return keys, ranks
+def pair_table(lefts: np.ndarray, rights: np.ndarray) -> np.ndarray:
+    """An open-addressing table from the pair (left id, right id) to the rank of its first merge,
+    for merges given as id arrays in rank order: rows (key, rank), so a lookup reads one line."""
+    table = np.zeros((1 << max(4, int(2 * len(lefts)).bit_length()), 2), dtype=np.uint64)
+    table[:, 0] = _EMPTY_PAIR
+    _fill_pairs(lefts.astype(np.uint64), rights.astype(np.uint64), table)
+    return table
 
 
 @njit(cache=True)
-def _fill_pairs(lefts, rights, keys, ranks):
-    mask = np.uint64(len(keys) - 1)
+def _fill_pairs(lefts, rights, table):
+    mask = np.uint64(len(table) - 1)
     for rank in range(len(lefts)):
         key = (lefts[rank] << np.uint64(32)) | rights[rank]
         at = _pair_slot(key, mask)
-        while keys[at] != _EMPTY_PAIR and keys[at] != key:
+        while table[at, 0] != _EMPTY_PAIR and table[at, 0] != key:
             at = (at + np.uint64(1)) & mask
-        if keys[at] == _EMPTY_PAIR:  # a repeated merge keeps its first rank
-            keys[at], ranks[at] = key, rank
+        if table[at, 0] == _EMPTY_PAIR:  # a repeated merge keeps its first rank
+            table[at, 0], table[at, 1] = key, rank
 
 
 @njit(cache=True, inline="always")
-def rank_of(left, right, keys, ranks):
-    """Rank of the merge of ids (left, right), or NO_MERGE."""
+def rank_of(left, right, pairs):
+    """Rank of the merge of ids (left, right), or NO_MERGE (``pairs``: a ``pair_table``)."""
     key = (np.uint64(left) << np.uint64(32)) | np.uint64(right)
-    mask = np.uint64(len(keys) - 1)
+    mask = np.uint64(len(pairs) - 1)
     at = _pair_slot(key, mask)
     while True:
-        found = keys[at]
+        found = pairs[at, 0]
         if found == key:
-            return ranks[at]
+            return np.int64(pairs[at, 1])
         if found == _EMPTY_PAIR:
             return NO_MERGE
         at = (at + np.uint64(1)) & mask
@@ -64,15 +63,15 @@ def rank_of(left, right, keys, ranks):
 @njit(cache=True)
 def bpe_short(data, start, end, tables, out, n_out):
     """Write the ids of pre-token ``data[start:end]`` (at most SHORT bytes) at ``out[n_out:]``;
-    returns the new end of ``out``. ``tables``: (byte ids, pair keys, pair ranks, merged ids)."""
-    byte_ids, keys, ranks, merged = tables
+    returns the new end of ``out``. ``tables``: (byte ids, ``pair_table``, merged ids)."""
+    byte_ids, pairs, merged = tables
     size = end - start
     ids = np.empty(SHORT, dtype=np.int64)
     pair_ranks = np.empty(SHORT, dtype=np.int64)  # pair_ranks[k]: rank of (ids[k], ids[k + 1])
     for k in range(size):
         ids[k] = byte_ids[data[start + k]]
     for k in range(size - 1):
-        pair_ranks[k] = rank_of(ids[k], ids[k + 1], keys, ranks)
+        pair_ranks[k] = rank_of(ids[k], ids[k + 1], pairs)
     while size > 1:
         best, at = NO_MERGE, -1
         for k in range(size - 1):
@@ -87,9 +86,9 @@ def bpe_short(data, start, end, tables, out, n_out):
         for k in range(at, size - 1):
             pair_ranks[k] = pair_ranks[k + 1]
         if at < size - 1:
-            pair_ranks[at] = rank_of(ids[at], ids[at + 1], keys, ranks)
+            pair_ranks[at] = rank_of(ids[at], ids[at + 1], pairs)
         if at > 0:
-            pair_ranks[at - 1] = rank_of(ids[at - 1], ids[at], keys, ranks)
+            pair_ranks[at - 1] = rank_of(ids[at - 1], ids[at], pairs)
     out[n_out:n_out + size] = ids[:size]
     return n_out + size
 
@@ -159,7 +158,7 @@ def _set_rank(heap, where, rank, size, position, new_rank):
 @njit(cache=True)
 def bpe_long(data, start, end, tables, out, n_out):
     """``bpe_short`` for a pre-token of any length, in O(n log n)."""
-    byte_ids, keys, ranks, merged = tables
+    byte_ids, pairs, merged = tables
     size = end - start
     ids = np.empty(size, dtype=np.int32)
     after, before = np.arange(1, size + 1, dtype=np.int32), np.arange(-1, size - 1, dtype=np.int32)
@@ -169,7 +168,7 @@ def bpe_long(data, start, end, tables, out, n_out):
         ids[k] = byte_ids[data[start + k]]
     count = 0
     for k in range(size - 1):
-        pair_rank = rank_of(ids[k], ids[k + 1], keys, ranks)
+        pair_rank = rank_of(ids[k], ids[k + 1], pairs)
         if pair_rank != NO_MERGE:
             count = _set_rank(heap, where, rank, count, k, pair_rank)
     while count:
@@ -180,12 +179,12 @@ def bpe_long(data, start, end, tables, out, n_out):
         after[left] = after[right]
         if after[left] < size:
             before[after[left]] = left
-            count = _set_rank(heap, where, rank, count, left, rank_of(ids[left], ids[after[left]], keys, ranks))
+            count = _set_rank(heap, where, rank, count, left, rank_of(ids[left], ids[after[left]], pairs))
         else:
             count = _set_rank(heap, where, rank, count, left, NO_MERGE)
         if before[left] >= 0:
             previous = before[left]
-            count = _set_rank(heap, where, rank, count, previous, rank_of(ids[previous], ids[left], keys, ranks))
+            count = _set_rank(heap, where, rank, count, previous, rank_of(ids[previous], ids[left], pairs))
     at = 0
     while at < size:
         out[n_out] = ids[at]

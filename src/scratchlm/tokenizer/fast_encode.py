@@ -18,11 +18,13 @@ from numba import njit
 
 from scratchlm.tokenizer.byte_table import entry_at, find_slot, hash_bytes, new_slots, occupy, rehash_into
 from scratchlm.tokenizer.fast_bpe import SHORT, bpe_long, bpe_short, pair_table
-from scratchlm.tokenizer.pretokenize import without_surrogates
 from scratchlm.tokenizer.scan import code_point_classes, token_end
 
 MAX_CACHED = 256  # longer pre-tokens (base64, long rules of symbols) are rare: not worth the memory
-_KEY_BYTES, _IDS = 12, 4  # arena room per cached pre-token, on average
+# Arena room per cached pre-token, on average: generous, since the cache empties when either arena
+# is full, and junk (hex dumps, base64) would otherwise empty it of the frequent words. Pages are
+# only used as they fill.
+_KEY_BYTES, _IDS = 32, 8
 
 
 @njit(cache=True)
@@ -54,15 +56,19 @@ def _fill(cache, tokens, offsets, ids):
 
 
 @njit(cache=True)
-def _encode_new(data, start, end, slot, h, tables, cache, out, n_out):
+def _encode_new(data, start, end, slot, h, byte_ids, pairs, merged, slots, hashes, key_offsets,
+                key_arena, id_offsets, id_arena, counters, out, n_out):
     """Write the ids of pre-token ``data[start:end]``, which is not in the cache (``slot``: where it
     goes, ``h``: its hash), at ``out[n_out:]`` and cache them; returns the new end of ``out``."""
+    tables = (byte_ids, pairs, merged)
     if end - start <= SHORT:
         new_end = bpe_short(data, start, end, tables, out, n_out)
     else:
         new_end = bpe_long(data, start, end, tables, out, n_out)
-    if end - start <= MAX_CACHED and not _add(cache, data, start, end, slot, h, out, n_out, new_end):
-        slots, hashes, key_offsets, key_arena, counters = cache[0], cache[1], cache[2], cache[3], cache[6]
+    if end - start > MAX_CACHED:
+        return new_end
+    cache = (slots, hashes, key_offsets, key_arena, id_offsets, id_arena, counters)
+    if not _add(cache, data, start, end, slot, h, out, n_out, new_end):
         counters[0] = counters[1]  # full: back to the vocab alone
         rehash_into(slots, hashes, counters[0])
         slot = find_slot(data, start, end, h, slots, key_offsets, key_arena)
@@ -71,64 +77,62 @@ def _encode_new(data, start, end, slot, h, tables, cache, out, n_out):
 
 
 @njit(cache=True)
-def _encode_cached(data, bounds, separators, piece, at, classes, byte_ids, slots, key_offsets, key_arena,
-                   id_offsets, id_arena, out, n_out):
-    """Encode from byte ``at`` of piece ``piece`` on, until done or until a pre-token that is not
-    in the cache; returns (piece, start and end of that pre-token, its slot and hash, the end of
-    ``out``). (A loop that calls a function taking the cache's tuple runs at half the speed:
-    numba counts references to the arrays in it at every step.)"""
-    while piece < len(bounds) - 1:
-        end = bounds[piece + 1]
+def _encode_into(data, starts, ends, separators, piece, at, classes, byte_ids, pairs, merged,
+                 slots, hashes, key_offsets, key_arena, id_offsets, id_arena, counters, out, n_out):
+    """Encode from byte ``at`` of piece ``piece`` on, until done or until ``out`` may be too short
+    for the next pre-token; returns where it stopped and the end of ``out``. (Arrays come one by
+    one, not in tuples: a loop that passes a tuple of arrays on runs at half the speed, as numba
+    counts references to them at every step.)"""
+    while piece < len(starts):
+        end = ends[piece]
         while at < end:
             stop = token_end(data, at, end, classes)
+            if n_out + stop - at + 1 > len(out):  # a pre-token has at most one id a byte
+                return piece, at, n_out
             if stop - at == 1:
                 out[n_out] = byte_ids[data[at]]
                 n_out += 1
+                at = stop
+                continue
+            h = hash_bytes(data, at, stop)
+            slot = find_slot(data, at, stop, h, slots, key_offsets, key_arena)
+            entry = entry_at(slots, slot)
+            if entry < 0:
+                n_out = _encode_new(data, at, stop, slot, h, byte_ids, pairs, merged, slots, hashes,
+                                    key_offsets, key_arena, id_offsets, id_arena, counters, out, n_out)
             else:
-                h = hash_bytes(data, at, stop)
-                slot = find_slot(data, at, stop, h, slots, key_offsets, key_arena)
-                entry = entry_at(slots, slot)
-                if entry < 0:
-                    return piece, at, stop, slot, h, n_out
                 for k in range(id_offsets[entry], id_offsets[entry + 1]):
                     out[n_out] = id_arena[k]
                     n_out += 1
             at = stop
+        if n_out + 1 > len(out):
+            return piece, at, n_out
         if separators[piece] >= 0:
             out[n_out] = separators[piece]
             n_out += 1
         piece += 1
-        if piece < len(bounds) - 1:
-            at = bounds[piece]
-    return piece, at, at, np.uint64(0), np.uint64(0), n_out
+        if piece < len(starts):
+            at = starts[piece]
+    return piece, at, n_out
 
 
 @njit(cache=True)
-def _encode(data, bounds, separators, classes, tables, cache, out):
-    """Ids of the pieces ``data[bounds[k]:bounds[k + 1]]`` (UTF-8), each followed by id
-    ``separators[k]`` where that is not -1, into ``out``; returns their number."""
-    slots, _, key_offsets, key_arena, id_offsets, id_arena, _ = cache
-    piece, at, n_out = 0, bounds[0], 0
+def _encode(data, starts, ends, separators, classes, tables, cache, out):
+    """Ids of the pieces ``data[starts[k]:ends[k]]`` (valid UTF-8), each followed by id
+    ``separators[k]`` where that is not -1: ``out``, or a longer array when it was too short,
+    and their number."""
+    byte_ids, pairs, merged = tables
+    slots, hashes, key_offsets, key_arena, id_offsets, id_arena, counters = cache
+    piece, at, n_out = 0, starts[0], 0
     while True:
-        piece, at, stop, slot, h, n_out = _encode_cached(data, bounds, separators, piece, at, classes, tables[0],
-                                                         slots, key_offsets, key_arena, id_offsets, id_arena,
-                                                         out, n_out)
-        if piece == len(bounds) - 1:
-            return n_out
-        n_out = _encode_new(data, at, stop, slot, h, tables, cache, out, n_out)
-        at = stop
-
-
-def scannable(text: str) -> bytes:
-    """``text`` as UTF-8 for the scanner (lone surrogates become U+FFFD, as in tiktoken).
-
-    >>> scannable("a\\ud800b")
-    b'a\\xef\\xbf\\xbdb'
-    """
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return without_surrogates(text).encode("utf-8")
+        piece, at, n_out = _encode_into(data, starts, ends, separators, piece, at, classes, byte_ids, pairs,
+                                        merged, slots, hashes, key_offsets, key_arena, id_offsets,
+                                        id_arena, counters, out, n_out)
+        if piece == len(starts):
+            return out, n_out
+        longer = np.empty(2 * len(out) + ends[piece] - at + 1, dtype=out.dtype)  # room for this piece
+        longer[:n_out] = out[:n_out]
+        out = longer
 
 
 class CompiledEncoder:
@@ -141,7 +145,7 @@ class CompiledEncoder:
     def __init__(self, byte_ids: Sequence[int], pairs: Sequence[tuple[int, int]], merged: Sequence[int],
                  merged_tokens: Mapping[bytes, int], *, cache_entries: int) -> None:
         pair_ids = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-        self.tables = (np.array(byte_ids, dtype=np.uint32), *pair_table(pair_ids[:, 0], pair_ids[:, 1]),
+        self.tables = (np.array(byte_ids, dtype=np.uint32), pair_table(pair_ids[:, 0], pair_ids[:, 1]),
                        np.array(merged, dtype=np.uint32))
         self.classes = code_point_classes()
         entries = len(merged_tokens) + cache_entries
@@ -156,15 +160,12 @@ class CompiledEncoder:
         token_bytes = np.frombuffer(b"".join(tokens) or b"\0", dtype=np.uint8)
         _fill(self.cache, token_bytes, offsets, np.array(list(merged_tokens.values()), dtype=np.uint32))
 
-    def encode(self, texts: Sequence[str], separators: Sequence[int] = ()) -> np.ndarray:
-        """Ids (uint32) of ``texts[0]``, id ``separators[0]``, ``texts[1]``, ... (one separator fewer
-        than texts); the texts hold no special tokens."""
-        encoded = [scannable(text) for text in texts]
-        bounds = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(data) for data in encoded], out=bounds[1:])
-        after = np.full(len(encoded), -1, dtype=np.int64)
-        after[:len(separators)] = separators
-        data = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
-        out = np.empty(bounds[-1] + len(separators), dtype=np.uint32)
-        count = _encode(data, bounds, after, self.classes, self.tables, self.cache, out)
+    def encode(self, data: bytes, starts: Sequence[int], ends: Sequence[int], separators: Sequence[int]) -> np.ndarray:
+        """Ids (uint32) of the pieces ``data[starts[k]:ends[k]]`` of valid UTF-8, each followed by id
+        ``separators[k]`` unless that is -1; the pieces hold no special tokens."""
+        # About 4 bytes a token in English, fewer in other scripts: it grows if needed.
+        out = np.empty(len(data) // 3 + len(separators) + 16, dtype=np.uint32)
+        array = np.frombuffer(data or b"\0", dtype=np.uint8)
+        out, count = _encode(array, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64),
+                             np.array(separators, dtype=np.int64), self.classes, self.tables, self.cache, out)
         return out[:count] if count == len(out) else out[:count].copy()

@@ -51,6 +51,18 @@ def without_surrogates(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def utf8_of(text: str) -> bytes:
+    """``text`` as UTF-8, each lone surrogate (which has none) replaced by U+FFFD, as tiktoken does.
+
+    >>> utf8_of("a\\ud800b")
+    b'a\\xef\\xbf\\xbdb'
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return without_surrogates(text).encode("utf-8")
+
+
 def special_tokens_regex(special_tokens: Sequence[AnyStr]) -> "regex.Pattern[AnyStr] | None":
     """A regex matching any special token (str or bytes), longest first (so overlapping specials work)."""
     if not special_tokens:

@@ -113,3 +113,32 @@ def token_end(data, at, end, classes):
     if run_end == end or run_end == at + width:
         return run_end
     return last
+
+
+@njit(cache=True)
+def first_invalid_utf8(data):
+    """Where the first invalid UTF-8 sequence of ``data`` (uint8) starts, or -1 if it is all valid
+    (the rules of Python's decoder: no overlong forms, surrogates, or code points past U+10FFFF)."""
+    at, n = 0, len(data)
+    while at < n:
+        lead = data[at]
+        if lead < 0x80:
+            at += 1
+            continue
+        if 0xC2 <= lead <= 0xDF:
+            size, low, high = 2, 0x80, 0xBF
+        elif 0xE0 <= lead <= 0xEF:
+            size = 3
+            low, high = (0xA0, 0xBF) if lead == 0xE0 else (0x80, 0x9F) if lead == 0xED else (0x80, 0xBF)
+        elif 0xF0 <= lead <= 0xF4:
+            size = 4
+            low, high = (0x90, 0xBF) if lead == 0xF0 else (0x80, 0x8F) if lead == 0xF4 else (0x80, 0xBF)
+        else:
+            return at
+        if at + size > n or not low <= data[at + 1] <= high:
+            return at
+        for k in range(2, size):
+            if not 0x80 <= data[at + k] <= 0xBF:
+                return at
+        at += size
+    return -1

@@ -17,7 +17,12 @@ import numpy as np
 import regex
 
 from scratchlm.fileio import require_file
-from scratchlm.tokenizer.pretokenize import before_straddling_specials, growing_special_start, special_tokens_regex
+from scratchlm.tokenizer.pretokenize import (
+    before_straddling_specials,
+    growing_special_start,
+    special_tokens_regex,
+    utf8_of,
+)
 from scratchlm.tokenizer.serialization import Merges, Vocab, check_vocab, load_gpt2_format, load_pickle
 
 if TYPE_CHECKING:
@@ -67,6 +72,7 @@ class Tokenizer:
         pattern = special_tokens_regex(self.special_tokens)
         # A capturing group makes split() return [text, special, text, special, ..., text].
         self._special_split = regex.compile(f"({pattern.pattern})") if pattern else None
+        self._special_bytes = special_tokens_regex([special.encode("utf-8") for special in self.special_tokens])
         self._tables = self._merge_tables()
         self.cache_entries = cache_entries
         self._compiled: CompiledEncoder | None = None  # made at the first encode (numba loads then)
@@ -137,11 +143,31 @@ class Tokenizer:
 
     def encode_array(self, text: str) -> np.ndarray:
         """``encode(text)`` as a uint32 array, without making a Python int per id."""
+        return self._encode_valid_utf8(utf8_of(text))
+
+    def encode_utf8(self, data: bytes) -> np.ndarray:
+        """Ids (uint32) of UTF-8 ``data``, e.g. read from a file, without decoding it: the same as
+        ``encode_array(data.decode("utf-8", errors="replace"))``."""
+        from scratchlm.tokenizer.scan import first_invalid_utf8
+
+        if not data.isascii() and first_invalid_utf8(np.frombuffer(data, dtype=np.uint8)) >= 0:
+            data = data.decode("utf-8", errors="replace").encode("utf-8")
+        return self._encode_valid_utf8(data)
+
+    def _encode_valid_utf8(self, data: bytes) -> np.ndarray:
+        """Ids of valid UTF-8 ``data``: the compiled encoder on the pieces between special tokens."""
+        starts, ends, separators = [0], [], []
+        for special in self._special_bytes.finditer(data) if self._special_bytes else ():
+            ends.append(special.start())
+            separators.append(self._ids[special.group()])
+            starts.append(special.end())
+        ends.append(len(data))
+        separators.append(-1)
         if self._compiled is None:
             from scratchlm.tokenizer.fast_encode import CompiledEncoder
 
             self._compiled = CompiledEncoder(*self._tables, cache_entries=self.cache_entries)
-        return self._compiled.encode(*self._split_specials(text))
+        return self._compiled.encode(data, starts, ends, separators)
 
     def encode_in_python(self, text: str) -> list[int]:
         """``encode(text)`` by the pure-Python reference (:mod:`scratchlm.tokenizer.python_encode`)."""
