@@ -138,3 +138,19 @@ def test_encoding_bytes_equals_encoding_their_decoded_text(pair, data, special):
     if special:
         data = data + EOT.encode() + data
     assert tokenizer.encode_utf8(data).tolist() == tokenizer.encode(data.decode("utf-8", errors="replace"))
+
+
+def test_cached_machine_code_is_dropped_when_any_compiled_source_changes(tmp_path):
+    """numba checks only a function's own file; a change to a module it inlines must drop the cache too."""
+    from scratchlm.tokenizer import compiled
+
+    stale = [tmp_path / "fast_encode._encode-120.py311.nbi", tmp_path / "scan.token_end-80.py311.1.nbc"]
+    kept = [tmp_path / "other_module.f-1.py311.nbi", tmp_path / "code_point_classes.regex-1.npy"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    assert compiled.drop_stale_cache(tmp_path)
+    assert [path.exists() for path in stale + kept] == [False, False, True, True]
+    stale[0].write_bytes(b"x")  # built from the current sources: kept
+    assert not compiled.drop_stale_cache(tmp_path) and stale[0].exists()
+    (tmp_path / "compiled-sources.sha256").write_text("an older fingerprint")
+    assert compiled.drop_stale_cache(tmp_path) and not stale[0].exists()

@@ -12,7 +12,7 @@ an entry maps to lives in arrays of the caller's, indexed by entry.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from scratchlm.tokenizer.compiled import njit
 
 _LOW = np.uint64(0xFFFFFFFF)
 _HIGH = ~_LOW

@@ -11,7 +11,7 @@ by (rank, position) over a linked list, so a pre-token of n bytes takes O(n log 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from scratchlm.tokenizer.compiled import njit
 
 NO_MERGE = np.int64(1 << 40)  # rank of a pair without a merge
 _EMPTY_PAIR = np.uint64(0xFFFFFFFFFFFFFFFF)  # no pair of ids below 2**32 has this key

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from numba import njit
+from scratchlm.tokenizer.compiled import njit
 
 from scratchlm.tokenizer.byte_table import entry_at, find_slot, hash_bytes, new_slots, occupy, rehash_into
 from scratchlm.tokenizer.scan import code_point_classes, token_end

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-from numba import njit
+from scratchlm.tokenizer.compiled import njit
 
 _CHUNK = 16  # bytes copied at once for each token at most this long (most tokens)
 _NO_TOKEN = -1

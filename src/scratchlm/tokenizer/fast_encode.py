@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-from numba import njit
+from scratchlm.tokenizer.compiled import njit
 
 from scratchlm.tokenizer.byte_table import entry_at, find_slot, hash_bytes, new_slots, occupy, rehash_into
 from scratchlm.tokenizer.fast_bpe import SHORT, bpe_long, bpe_short, pair_table

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from numba import njit
+from scratchlm.tokenizer.compiled import njit
 
 from scratchlm.tokenizer.pretokenize import PretokenArrays
 

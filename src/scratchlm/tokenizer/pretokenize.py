@@ -42,15 +42,6 @@ def pretokenize(text: str) -> list[str]:
     return ASCII_PRETOKEN_RE.findall(text) if text.isascii() else GPT2_REGEX.findall(text)
 
 
-def without_surrogates(text: str) -> str:
-    """``text`` with each lone surrogate (no UTF-8 for it) replaced by U+FFFD, as tiktoken does.
-
-    >>> without_surrogates("a\\ud800b")
-    'a\\ufffdb'
-    """
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
 def utf8_of(text: str) -> bytes:
     """``text`` as UTF-8, each lone surrogate (which has none) replaced by U+FFFD, as tiktoken does.
 
@@ -60,7 +51,7 @@ def utf8_of(text: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return without_surrogates(text).encode("utf-8")
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 def special_tokens_regex(special_tokens: Sequence[AnyStr]) -> "regex.Pattern[AnyStr] | None":

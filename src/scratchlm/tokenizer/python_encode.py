@@ -11,7 +11,7 @@ import heapq
 from itertools import repeat
 from typing import Mapping, Sequence
 
-from scratchlm.tokenizer.pretokenize import pretokenize, without_surrogates
+from scratchlm.tokenizer.pretokenize import pretokenize, utf8_of
 
 Pair = tuple[int, int]
 _NO_MERGE = 1 << 62  # rank of a pair that has no merge
@@ -32,7 +32,7 @@ class PythonEncoder:
         """Ids of ``texts[0]``, id ``separators[0]``, ``texts[1]``, ... (one separator fewer than texts)."""
         ids: list[int] = []
         for index, text in enumerate(texts):
-            for pretoken in pretokenize(without_surrogates(text)):
+            for pretoken in pretokenize(utf8_of(text).decode("utf-8")):  # lone surrogates: U+FFFD
                 data = pretoken.encode("utf-8")
                 whole = self.merged_tokens.get(data)
                 ids.extend((whole,) if whole is not None else self.bpe(data))

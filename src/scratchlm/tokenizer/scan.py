@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import regex
-from numba import njit
+from scratchlm.tokenizer.compiled import njit
 
 OTHER, LETTER, NUMBER, SPACE = 0, 1, 2, 3
 _CACHE_DIR = Path(__file__).resolve().parent / "__pycache__"
