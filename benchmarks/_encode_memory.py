@@ -13,6 +13,7 @@ from encode import EOT, files_of, run_child
 
 from scratchlm.profiling import ProcessTreeMonitor
 
+TIMEOUT_S = 120
 # Inputs that defeat a naive BPE: one pre-token of millions of bytes, or none of the usual cuts.
 PATHOLOGICAL = {
     "one letter": "a",
@@ -45,7 +46,7 @@ def stream_rss(name: str, megabytes: int) -> None:
 
 def pathological(name: str, megabytes: float) -> None:
     """Time and peak RSS of each pathological input at a quarter of ``megabytes`` and at all of it
-    (linear time: about 4x), ours next to tiktoken (stopped after 10 minutes)."""
+    (linear time: about 4x), ours next to tiktoken (stopped after TIMEOUT_S)."""
     with tempfile.TemporaryDirectory(dir=BENCH_DIR) as folder:
         for label, unit in PATHOLOGICAL.items():
             for size in (megabytes / 4, megabytes):
@@ -55,9 +56,12 @@ def pathological(name: str, megabytes: float) -> None:
                 row = []
                 for encoder in ("ours", "tiktoken"):
                     try:
-                        seconds, result = run_child(encoder, name, [path], timeout=600)
+                        seconds, result = run_child(encoder, name, [path], timeout=TIMEOUT_S)
                     except subprocess.TimeoutExpired:
-                        row.append(f"{encoder} > 600 s")
+                        row.append(f"{encoder} > {TIMEOUT_S} s")
+                        continue
+                    except subprocess.CalledProcessError as error:
+                        row.append(f"{encoder} failed: {error.stderr.strip().splitlines()[-1]}")
                         continue
                     row.append(f"{encoder} {seconds:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MiB")
                 print(f"{label}, {size:g} MiB: {'; '.join(row)}", flush=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -89,7 +88,13 @@ def child(encoder: str, name: str, paths: list[Path]) -> None:
     ids = [np.asarray(part, dtype=np.int64) for part in ids]
     checksum = int(sum(int(part.sum()) for part in ids))
     print(json.dumps({"finished": finished, "ids": sum(map(len, ids)), "checksum": checksum,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent it forked from)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
 
 
 def run_child(encoder: str, name: str, paths: list[Path], *args: str,
@@ -171,7 +176,7 @@ def summary(label: str, ratios: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (0: only the options below)")
     parser.add_argument("--tokenizer", default="owt-32k,tinystories-10k", help="reference tokenizers, comma-separated")
     parser.add_argument("--stream-mb", type=int, default=0, help="peak RSS of encode_iterable over a file this large")
     parser.add_argument("--pathological-mb", type=float, default=0, help="time and RSS of pathological inputs")
@@ -188,13 +193,14 @@ def main() -> None:
     text = corpus_text()
     megabytes = len(text.encode("utf-8")) / 1e6
     print(f"docs corpus: {megabytes:.1f} MB", flush=True)
-    for name in args.tokenizer.split(","):
+    for name in args.tokenizer.split(",") if args.rounds else ():
         print(f"{name}:", flush=True)
         cold_ratios = cold(name, megabytes, args.rounds)
         warm, decode = warm_and_decode(name, text, args.rounds)
         print(f"{name}: ours/tiktoken (target >= {TARGET}x): {summary('cold', cold_ratios)}; "
               f"{summary('warm', warm)}; {summary('decode from a list', decode['list'])}; "
               f"{summary('from an array', decode['array'])}", flush=True)
+    del text
     if args.stream_mb:
         stream_rss(args.tokenizer.split(",")[0], args.stream_mb)
     if args.pathological_mb:
@@ -218,7 +224,7 @@ def stream_child(encoder: str, name: str, paths: list[Path]) -> None:
             encode = load(encoder, name)[0]
             for line in handle:
                 count += len(encode(line))
-    print(json.dumps({"ids": count, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"ids": count, "peak_rss_mb": peak_rss_mb()}))
 
 
 if __name__ == "__main__":
