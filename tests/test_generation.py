@@ -44,7 +44,8 @@ def argmax_reference(model: TransformerLM, prompt: list[int], new_tokens: int) -
     return ids[len(prompt):]
 
 
-@pytest.mark.parametrize("options", [{}, {"attention_backend": "sdpa"}, {"norm": "post", "tie_embeddings": True}])
+@pytest.mark.parametrize("options", [{}, {"attention_backend": "sdpa"}, {"norm": "post", "tie_embeddings": True},
+                                     {"qk_norm": True, "ffn": "relu2", "logit_softcap": 20.0, "d_ff": None}])
 def test_cached_logits_equal_full_forward(options):
     model = tiny_model(**options)
     tokens = torch.randint(0, VOCAB, (3, CONTEXT), generator=torch.Generator().manual_seed(1))

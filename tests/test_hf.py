@@ -103,10 +103,11 @@ def test_model_card_and_configs(exported):
     assert "from_pretrained" in card and "3.5000 nats" in card
 
 
-@pytest.mark.parametrize("option, value", [("norm", "post"), ("position", "none"), ("ffn", "silu")])
+@pytest.mark.parametrize("option, value", [("norm", "post"), ("position", "none"), ("ffn", "silu"), ("ffn", "relu2"),
+                                           ("qk_norm", True), ("logit_softcap", 30.0)])
 def test_runs_llama_cannot_express_are_refused(tmp_path, fixtures_dir, option, value):
     make_run(tmp_path / "run", fixtures_dir, **{option: value})
-    with pytest.raises(ValueError, match=rf"model option {option}='{value}' has no Llama equivalent"):
+    with pytest.raises(ValueError, match=rf"model option {option}={value!r} has no Llama equivalent"):
         export_run(tmp_path / "run", tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
 

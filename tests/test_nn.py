@@ -13,6 +13,7 @@ from scratchlm.nn import (
     Linear,
     ModelConfig,
     MultiHeadSelfAttention,
+    ReLU2FeedForward,
     RMSNorm,
     RotaryPositionalEmbedding,
     SiLUFeedForward,
@@ -59,6 +60,10 @@ def reference_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> to
 def reference_attention(x, sd, prefix, cfg: ModelConfig) -> torch.Tensor:
     q, k, v = (rearrange(F.linear(x, sd[f"{prefix}{name}.weight"]), "b t (h d) -> b h t d", h=cfg.num_heads)
                for name in ("q_proj", "k_proj", "v_proj"))
+    if cfg.qk_norm:
+        d_k = cfg.d_model // cfg.num_heads
+        q = F.rms_norm(q, (d_k,), sd[f"{prefix}q_norm.weight"], eps=1e-5)
+        k = F.rms_norm(k, (d_k,), sd[f"{prefix}k_norm.weight"], eps=1e-5)
     if cfg.position == "rope":
         positions = torch.arange(x.shape[-2])
         q, k = reference_rope(q, positions, cfg.rope_theta), reference_rope(k, positions, cfg.rope_theta)
@@ -67,6 +72,8 @@ def reference_attention(x, sd, prefix, cfg: ModelConfig) -> torch.Tensor:
 
 
 def reference_ffn(x, sd, prefix, cfg: ModelConfig) -> torch.Tensor:
+    if cfg.ffn == "relu2":
+        return F.linear(F.relu(F.linear(x, sd[f"{prefix}w1.weight"])) ** 2, sd[f"{prefix}w2.weight"])
     hidden = F.silu(F.linear(x, sd[f"{prefix}w1.weight"]))
     if cfg.ffn == "swiglu":
         hidden = hidden * F.linear(x, sd[f"{prefix}w3.weight"])
@@ -93,7 +100,8 @@ def reference_lm(sd: dict, cfg: ModelConfig, token_ids: torch.Tensor) -> torch.T
             x = x + ffn(x)
     if cfg.norm != "none":
         x = norm(x, "ln_final.weight")
-    return F.linear(x, sd["lm_head.weight"])
+    logits = F.linear(x, sd["lm_head.weight"])
+    return logits if cfg.logit_softcap is None else cfg.logit_softcap * torch.tanh(logits / cfg.logit_softcap)
 
 
 def small_model(seed: int = 0, **options) -> TransformerLM:
@@ -265,10 +273,10 @@ def test_rmsnorm_matches_functional_and_keeps_dtype():
     assert norm(x.bfloat16()).dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("ffn", ["swiglu", "silu"])
+@pytest.mark.parametrize("ffn", ["swiglu", "silu", "relu2"])
 def test_feed_forward_matches_functional(ffn):
     torch.manual_seed(0)
-    module = SwiGLU(32, 48) if ffn == "swiglu" else SiLUFeedForward(32, 48)
+    module = {"swiglu": SwiGLU, "silu": SiLUFeedForward, "relu2": ReLU2FeedForward}[ffn](32, 48)
     x = seeded_randn(1, 2, 5, 32)
     cfg = ModelConfig(**SMALL, ffn=ffn)
     assert_close(module(x), reference_ffn(x, module.state_dict(), "", cfg))
@@ -342,6 +350,10 @@ ABLATIONS = [
     {"position": "none"},
     {"ffn": "silu", "d_ff": None},
     {"attention_backend": "sdpa"},
+    {"ffn": "relu2", "d_ff": None},
+    {"qk_norm": True},
+    {"logit_softcap": 2.0},  # low enough that the cap bends these logits
+    {"ffn": "relu2", "qk_norm": True, "logit_softcap": 15.0, "attention_backend": "sdpa"},
 ]
 
 
@@ -380,9 +392,11 @@ def test_state_dict_round_trip_between_instances():
     assert torch.equal(source(ids), target(ids))
 
 
-@pytest.mark.parametrize("backend", ["scratch", "sdpa"])
-def test_kv_cache_decoding_equals_full_forward(backend):
-    model = small_model(attention_backend=backend).eval()
+@pytest.mark.parametrize("options", [{"attention_backend": "scratch"}, {"attention_backend": "sdpa"},
+                                     {"qk_norm": True, "ffn": "relu2", "logit_softcap": 3.0}],
+                         ids=["scratch", "sdpa", "qk_norm,relu2,softcap"])
+def test_kv_cache_decoding_equals_full_forward(options):
+    model = small_model(**options).eval()
     ids = random_tokens(2, SMALL["context_length"], seed=4)
     with torch.no_grad():
         full = model(ids)
@@ -393,6 +407,50 @@ def test_kv_cache_decoding_equals_full_forward(backend):
         with pytest.raises(ValueError, match="context length"):
             model(ids[:, :1], kv_cache=cache)
     assert_close(torch.cat(pieces, dim=1), full)
+
+
+def test_relu2_by_hand():
+    """w2(relu(w1 x)²) on numbers small enough to check by eye."""
+    ffn = ReLU2FeedForward(2, 3)
+    with torch.no_grad():
+        ffn.w1.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0], [1.0, 1.0]]))
+        ffn.w2.weight.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.5, 1.0]]))
+    # w1 x = (2, 3, -1) for x = (2, -3); relu² = (4, 9, 0); w2 -> (13, 4.5)
+    assert ffn(torch.tensor([2.0, -3.0])).tolist() == [13.0, 4.5]
+
+
+def test_qk_norm_gives_unit_rms_queries_and_keys_per_head():
+    attn = MultiHeadSelfAttention(32, 4, qk_norm=True)
+    seen = []
+    attn._attend = lambda q, k, v: seen.append((q, k)) or v  # what reaches the scores
+    attn(seeded_randn(0, 2, 6, 32) * 7)
+    for tensor in seen[0]:
+        torch.testing.assert_close(tensor.square().mean(-1), torch.ones(tensor.shape[:-1]), atol=1e-4, rtol=0)
+    assert set(attn.state_dict()) >= {"q_norm.weight", "k_norm.weight"} and attn.q_norm.weight.shape == (8,)
+
+
+def test_logit_softcap_bounds_the_logits_smoothly():
+    capped, plain = small_model(seed=3, logit_softcap=0.5), small_model(seed=3)
+    ids = random_tokens(2, 6)
+    assert capped(ids).abs().max() < 0.5
+    assert_close(capped(ids), 0.5 * torch.tanh(plain(ids) / 0.5))
+
+
+def test_zero_init_out_starts_every_block_as_the_identity():
+    model = small_model(zero_init_out=True)
+    for weight in model._output_weights():
+        assert not weight.any()
+    ids = random_tokens(2, 8)
+    assert not model(ids).any()  # uniform next-token distribution: loss = ln(vocab)
+    cross_entropy(model(ids), ids).backward()
+    assert model.lm_head.weight.grad.any()  # and it learns from the first step
+    with pytest.raises(ValueError, match="zero_init_out with tie_embeddings"):
+        ModelConfig(**SMALL, zero_init_out=True, tie_embeddings=True)
+
+
+def test_default_layout_is_unchanged_by_the_new_options():
+    """Off by default: the CS336 state-dict names, and nothing more."""
+    assert set(small_model().state_dict()) == expected_keys(2)
 
 
 def test_model_config_round_trip_and_validation():

@@ -23,6 +23,8 @@ VARIANTS = {
     "default": SMALL,
     "tied, no norm": ModelConfig(**{**SMALL.to_dict(), "tie_embeddings": True, "norm": "none"}),
     "silu ffn, post-norm": ModelConfig(**{**SMALL.to_dict(), "ffn": "silu", "norm": "post", "d_ff": None}),
+    "relu2, qk-norm, soft-cap": ModelConfig(**{**SMALL.to_dict(), "ffn": "relu2", "qk_norm": True, "d_ff": None,
+                                               "logit_softcap": 30.0, "zero_init_out": True}),
 }
 
 

@@ -34,7 +34,7 @@ from scratchlm.tokenizer.serialization import load_hf_tokenizer, save_hf_tokeniz
 log = logging.getLogger(__name__)
 
 # What a Llama model must be to be ours: (ModelConfig option, the value Llama has).
-LLAMA_OPTIONS = {"norm": "pre", "position": "rope", "ffn": "swiglu"}
+LLAMA_OPTIONS = {"norm": "pre", "position": "rope", "ffn": "swiglu", "qk_norm": False, "logit_softcap": None}
 # Our state-dict names -> Llama's; {i} is the layer.
 LAYER_NAMES = {
     "attn.q_proj.weight": "self_attn.q_proj.weight", "attn.k_proj.weight": "self_attn.k_proj.weight",

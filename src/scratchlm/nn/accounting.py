@@ -59,7 +59,8 @@ def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
         "token embeddings": 0 if cfg.tie_embeddings else cfg.vocab_size * d,
         "attention": cfg.num_layers * 4 * d * d,
         "feed-forward": cfg.num_layers * ffn_matrices * d * cfg.d_ff,
-        "RMSNorm gains": (cfg.num_layers * norms_per_layer + (norms_per_layer > 0)) * d,
+        "RMSNorm gains": ((cfg.num_layers * norms_per_layer + (norms_per_layer > 0)) * d
+                          + cfg.qk_norm * cfg.num_layers * 2 * (d // cfg.num_heads)),
         "LM head": d * cfg.vocab_size,
     }
     counts["total"] = sum(counts.values())
@@ -119,8 +120,10 @@ def activation_floats(cfg: ModelConfig, *, seq_len: int | None = None) -> dict[s
         "weighted sum of values": T * d,
         "output projection": T * d,
         "W1 matmul": T * F,
-        "SiLU": T * F,
+        "ReLU²" if cfg.ffn == "relu2" else "SiLU": T * F,
     }
+    if cfg.qk_norm:
+        per_layer["QK-norm (queries and keys)"] = 2 * T * d
     if cfg.ffn == "swiglu":
         per_layer |= {"W3 matmul (gate)": T * F, "gate product": T * F}
     per_layer["W2 matmul"] = T * d
@@ -130,6 +133,8 @@ def activation_floats(cfg: ModelConfig, *, seq_len: int | None = None) -> dict[s
         "output embedding (logits)": T * cfg.vocab_size,
         "cross-entropy (softmax)": T * cfg.vocab_size,
     }
+    if cfg.logit_softcap is not None:
+        floats["logit soft-cap (tanh)"] = T * cfg.vocab_size
     return floats
 
 

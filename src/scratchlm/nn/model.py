@@ -1,5 +1,8 @@
 """A decoder-only Transformer LM (pre-norm, RoPE, SwiGLU by default), built from scratch.
 
+Options off by default (``ModelOptions``): post-norm or none, no RoPE, SiLU or ReLU² MLPs, QK-norm,
+zero-initialised output projections, a logit soft-cap, tied embeddings.
+
 Only ``nn.Module``/``nn.Parameter``/``nn.ModuleList`` and the ``nn.init.trunc_normal_``
 initializer come from ``torch.nn``; every layer is written with plain tensor ops. The one
 exception is ``attention_backend="sdpa"``, the documented fast path that calls
@@ -20,6 +23,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from scratchlm.nn.functional import scaled_dot_product_attention, silu
+from scratchlm.nn.kv_cache import KVCache, LayerKVCache
 # The architecture's options, defaults and checks (torch-free, so settings load without torch).
 from scratchlm.settings.architecture import ATTENTION_BACKENDS, FFNS, NORMS, ModelConfig, ModelOptions, default_d_ff
 from scratchlm.settings.base import default_of  # the CS336 layer signatures take the model's defaults
@@ -95,6 +99,23 @@ class SiLUFeedForward(nn.Module):
         return self.w2(silu(self.w1(x)))
 
 
+class ReLU2FeedForward(nn.Module):
+    """Ungated feed-forward ``w2(relu(w1 x)²)`` (the ``ffn: relu2`` option, d_ff = 4·d_model), as in
+    Primer and the modded-nanogpt speedrun."""
+
+    def __init__(self, d_model: int, d_ff: int | None = None, device=None, dtype=None):
+        super().__init__()
+        d_ff = d_ff or default_d_ff(d_model, "relu2")
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(torch.relu(self.w1(x)).square())
+
+
+FEED_FORWARDS = {"swiglu": SwiGLU, "silu": SiLUFeedForward, "relu2": ReLU2FeedForward}
+
+
 class RotaryPositionalEmbedding(nn.Module):
     """RoPE: rotate each pair (x[2k], x[2k+1]) by the angle ``position · theta^(-2k/d_k)``.
 
@@ -140,48 +161,6 @@ def _as_complex_pairs(x: Tensor) -> Tensor:
     return torch.view_as_complex(pairs)
 
 
-class LayerKVCache:
-    """Keys (after RoPE) and values of one attention layer, preallocated for ``max_len`` positions.
-
-    Storage is allocated on the first ``append`` with that call's batch shape, dtype and device.
-    Meant for inference (under ``torch.no_grad()``).
-    """
-
-    def __init__(self, max_len: int):
-        self.max_len = max_len
-        self.length = 0
-        self.keys: Tensor | None = None  # (..., heads, max_len, d_k)
-        self.values: Tensor | None = None
-
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v (..., heads, seq, d) after the cached positions; return all keys and values so far."""
-        end = self.length + k.shape[-2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache full: {self.length} cached + {k.shape[-2]} new positions > {self.max_len}")
-        if self.keys is None:
-            self.keys = k.new_empty(*k.shape[:-2], self.max_len, k.shape[-1])
-            self.values = v.new_empty(*v.shape[:-2], self.max_len, v.shape[-1])
-        elif k.shape[:-2] != self.keys.shape[:-2]:
-            raise ValueError(f"KV cache holds batch shape {tuple(self.keys.shape[:-2])}, got {tuple(k.shape[:-2])}")
-        self.keys[..., self.length:end, :] = k
-        self.values[..., self.length:end, :] = v
-        self.length = end
-        return self.keys[..., :end, :], self.values[..., :end, :]
-
-
-class KVCache:
-    """Per-layer key/value caches of a TransformerLM for incremental decoding (``model.new_kv_cache()``)."""
-
-    def __init__(self, num_layers: int, max_len: int):
-        self.layers = [LayerKVCache(max_len) for _ in range(num_layers)]
-        self.max_len = max_len
-
-    @property
-    def length(self) -> int:
-        """Number of positions cached so far (the position of the next token)."""
-        return self.layers[0].length
-
-
 class MultiHeadSelfAttention(nn.Module):
     """Causal multi-head self-attention, d_k = d_v = d_model / num_heads, RoPE on queries and keys only.
 
@@ -190,7 +169,8 @@ class MultiHeadSelfAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, rope: RotaryPositionalEmbedding | None = None, *,
-                 backend: str = "scratch", device=None, dtype=None):
+                 backend: str = "scratch", qk_norm: bool = default_of(ModelOptions, "qk_norm"), device=None,
+                 dtype=None):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
@@ -203,12 +183,18 @@ class MultiHeadSelfAttention(nn.Module):
         self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        if qk_norm:  # per head, over d_k, with gains (QK-norm; Qwen3's q_norm / k_norm)
+            self.q_norm = RMSNorm(d_model // num_heads, device=device, dtype=dtype)
+            self.k_norm = RMSNorm(d_model // num_heads, device=device, dtype=dtype)
+        self.qk_norm = qk_norm
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None, *,
                 kv_cache: LayerKVCache | None = None) -> Tensor:
         """x (..., seq, d_model) -> (..., seq, d_model); positions default to cached length + arange(seq)."""
         q, k, v = (rearrange(proj(x), "... t (h d) -> ... h t d", h=self.num_heads)
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             if token_positions is None:
                 start = kv_cache.length if kv_cache is not None else 0
@@ -238,7 +224,8 @@ class TransformerBlock(nn.Module):
     def __init__(self, d_model: int, num_heads: int, d_ff: int | None = None, *,
                  rope: RotaryPositionalEmbedding | None = None, norm: str = default_of(ModelOptions, "norm"),
                  ffn: str = default_of(ModelOptions, "ffn"),
-                 attention_backend: str = default_of(ModelOptions, "attention_backend"), device=None, dtype=None):
+                 attention_backend: str = default_of(ModelOptions, "attention_backend"),
+                 qk_norm: bool = default_of(ModelOptions, "qk_norm"), device=None, dtype=None):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm {norm!r} is not one of {', '.join(NORMS)}")
@@ -246,8 +233,9 @@ class TransformerBlock(nn.Module):
             raise ValueError(f"ffn {ffn!r} is not one of {', '.join(FFNS)}")
         factory = {"device": device, "dtype": dtype}
         self.norm = norm
-        self.attn = MultiHeadSelfAttention(d_model, num_heads, rope, backend=attention_backend, **factory)
-        self.ffn = (SwiGLU if ffn == "swiglu" else SiLUFeedForward)(d_model, d_ff, **factory)
+        self.attn = MultiHeadSelfAttention(d_model, num_heads, rope, backend=attention_backend, qk_norm=qk_norm,
+                                           **factory)
+        self.ffn = FEED_FORWARDS[ffn](d_model, d_ff, **factory)
         if norm != "none":
             self.ln1 = RMSNorm(d_model, **factory)
             self.ln2 = RMSNorm(d_model, **factory)
@@ -289,16 +277,24 @@ class TransformerLM(nn.Module):
                                           device=device) if cfg.position == "rope" else None)
         self.layers = nn.ModuleList(
             TransformerBlock(cfg.d_model, cfg.num_heads, cfg.d_ff, rope=rope, norm=cfg.norm, ffn=cfg.ffn,
-                             attention_backend=cfg.attention_backend, **factory)
+                             attention_backend=cfg.attention_backend, qk_norm=cfg.qk_norm, **factory)
             for _ in range(cfg.num_layers)
         )
         if cfg.norm != "none":
             self.ln_final = RMSNorm(cfg.d_model, **factory)
         self.lm_head = Linear(cfg.d_model, cfg.vocab_size, **factory)
+        if cfg.zero_init_out:  # each block starts as the identity, and the logits as uniform
+            for weight in self._output_weights():
+                nn.init.zeros_(weight)
         if cfg.tie_embeddings:
             # Share one Parameter (both state-dict keys stay present and load into it). It keeps
             # the Linear init: an N(0, 1) output matrix would give logits of std ~sqrt(d_model).
             self.token_embeddings.weight = self.lm_head.weight
+
+    def _output_weights(self) -> list[nn.Parameter]:
+        """The matrices that write into the residual stream or the logits (``zero_init_out``)."""
+        return [self.lm_head.weight, *(weight for layer in self.layers
+                                       for weight in (layer.attn.output_proj.weight, layer.ffn.w2.weight))]
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, device=None, dtype=None) -> TransformerLM:
@@ -321,4 +317,8 @@ class TransformerLM(nn.Module):
             x = layer(x, positions, kv_cache=kv_cache.layers[i] if kv_cache is not None else None)
         if self.config.norm != "none":
             x = self.ln_final(x)
-        return self.lm_head(x)
+        logits = self.lm_head(x)
+        if self.config.logit_softcap is not None:  # smooth bound on the logits: cap·tanh(logits / cap)
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits / cap)
+        return logits

@@ -14,7 +14,7 @@ from scratchlm.settings.base import Float, Int, Section, default_of
 
 Norm = Literal["pre", "post", "none"]
 Position = Literal["rope", "none"]
-Ffn = Literal["swiglu", "silu"]
+Ffn = Literal["swiglu", "silu", "relu2"]
 AttentionBackend = Literal["scratch", "sdpa"]
 NORMS, POSITIONS, FFNS, ATTENTION_BACKENDS = (get_args(kind) for kind in (Norm, Position, Ffn, AttentionBackend))
 
@@ -31,7 +31,7 @@ class ModelOptions(Section):
     num_heads: Int = Field(16, gt=0)
     """attention heads (they divide d_model)"""
     d_ff: Int | None = Field(None, gt=0)
-    """feed-forward width; null: 8/3·d_model rounded to 64 (swiglu), 4·d_model (silu)"""
+    """feed-forward width; null: 8/3·d_model rounded to 64 (swiglu), 4·d_model (silu, relu2)"""
     rope_theta: Float = Field(10000.0, gt=0)
     """RoPE base"""
     norm: Norm = "pre"
@@ -39,7 +39,13 @@ class ModelOptions(Section):
     position: Position = "rope"
     """rope, or none (no position information: an ablation)"""
     ffn: Ffn = "swiglu"
-    """swiglu, or silu (a two-matrix MLP)"""
+    """swiglu, silu (a two-matrix MLP) or relu2 (a two-matrix MLP with ReLU²)"""
+    qk_norm: bool = False
+    """RMSNorm of the queries and keys of each head (before RoPE), with gains"""
+    zero_init_out: bool = False
+    """the attention and feed-forward output projections and the LM head start at zero"""
+    logit_softcap: Float | None = Field(None, gt=0)
+    """cap·tanh(logits / cap) on the logits (e.g. 15–30); null: off"""
     tie_embeddings: bool = False
     """share the token embedding with the LM head"""
     attention_backend: AttentionBackend = "scratch"
@@ -51,18 +57,21 @@ class ModelOptions(Section):
             raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
         if self.position == "rope" and (self.d_model // self.num_heads) % 2:
             raise ValueError(f"RoPE needs an even head size, got d_model/num_heads={self.d_model // self.num_heads}")
+        if self.zero_init_out and self.tie_embeddings:
+            raise ValueError("zero_init_out with tie_embeddings would start the token embeddings at zero too")
         return self
 
 
 def default_d_ff(d_model: int, ffn: str = default_of(ModelOptions, "ffn")) -> int:
-    """Hidden size of the feed-forward layer: 8/3·d_model rounded to a multiple of 64 (SwiGLU), 4·d_model (SiLU).
+    """Hidden size of the feed-forward layer: 8/3·d_model rounded to a multiple of 64 (SwiGLU),
+    4·d_model (the two-matrix MLPs).
 
     The 8/3 keeps SwiGLU's three matrices at the parameter count of a 4·d_model two-matrix MLP.
 
-    >>> default_d_ff(512), default_d_ff(512, "silu")
-    (1344, 2048)
+    >>> default_d_ff(512), default_d_ff(512, "silu"), default_d_ff(512, "relu2")
+    (1344, 2048, 2048)
     """
-    if ffn == "silu":
+    if ffn != "swiglu":
         return 4 * d_model
     return max(64, 64 * round(8 * d_model / 3 / 64))
 
