@@ -146,3 +146,75 @@ def test_linear_and_wsd_schedules_known_values():
     assert schedule_lr("cosine", 5, 1.0, 0.1, 2, 10, 3) == get_lr_cosine_schedule(5, 1.0, 0.1, 2, 10)
     with pytest.raises(ValueError, match="unknown schedule 'step'"):
         schedule_lr("step", 1, 1.0, 0.1, 2, 10, 3)
+
+
+@pytest.mark.parametrize("scale, nesterov", [("original", True), ("match_rms_adamw", False)])
+def test_muon_matches_torch_muon_and_adamw_step_for_step(scale, nesterov):
+    """Muon groups against torch.optim.Muon, the other groups against torch.optim.AdamW, in one optimizer."""
+    from scratchlm.optim import Muon
+
+    def make():
+        torch.manual_seed(0)
+        return [torch.nn.Parameter(torch.randn(6, 4)), torch.nn.Parameter(torch.randn(3, 8)),
+                torch.nn.Parameter(torch.randn(5, 4)), torch.nn.Parameter(torch.randn(7))]
+
+    ours_params, ref_params = make(), make()
+    muon = {"momentum": 0.9, "nesterov": nesterov, "ns_steps": 5}
+    ours = Muon([{"params": ours_params[:2], "muon": True, "lr": 0.02, "weight_decay": 0.05, "scale": scale, **muon},
+                 {"params": ours_params[2:], "weight_decay": 0.1}], lr=3e-3, betas=(0.9, 0.95), eps=1e-8)
+    ref_muon = torch.optim.Muon(ref_params[:2], lr=0.02, weight_decay=0.05, adjust_lr_fn=scale, **muon)
+    ref_adamw = torch.optim.AdamW(ref_params[2:], lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    for step in range(12):
+        for params in (ours_params, ref_params):
+            loss = sum((p ** 3).sum() * (i + 1) + (p.sin() * p).sum() for i, p in enumerate(params))
+            for p in params:
+                p.grad = None
+            loss.backward()
+        ours.step(), ref_muon.step(), ref_adamw.step()
+        for a, b in zip(ours_params, ref_params):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_muon_state_dict_round_trip_continues_identically():
+    from scratchlm.optim import Muon
+
+    def run(steps: int, resume_at: int | None = None) -> torch.Tensor:
+        torch.manual_seed(1)
+        w, g = torch.nn.Parameter(torch.randn(4, 6)), torch.nn.Parameter(torch.randn(6))
+        make = lambda: Muon([{"params": [w], "muon": True, "lr": 0.05, "weight_decay": 0.0, "momentum": 0.95,  # noqa: E731
+                              "nesterov": True, "ns_steps": 5, "scale": "original"}, {"params": [g]}], lr=1e-2)
+        opt = make()
+        for step in range(steps):
+            if step == resume_at:
+                saved = opt.state_dict()
+                opt = make()
+                opt.load_state_dict(saved)
+            opt.zero_grad()
+            ((w @ g).square().sum() + w.abs().sum()).backward()
+            opt.step()
+        return torch.cat([w.detach().flatten(), g.detach()])
+
+    assert torch.equal(run(8), run(8, resume_at=3))
+
+
+def test_orthogonalize_gives_singular_values_near_one():
+    from scratchlm.optim.muon import orthogonalize
+
+    torch.manual_seed(0)
+    for rows, cols in [(16, 64), (64, 16), (32, 32)]:
+        rank = min(rows, cols)
+        left, right = torch.linalg.qr(torch.randn(rows, rank))[0], torch.linalg.qr(torch.randn(cols, rank))[0]
+        matrix = left @ torch.diag(torch.logspace(-1, 1, rank)) @ right.T  # singular values 0.1 .. 10
+        values = torch.linalg.svdvals(orthogonalize(matrix).float())
+        assert values.min() > 0.5 and values.max() < 1.3, (rows, cols)
+
+
+def test_muon_refuses_what_it_cannot_update():
+    from scratchlm.optim import Muon
+
+    group = {"muon": True, "lr": 0.02, "weight_decay": 0.0, "momentum": 0.95, "nesterov": True, "ns_steps": 5,
+             "scale": "original"}
+    with pytest.raises(ValueError, match="2-D matrices only"):
+        Muon([{"params": [torch.nn.Parameter(torch.ones(3))], **group}])
+    with pytest.raises(ValueError, match="bad Muon group"):
+        Muon([{"params": [torch.nn.Parameter(torch.ones(3, 3))], **group, "scale": "sideways"}])

@@ -138,8 +138,10 @@ def test_project_config_runs(project_root):
 def test_config_show_names_each_values_origin_and_loads_back(project_root, tmp_path):
     loaded = load_project_file(project_root / "config.yaml")
     text = show_settings(loaded, ["demo"], override_layers(assignments=["optimizer.lr=0.01"]))
-    lines = {line.split(":")[0].strip(): line for line in text.splitlines()}
-    assert lines["lr"].endswith("# --set: peak learning rate (the top of the schedule)")
+    lines: dict[str, str] = {}
+    for line in text.splitlines():  # the first line of each key (optimizer.lr comes before optimizer.muon.lr)
+        lines.setdefault(line.split(":")[0].strip(), line)
+    assert lines["lr"].endswith("# --set: peak learning rate of AdamW's parameters (the top of the schedule)")
     assert "# runs.demo: " in lines["batch_size"] and "# default: " in lines["weight_decay"]
     assert f"# {loaded.source}: " in lines["vocab_size"] and "# default: " in lines["special_tokens"]
     assert "ts-base" not in text and "\ndownload:" not in text  # only the named run and its corpus

@@ -118,10 +118,11 @@ def test_tiny_run_end_to_end(tmp_path, data):
     assert all(torch.equal(saved[name], value) for name, value in model.state_dict().items())
 
 
-@pytest.mark.parametrize("log_interval", [1, 3])
-def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, data, log_interval):
-    """With log_interval 3, the first line after a resume once averaged only the steps since it."""
-    settings = tiny_settings(log_interval=log_interval)
+@pytest.mark.parametrize("log_interval, optimizer", [(1, "adamw"), (3, "adamw"), (1, "muon")])
+def test_resume_after_sigterm_matches_uninterrupted_run(tmp_path, data, log_interval, optimizer):
+    """With log_interval 3, the first line after a resume once averaged only the steps since it;
+    Muon's momentum buffers resume too."""
+    settings = tiny_settings(log_interval=log_interval, optimizer={"name": optimizer})
     train(settings, data, tmp_path / "straight")
     with pytest.raises(TrainingInterrupted, match="stopped by signal"):
         train(settings, data, tmp_path / "resumed", on_step=sigterm_at(7))

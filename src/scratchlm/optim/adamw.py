@@ -49,16 +49,19 @@ class AdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            # foreach kernels need one device and dtype per call.
-            by_kind: dict[tuple, list[Tensor]] = {}
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdamW does not support sparse gradients")
-                by_kind.setdefault((p.device, p.dtype), []).append(p)
-            for same_kind in by_kind.values():
-                self._update(same_kind, group)
+            self._step_group(group)
         return loss
+
+    def _step_group(self, group: dict) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        # foreach kernels need one device and dtype per call.
+        by_kind: dict[tuple, list[Tensor]] = {}
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError("AdamW does not support sparse gradients")
+            by_kind.setdefault((p.device, p.dtype), []).append(p)
+        for same_kind in by_kind.values():
+            self._update(same_kind, group)
 
     def _update(self, params: list[Tensor], group: dict) -> None:
         lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]

@@ -37,13 +37,20 @@ from scratchlm.settings.project import (
     SamplingSettings,
     SourceSettings,
 )
-from scratchlm.settings.run import OptimizerSettings, RunSettings, ScheduleSettings, TrainingSettings, WandbSettings
+from scratchlm.settings.run import (
+    MuonSettings,
+    OptimizerSettings,
+    RunSettings,
+    ScheduleSettings,
+    TrainingSettings,
+    WandbSettings,
+)
 
 __all__ = [
     "END_OF_TEXT", "PROJECT_FILE", "AccountingSettings", "BpeSettings", "CorpusSettings", "DownloadSettings",
     "EncodeSettings", "GenerationSettings", "GeneratorSettings", "Layer", "ModelConfig", "ModelOptions",
-    "OptimizerSettings", "Project", "ProjectSettings", "RunSettings", "SamplingSettings", "ScheduleSettings",
-    "SettingsError", "SourceSettings", "TrainingSettings", "WandbSettings", "default_d_ff", "default_of",
-    "experiment_runs", "load_project", "load_project_file", "load_yaml", "override_layers", "parse_assignment",
-    "resolve_run", "run_names",
+    "MuonSettings", "OptimizerSettings", "Project", "ProjectSettings", "RunSettings", "SamplingSettings",
+    "ScheduleSettings", "SettingsError", "SourceSettings", "TrainingSettings", "WandbSettings", "default_d_ff",
+    "default_of", "experiment_runs", "load_project", "load_project_file", "load_yaml", "override_layers",
+    "parse_assignment", "resolve_run", "run_names",
 ]

@@ -31,11 +31,28 @@ def _device(name: str) -> str:
 Device = Annotated[str, AfterValidator(_device)]
 
 
+class MuonSettings(Section):
+    """Muon, for the hidden matrices (attention and feed-forward) when ``optimizer.name`` is muon."""
+
+    lr: Float = Field(0.02, gt=0)
+    """peak learning rate of the hidden matrices (the schedule scales it like optimizer.lr)"""
+    momentum: Float = Field(0.95, ge=0, lt=1)
+    """momentum of the gradient average that is orthogonalised"""
+    nesterov: bool = True
+    """Nesterov momentum"""
+    ns_steps: Int = Field(5, ge=1)
+    """Newton–Schulz iterations per update"""
+    weight_decay: Float = Field(0.0, ge=0)
+    """decoupled weight decay of the hidden matrices"""
+    scale: Literal["original", "match_rms_adamw"] = "original"
+    """per-shape learning-rate factor: sqrt(max(1, rows/cols)), or 0.2·sqrt(max(rows, cols)) (AdamW's RMS)"""
+
+
 class OptimizerSettings(Section):
-    """AdamW and gradient clipping."""
+    """The optimizer (AdamW, or Muon for the hidden matrices) and gradient clipping."""
 
     lr: Float = Field(1.0e-3, gt=0)
-    """peak learning rate (the top of the schedule)"""
+    """peak learning rate of AdamW's parameters (the top of the schedule)"""
     betas: list[Float] = Field([0.9, 0.95], min_length=2, max_length=2)
     """AdamW's moment decay rates, each in [0, 1)"""
     eps: Float = Field(1.0e-8, gt=0)
@@ -44,6 +61,10 @@ class OptimizerSettings(Section):
     """decoupled weight decay of matrices (gains are not decayed)"""
     grad_clip: Float | None = Field(1.0, gt=0)
     """largest global L2 norm of the gradients; null: no clipping (the norm is still logged)"""
+    name: Literal["adamw", "muon"] = "adamw"
+    """adamw, or muon (hidden matrices on Muon, embeddings, LM head and gains on AdamW)"""
+    muon: MuonSettings = MuonSettings()
+    """Muon's settings (used when name is muon)"""
 
     @model_validator(mode="after")
     def _betas_below_one(self) -> OptimizerSettings:

@@ -19,7 +19,7 @@ from scratchlm.fileio import atomic_open, write_json
 from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.functional import cross_entropy
-from scratchlm.optim import AdamW, clip_gradients, schedule_lr
+from scratchlm.optim import AdamW, Muon, clip_gradients, schedule_lr
 from scratchlm.progress import progress_bar
 from scratchlm.training import distributed
 from scratchlm.training.checkpoint import read_checkpoint, require_finite, save_checkpoint, state_is_finite
@@ -123,12 +123,19 @@ class Trainer:
         log.info("run %s starts from the weights of %s", self.run_name, run_dir)
 
     def _optimizer(self) -> AdamW:
-        opt = self.settings.optimizer
+        """AdamW, or Muon for the blocks' matrices and AdamW for the rest."""
+        opt, muon = self.settings.optimizer, self.settings.optimizer.muon
+        named = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        on_muon = [p for name, p in named if opt.name == "muon" and name.startswith("layers.") and p.dim() == 2]
+        rest = [p for _, p in named if not any(p is q for q in on_muon)]
         # Decay matrices only: shrinking RMSNorm gains towards zero would fight the normalisation.
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": opt.weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return AdamW([g for g in groups if g["params"]], lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
+        groups = [{"params": on_muon, "muon": True, "lr": muon.lr, "weight_decay": muon.weight_decay,
+                   "momentum": muon.momentum, "nesterov": muon.nesterov, "ns_steps": muon.ns_steps,
+                   "scale": muon.scale},
+                  {"params": [p for p in rest if p.dim() >= 2], "weight_decay": opt.weight_decay},
+                  {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
+        kind = Muon if opt.name == "muon" else AdamW
+        return kind([g for g in groups if g["params"]], lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
 
     def _eval_batches(self) -> list[np.ndarray]:
         """Start positions of a fixed set of validation batches, drawn once (the same for every
@@ -162,9 +169,9 @@ class Trainer:
         sync step (every step on a CPU, log steps elsewhere) they are checked first, and a
         non-finite one stops the run before the update.
         """
-        lr = self.lr_at(self.state.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr, opt = self.lr_at(self.state.step), self.settings.optimizer
+        for group in self.optimizer.param_groups:  # Muon's matrices follow the same schedule from their own peak
+            group["lr"] = lr * opt.muon.lr / opt.lr if group.get("muon") else lr
         starts = sample_starts(self.train_tokens, self.settings.batch_size, self.model_config.context_length,
                                generator=self.rng)[self.rows]
         self.optimizer.zero_grad(set_to_none=True)
