@@ -89,28 +89,29 @@ class SwiGLU(nn.Module):
 class SiLUFeedForward(nn.Module):
     """Ungated feed-forward ``w2(silu(w1 x))`` (the ``ffn: silu`` ablation, d_ff = 4·d_model)."""
 
+    ffn = "silu"  # its default d_ff
+
     def __init__(self, d_model: int, d_ff: int | None = None, device=None, dtype=None):
         super().__init__()
-        d_ff = d_ff or default_d_ff(d_model, "silu")
+        d_ff = d_ff or default_d_ff(d_model, self.ffn)
         self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
         self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
 
+    def activation(self, hidden: Tensor) -> Tensor:
+        return silu(hidden)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(silu(self.w1(x)))
+        return self.w2(self.activation(self.w1(x)))
 
 
-class ReLU2FeedForward(nn.Module):
+class ReLU2FeedForward(SiLUFeedForward):
     """Ungated feed-forward ``w2(relu(w1 x)²)`` (the ``ffn: relu2`` option, d_ff = 4·d_model), as in
     Primer and the modded-nanogpt speedrun."""
 
-    def __init__(self, d_model: int, d_ff: int | None = None, device=None, dtype=None):
-        super().__init__()
-        d_ff = d_ff or default_d_ff(d_model, "relu2")
-        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
-        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+    ffn = "relu2"
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.w2(torch.relu(self.w1(x)).square())
+    def activation(self, hidden: Tensor) -> Tensor:
+        return torch.relu(hidden).square()
 
 
 FEED_FORWARDS = {"swiglu": SwiGLU, "silu": SiLUFeedForward, "relu2": ReLU2FeedForward}
