@@ -67,6 +67,16 @@ def test_pathological_inputs_are_exact(pair, text):
     assert tokenizer.encode_array(text).tolist() == reference.encode(text, allowed_special="all")
 
 
+def test_a_merge_list_that_builds_on_later_merges_is_exact_in_long_pre_tokens():
+    """Rank 0 joins "ab" and "c", but "ab" is made by rank 1: a merge then makes a pair of lower rank,
+    which the rank buckets cannot order; the long loop falls back to its heap."""
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"abc", 257: b"ab"}
+    tokenizer = Tokenizer(vocab, [(b"ab", b"c"), (b"a", b"b")])
+    for text in ("abc" * 30, "abc" * 3000, "ab" * 2500 + "c"):  # the short loop, and the long one
+        assert tokenizer.encode(text) == tokenizer.encode_in_python(text), len(text)
+    assert set(tokenizer.encode("abc" * 3000)) == {256}
+
+
 def test_lone_surrogates_become_replacement_characters(pair):
     tokenizer, reference = pair
     text = "a\ud800b \udfff"

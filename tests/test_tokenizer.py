@@ -239,8 +239,8 @@ def test_merged_tokens_are_their_own_bpe(reference_tokenizers_dir, fixtures_dir,
 @given(st.lists(st.sampled_from([b"=", b"-", b"a", b"b", b"ab", b"th", b"e", b" ", b"\xc3\xa9", b"0", b"\xff"]),
                 max_size=300))
 def test_long_and_short_merge_loops_agree(gpt2, parts):
-    """The four merge loops: Python and compiled, short (O(n^2)) and long (heap), on one pre-token."""
-    from scratchlm.tokenizer.fast_bpe import SHORT, bpe_long, bpe_short
+    """The merge loops: Python and compiled, short (O(n^2)) and long (heap, rank buckets), on one pre-token."""
+    from scratchlm.tokenizer.fast_bpe import SHORT, _bpe_by_rank, bpe_long, bpe_short
     from scratchlm.tokenizer.fast_encode import CompiledEncoder
 
     data = b"".join(parts)
@@ -251,6 +251,7 @@ def test_long_and_short_merge_loops_agree(gpt2, parts):
     tables = CompiledEncoder(*gpt2._tables, cache_entries=1).tables
     array, out = np.frombuffer(data, dtype=np.uint8), np.zeros(len(data) + 1, dtype=np.uint32)
     assert out[:bpe_long(array, 0, len(data), tables, out, 0)].tolist() == expected
+    assert out[:_bpe_by_rank(array, 0, len(data), tables, out, 0)].tolist() == expected
     if len(data) <= SHORT:
         assert out[:bpe_short(array, 0, len(data), tables, out, 0)].tolist() == expected
 

@@ -16,6 +16,7 @@ from scratchlm.tokenizer.compiled import njit
 NO_MERGE = np.int64(1 << 40)  # rank of a pair without a merge
 _EMPTY_PAIR = np.uint64(0xFFFFFFFFFFFFFFFF)  # no pair of ids below 2**32 has this key
 SHORT = 64  # bytes up to which the short loop is used
+BUCKETED = 4096  # bytes from which the long loop goes by rank buckets
 
 
 @njit(cache=True, inline="always")
@@ -156,8 +157,66 @@ def _set_rank(heap, where, rank, size, position, new_rank):
 
 
 @njit(cache=True)
+def _bpe_by_rank(data, start, end, tables, out, n_out):
+    """``bpe_long`` by rank buckets, for merge lists where a merge only builds on earlier ones (as
+    BPE training makes them): a new pair then always has a higher rank than the merge that made
+    it, so the ranks can be taken in increasing order, each bucket's positions left to right.
+    Linear but for sorting the buckets, with good locality. Returns -1 if a merge makes a pair of
+    lower rank (a hand-made merge list): the caller uses the heap instead."""
+    byte_ids, pairs, merged = tables
+    size = end - start
+    ids = np.empty(size, dtype=np.int32)
+    after, before = np.arange(1, size + 1, dtype=np.int32), np.arange(-1, size - 1, dtype=np.int32)
+    head = np.full(len(merged), -1, dtype=np.int32)  # first entry of each rank's bucket
+    positions, links = np.empty(3 * size, dtype=np.int32), np.empty(3 * size, dtype=np.int32)
+    for k in range(size):
+        ids[k] = byte_ids[data[start + k]]
+    entries = 0
+    for k in range(size - 1):
+        pair_rank = rank_of(ids[k], ids[k + 1], pairs)
+        if pair_rank != NO_MERGE:
+            positions[entries], links[entries], head[pair_rank] = k, head[pair_rank], entries
+            entries += 1
+    batch = np.empty(size, dtype=np.int32)
+    for current in range(len(merged)):
+        count, entry = 0, head[current]
+        while entry >= 0:
+            batch[count], entry = positions[entry], links[entry]
+            count += 1
+        for left in np.sort(batch[:count]):
+            right = after[left]
+            if ids[left] < 0 or right >= size or rank_of(ids[left], ids[right], pairs) != current:
+                continue  # merged away, or its pair changed since
+            ids[left], ids[right] = merged[current], -1
+            after[left] = after[right]
+            for first in (left, before[left]):
+                if first < 0 or after[first] >= size:
+                    continue
+                new_rank = rank_of(ids[first], ids[after[first]], pairs)
+                if new_rank != NO_MERGE:
+                    if new_rank <= current:
+                        return -1
+                    positions[entries], links[entries], head[new_rank] = first, head[new_rank], entries
+                    entries += 1
+            if after[left] < size:
+                before[after[left]] = left
+    at = 0
+    while at < size:
+        out[n_out] = ids[at]
+        n_out += 1
+        at = after[at]
+    return n_out
+
+
+@njit(cache=True)
 def bpe_long(data, start, end, tables, out, n_out):
-    """``bpe_short`` for a pre-token of any length, in O(n log n)."""
+    """``bpe_short`` for a pre-token of any length, in O(n log n): by rank buckets from
+    ``BUCKETED`` bytes (scanning the ranks costs about as much as the heap saves below that),
+    else (or for a hand-made merge list) by an indexed heap of pair positions."""
+    if end - start >= BUCKETED:
+        done = _bpe_by_rank(data, start, end, tables, out, n_out)
+        if done >= 0:
+            return done
     byte_ids, pairs, merged = tables
     size = end - start
     ids = np.empty(size, dtype=np.int32)
