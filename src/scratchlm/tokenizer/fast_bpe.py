@@ -157,6 +157,27 @@ def _set_rank(heap, where, rank, size, position, new_rank):
 
 
 @njit(cache=True)
+def _linked_ids(data, start, end, byte_ids):
+    """The byte ids of ``data[start:end]`` as a doubly linked list: (ids, next, previous)."""
+    size = end - start
+    ids = np.empty(size, dtype=np.int32)
+    for k in range(size):
+        ids[k] = byte_ids[data[start + k]]
+    return ids, np.arange(1, size + 1, dtype=np.int32), np.arange(-1, size - 1, dtype=np.int32)
+
+
+@njit(cache=True)
+def _write_linked(ids, after, out, n_out):
+    """Write the ids still linked from position 0 at ``out[n_out:]``; returns the new end."""
+    at = 0
+    while at < len(ids):
+        out[n_out] = ids[at]
+        n_out += 1
+        at = after[at]
+    return n_out
+
+
+@njit(cache=True)
 def _bpe_by_rank(data, start, end, tables, out, n_out):
     """``bpe_long`` by rank buckets, for merge lists where a merge only builds on earlier ones (as
     BPE training makes them): a new pair then always has a higher rank than the merge that made
@@ -165,12 +186,9 @@ def _bpe_by_rank(data, start, end, tables, out, n_out):
     lower rank (a hand-made merge list): the caller uses the heap instead."""
     byte_ids, pairs, merged = tables
     size = end - start
-    ids = np.empty(size, dtype=np.int32)
-    after, before = np.arange(1, size + 1, dtype=np.int32), np.arange(-1, size - 1, dtype=np.int32)
+    ids, after, before = _linked_ids(data, start, end, byte_ids)
     head = np.full(len(merged), -1, dtype=np.int32)  # first entry of each rank's bucket
     positions, links = np.empty(3 * size, dtype=np.int32), np.empty(3 * size, dtype=np.int32)
-    for k in range(size):
-        ids[k] = byte_ids[data[start + k]]
     entries = 0
     for k in range(size - 1):
         pair_rank = rank_of(ids[k], ids[k + 1], pairs)
@@ -200,12 +218,7 @@ def _bpe_by_rank(data, start, end, tables, out, n_out):
                     entries += 1
             if after[left] < size:
                 before[after[left]] = left
-    at = 0
-    while at < size:
-        out[n_out] = ids[at]
-        n_out += 1
-        at = after[at]
-    return n_out
+    return _write_linked(ids, after, out, n_out)
 
 
 @njit(cache=True)
@@ -219,12 +232,9 @@ def bpe_long(data, start, end, tables, out, n_out):
             return done
     byte_ids, pairs, merged = tables
     size = end - start
-    ids = np.empty(size, dtype=np.int32)
-    after, before = np.arange(1, size + 1, dtype=np.int32), np.arange(-1, size - 1, dtype=np.int32)
+    ids, after, before = _linked_ids(data, start, end, byte_ids)
     rank = np.full(size, NO_MERGE, dtype=np.int64)  # rank of the pair that starts at each position
     heap, where = np.empty(size, dtype=np.int32), np.full(size, -1, dtype=np.int32)
-    for k in range(size):
-        ids[k] = byte_ids[data[start + k]]
     count = 0
     for k in range(size - 1):
         pair_rank = rank_of(ids[k], ids[k + 1], pairs)
@@ -244,9 +254,4 @@ def bpe_long(data, start, end, tables, out, n_out):
         if before[left] >= 0:
             previous = before[left]
             count = _set_rank(heap, where, rank, count, previous, rank_of(ids[previous], ids[left], pairs))
-    at = 0
-    while at < size:
-        out[n_out] = ids[at]
-        n_out += 1
-        at = after[at]
-    return n_out
+    return _write_linked(ids, after, out, n_out)
