@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 from _docs_corpus import docs_corpus
 from bpe_scale import make_corpus
 
-from scratchlm.tokenizer.pretokenize import ChunkCounts, PretokenTally, count_pretokens, decode_utf8
+from scratchlm.tokenizer.pretokenize import ChunkCounts, PretokenTally, count_pretokens
+from scratchlm.tokenizer.utf8 import decode_utf8
 from scratchlm.tokenizer.shards import (
     counts_table,
     num_planned_shards,

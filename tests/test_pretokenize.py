@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from scratchlm.tokenizer.pretokenize import (
     GPT2_REGEX,
     count_pretokens,
-    decode_utf8,
     find_chunk_boundaries,
     iter_document_blocks,
     split_on_special_tokens,
     tally_file_range,
 )
+from scratchlm.tokenizer.utf8 import decode_utf8, valid_utf8
 
 EOT = "<|endoftext|>"
 
@@ -121,6 +121,9 @@ def test_tally_file_range_streams_like_whole_text(tmp_path):
 
 def test_decode_utf8_counts_replacements():
     assert decode_utf8("héllo \ufffd".encode()) == ("héllo \ufffd", 0)  # a real U+FFFD is not an error
+    for data in (b"a\xffb\xc3", "héllo \ufffd".encode(), b"plain"):  # and valid_utf8 agrees with it
+        text, invalid = decode_utf8(data)
+        assert valid_utf8(data) == (text.encode(), invalid)
     assert decode_utf8(b"a\xffb\xc3") == ("a\ufffdb\ufffd", 2)
 
 

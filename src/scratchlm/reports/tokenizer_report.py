@@ -16,7 +16,8 @@ from scratchlm.fileio import atomic_open, write_json
 from scratchlm.layout import SPLITS, Layout
 from scratchlm.reports import markdown_table
 from scratchlm.settings import EncodeSettings
-from scratchlm.tokenizer.pretokenize import decode_utf8, iter_document_blocks
+from scratchlm.tokenizer.pretokenize import iter_document_blocks
+from scratchlm.tokenizer.utf8 import decode_utf8, valid_utf8
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def measure_throughput(vocab: Path, merges: Path, special_tokens: Sequence[str],
     with open(text_path, "rb") as handle:
         data = handle.read(int(megabytes * 2**20))
     cut = data.rfind(special_tokens[0].encode("utf-8"), 1) if special_tokens else -1
-    data = decode_utf8(data[:cut] if cut > 0 else data)[0].encode("utf-8")
+    data = valid_utf8(data[:cut] if cut > 0 else data)[0]
     Tokenizer.from_files(vocab, merges, special_tokens).encode_utf8(b"load the compiled code")
     tokenizer = Tokenizer.from_files(vocab, merges, special_tokens)
     rates = []

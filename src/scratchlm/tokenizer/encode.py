@@ -26,12 +26,12 @@ from scratchlm.fileio import atomic_path, require_file
 from scratchlm.progress import format_bytes, progress_bar
 from scratchlm.settings import END_OF_TEXT, EncodeSettings, default_of
 from scratchlm.tokenizer.pretokenize import (
-    decode_utf8,
     find_chunk_boundaries,
     ignore_interrupts,
     iter_document_blocks,
 )
 from scratchlm.tokenizer.tokenizer import Tokenizer
+from scratchlm.tokenizer.utf8 import valid_utf8
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +72,12 @@ def encode_range(tokenizer: Tokenizer, path: str | os.PathLike, start: int, end:
     parts, invalid = [], 0
     for block in iter_document_blocks(path, start, end, specials[0] if specials else None,
                                       block_size=block_size, special_tokens=specials):
-        invalid += invalid_utf8_sequences(block)
+        block, bad = valid_utf8(block)
+        invalid += bad
         parts.append(tokenizer.encode_utf8(block).astype(DTYPE))
     if invalid:
         log.warning("%s: %d invalid UTF-8 sequences in bytes %d-%d replaced by U+FFFD", path, invalid, start, end)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=DTYPE)
-
-
-def invalid_utf8_sequences(data: bytes) -> int:
-    """How many invalid UTF-8 sequences decoding ``data`` replaces (checked by compiled code first:
-    text is almost always valid, and then it is not decoded)."""
-    from scratchlm.tokenizer.scan import first_invalid_utf8
-
-    if data.isascii() or first_invalid_utf8(np.frombuffer(data, dtype=np.uint8)) < 0:
-        return 0
-    return decode_utf8(data)[1]
 
 
 _worker_tokenizer: Tokenizer | None = None

@@ -14,6 +14,8 @@ from typing import AnyStr, Iterator, Sequence
 import numpy as np
 import regex
 
+from scratchlm.tokenizer.utf8 import decode_utf8, valid_utf8
+
 
 # GPT-2's pre-tokenizer pattern (as used by CS336 and tiktoken's "gpt2" encoding).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -40,18 +42,6 @@ def pretokenize(text: str) -> list[str]:
     ['Hello', ',', ' wörld', '!', ' ', ' ok']
     """
     return ASCII_PRETOKEN_RE.findall(text) if text.isascii() else GPT2_REGEX.findall(text)
-
-
-def utf8_of(text: str) -> bytes:
-    """``text`` as UTF-8, each lone surrogate (which has none) replaced by U+FFFD, as tiktoken does.
-
-    >>> utf8_of("a\\ud800b")
-    b'a\\xef\\xbf\\xbdb'
-    """
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 def special_tokens_regex(special_tokens: Sequence[AnyStr]) -> "regex.Pattern[AnyStr] | None":
@@ -162,18 +152,6 @@ def ignore_interrupts() -> None:
     """A pool worker's initializer: Ctrl-C is the parent's to handle (it terminates the pool); a
     worker that died of it mid-task could leave the pool waiting forever for its result."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def decode_utf8(data: bytes) -> tuple[str, int]:
-    """Decode UTF-8, replacing invalid sequences with U+FFFD; returns ``(text, number replaced)``.
-
-    >>> decode_utf8(b"ok \\xff!")
-    ('ok \\ufffd!', 1)
-    """
-    text = data.decode("utf-8", errors="replace")  # one pass in C, whatever the number of errors
-    # Every U+FFFD is a replacement except those encoded in the input (EF BF BD, always a valid
-    # sequence of its own: EF is no continuation byte, so no invalid sequence can swallow it).
-    return text, text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
 
 
 def count_pretokens(text: str, special_tokens: Sequence[str]) -> Counter[str]:
@@ -294,18 +272,16 @@ class PretokenTally:
 
     def add_document(self, document: bytes) -> None:
         """Count one document's pre-tokens (invalid UTF-8 becomes U+FFFD, and is counted)."""
-        if document.isascii():
-            if self.compiled is None:
+        if self.compiled is None:
+            if document.isascii():
                 self.byte_counts.update(ASCII_PRETOKEN_BYTES_RE.findall(document))
                 return
-        else:
             text, invalid = decode_utf8(document)
             self.invalid_utf8 += invalid
-            if self.compiled is None:
-                self.text_counts.update(GPT2_REGEX.findall(text))
-                return
-            if invalid:
-                document = text.encode("utf-8")
+            self.text_counts.update(GPT2_REGEX.findall(text))
+            return
+        document, invalid = valid_utf8(document)
+        self.invalid_utf8 += invalid
         self.pending.append(document)
         self.pending_bytes += len(document)
         if self.pending_bytes >= PENDING_BYTES:

@@ -11,7 +11,7 @@ import heapq
 from itertools import repeat
 from typing import Mapping, Sequence
 
-from scratchlm.tokenizer.pretokenize import pretokenize, utf8_of
+from scratchlm.tokenizer.pretokenize import pretokenize
 
 Pair = tuple[int, int]
 _NO_MERGE = 1 << 62  # rank of a pair that has no merge
@@ -29,10 +29,11 @@ class PythonEncoder:
             self.ranks.setdefault(pair, rank)
 
     def encode(self, texts: Sequence[str], separators: Sequence[int] = ()) -> list[int]:
-        """Ids of ``texts[0]``, id ``separators[0]``, ``texts[1]``, ... (one separator fewer than texts)."""
+        """Ids of ``texts[0]``, id ``separators[0]``, ``texts[1]``, ... (one separator fewer than texts;
+        the texts hold no special tokens and no lone surrogates)."""
         ids: list[int] = []
         for index, text in enumerate(texts):
-            for pretoken in pretokenize(utf8_of(text).decode("utf-8")):  # lone surrogates: U+FFFD
+            for pretoken in pretokenize(text):
                 data = pretoken.encode("utf-8")
                 whole = self.merged_tokens.get(data)
                 ids.extend((whole,) if whole is not None else self.bpe(data))

@@ -21,9 +21,9 @@ from scratchlm.tokenizer.pretokenize import (
     before_straddling_specials,
     growing_special_start,
     special_tokens_regex,
-    utf8_of,
 )
 from scratchlm.tokenizer.serialization import Merges, Vocab, check_vocab, load_gpt2_format, load_pickle
+from scratchlm.tokenizer.utf8 import utf8_of, valid_utf8
 
 if TYPE_CHECKING:
     from scratchlm.tokenizer.fast_decode import CompiledDecoder
@@ -69,9 +69,6 @@ class Tokenizer:
                 new_id = max(self.vocab, default=-1) + 1
                 self.vocab[new_id] = special.encode("utf-8")
                 self._ids[special.encode("utf-8")] = new_id
-        pattern = special_tokens_regex(self.special_tokens)
-        # A capturing group makes split() return [text, special, text, special, ..., text].
-        self._special_split = regex.compile(f"({pattern.pattern})") if pattern else None
         self._special_bytes = special_tokens_regex([special.encode("utf-8") for special in self.special_tokens])
         self._tables = self._merge_tables()
         self.cache_entries = cache_entries
@@ -148,14 +145,19 @@ class Tokenizer:
     def encode_utf8(self, data: bytes) -> np.ndarray:
         """Ids (uint32) of UTF-8 ``data``, e.g. read from a file, without decoding it: the same as
         ``encode_array(data.decode("utf-8", errors="replace"))``."""
-        from scratchlm.tokenizer.scan import first_invalid_utf8
-
-        if not data.isascii() and first_invalid_utf8(np.frombuffer(data, dtype=np.uint8)) >= 0:
-            data = data.decode("utf-8", errors="replace").encode("utf-8")
-        return self._encode_valid_utf8(data)
+        return self._encode_valid_utf8(valid_utf8(data)[0])
 
     def _encode_valid_utf8(self, data: bytes) -> np.ndarray:
         """Ids of valid UTF-8 ``data``: the compiled encoder on the pieces between special tokens."""
+        if self._compiled is None:
+            from scratchlm.tokenizer.fast_encode import CompiledEncoder
+
+            self._compiled = CompiledEncoder(*self._tables, cache_entries=self.cache_entries)
+        return self._compiled.encode(data, *self._pieces(data))
+
+    def _pieces(self, data: bytes) -> tuple[list[int], list[int], list[int]]:
+        """Where the text between special tokens starts and ends in valid UTF-8 ``data``, and the id
+        of the special token after each piece (-1 after the last)."""
         starts, ends, separators = [0], [], []
         for special in self._special_bytes.finditer(data) if self._special_bytes else ():
             ends.append(special.start())
@@ -163,24 +165,16 @@ class Tokenizer:
             starts.append(special.end())
         ends.append(len(data))
         separators.append(-1)
-        if self._compiled is None:
-            from scratchlm.tokenizer.fast_encode import CompiledEncoder
-
-            self._compiled = CompiledEncoder(*self._tables, cache_entries=self.cache_entries)
-        return self._compiled.encode(data, starts, ends, separators)
+        return starts, ends, separators
 
     def encode_in_python(self, text: str) -> list[int]:
         """``encode(text)`` by the pure-Python reference (:mod:`scratchlm.tokenizer.python_encode`)."""
         from scratchlm.tokenizer.python_encode import PythonEncoder
 
-        return PythonEncoder(*self._tables).encode(*self._split_specials(text))
-
-    def _split_specials(self, text: str) -> tuple[list[str], list[int]]:
-        """The texts between special tokens, and the ids of those special tokens."""
-        if self._special_split is None:
-            return [text], []
-        parts = self._special_split.split(text)
-        return parts[::2], [self._ids[special.encode("utf-8")] for special in parts[1::2]]
+        data = utf8_of(text)
+        starts, ends, separators = self._pieces(data)
+        texts = [data[start:end].decode("utf-8") for start, end in zip(starts, ends)]
+        return PythonEncoder(*self._tables).encode(texts, separators[:-1])
 
     def encode_iterable(self, iterable: Iterable[str], *, batch_chars: int = 1 << 16) -> Iterator[int]:
         """Lazily encode a stream of text (e.g. an open file): same ids as ``encode("".join(...))``.

@@ -125,9 +125,11 @@ class Trainer:
     def _optimizer(self) -> AdamW:
         """AdamW, or Muon for the blocks' matrices and AdamW for the rest."""
         opt, muon = self.settings.optimizer, self.settings.optimizer.muon
-        named = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
-        on_muon = [p for name, p in named if opt.name == "muon" and name.startswith("layers.") and p.dim() == 2]
-        rest = [p for _, p in named if not any(p is q for q in on_muon)]
+        on_muon, rest = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                hidden = opt.name == "muon" and name.startswith("layers.") and p.dim() == 2
+                (on_muon if hidden else rest).append(p)
         # Decay matrices only: shrinking RMSNorm gains towards zero would fight the normalisation.
         groups = [{"params": on_muon, "muon": True, "lr": muon.lr, "weight_decay": muon.weight_decay,
                    "momentum": muon.momentum, "nesterov": muon.nesterov, "ns_steps": muon.ns_steps,
