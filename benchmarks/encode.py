@@ -44,10 +44,11 @@ def files_of(name: str) -> tuple[Path, Path]:
     return REFERENCE / f"{name}-vocab.json", REFERENCE / f"{name}-merges.txt"
 
 
-def load(encoder: str, name: str):
+def load(encoder: str, name: str, pattern: str | None = None):
     """(encode(str) -> ids, decode(ids) -> str, encode_file(path) -> ids) of ``encoder`` (ours or
     tiktoken) from the files; encode_file is each one's way to encode a file: ours reads bytes
-    (``encode_utf8``, as the encode stage does), tiktoken has only str input."""
+    (``encode_utf8``, as the encode stage does), tiktoken has only str input. ``pattern``: GPT-2's,
+    passed to tiktoken's child processes so that they do not import scratchlm for it."""
     vocab_path, merges_path = files_of(name)
     if encoder == "ours":
         from scratchlm.tokenizer import Tokenizer
@@ -62,7 +63,8 @@ def load(encoder: str, name: str):
     byte_of = {chr(b): b for b in printable} | {chr(256 + k): b for k, b in enumerate(shifted)}
     vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
     ranks = {bytes(byte_of[char] for char in token): token_id for token, token_id in vocab.items() if token != EOT}
-    encoding = tiktoken.Encoding(name, pat_str=_gpt2_pattern(), mergeable_ranks=ranks, special_tokens={EOT: vocab[EOT]})
+    encoding = tiktoken.Encoding(name, pat_str=pattern or _gpt2_pattern(), mergeable_ranks=ranks,
+                                 special_tokens={EOT: vocab[EOT]})
 
     def encode(text: str) -> np.ndarray:
         return encoding.encode_to_numpy(text, allowed_special="all")
@@ -80,9 +82,9 @@ def corpus_text() -> str:
     return "".join(docs_corpus(split).read_text(encoding="utf-8") for split in ("train", "valid"))
 
 
-def child(encoder: str, name: str, paths: list[Path]) -> None:
+def child(encoder: str, name: str, paths: list[Path], pattern: str) -> None:
     """What a cold process does: load, read, encode; prints the number of ids and a checksum."""
-    encode_file = load(encoder, name)[2]
+    encode_file = load(encoder, name, pattern)[2]
     ids = [encode_file(path) for path in paths]
     finished = time.time()  # the checksum below is not part of the figure
     ids = [np.asarray(part, dtype=np.int64) for part in ids]
@@ -102,8 +104,8 @@ def run_child(encoder: str, name: str, paths: list[Path], *args: str,
     """Wall seconds of a child process (from its start to the end of its encoding) and what it
     printed (ids, checksum, its peak RSS in MiB)."""
     began = time.time()
-    done = subprocess.run([sys.executable, __file__, "--child", encoder, "--tokenizer", name, *args,
-                           *map(str, paths)], check=True, capture_output=True, text=True, timeout=timeout)
+    command = [sys.executable, __file__, "--child", encoder, "--tokenizer", name, "--pattern", _gpt2_pattern(), *args]
+    done = subprocess.run([*command, *map(str, paths)], check=True, capture_output=True, text=True, timeout=timeout)
     result = json.loads(done.stdout.splitlines()[-1])
     return result.pop("finished", time.time()) - began, result
 
@@ -183,10 +185,11 @@ def main() -> None:
     parser.add_argument("--stage-mb", type=int, default=0, help="RSS of `scratchlm encode` at this size and 3x")
     parser.add_argument("--child", choices=["ours", "tiktoken"], help=argparse.SUPPRESS)
     parser.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pattern", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        (stream_child if args.stream else child)(args.child, args.tokenizer, args.paths)
+        (stream_child if args.stream else child)(args.child, args.tokenizer, args.paths, args.pattern)
         return
     from _encode_memory import pathological, stage_rss, stream_rss
 
@@ -209,7 +212,7 @@ def main() -> None:
         stage_rss(args.stage_mb)
 
 
-def stream_child(encoder: str, name: str, paths: list[Path]) -> None:
+def stream_child(encoder: str, name: str, paths: list[Path], pattern: str) -> None:
     """Count the ids of a file streamed line by line: ours through ``encode_iterable``, tiktoken
     one line at a time (it has no streaming API)."""
     count = 0
@@ -221,7 +224,7 @@ def stream_child(encoder: str, name: str, paths: list[Path]) -> None:
             for _ in tokenizer.encode_iterable(handle):
                 count += 1
         else:
-            encode = load(encoder, name)[0]
+            encode = load(encoder, name, pattern)[0]
             for line in handle:
                 count += len(encode(line))
     print(json.dumps({"ids": count, "peak_rss_mb": peak_rss_mb()}))
