@@ -11,7 +11,7 @@ TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench lint clean
+.PHONY: demo test test-cluster install bench lint clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The pipeline through the SLURM profile on a real one-node cluster that tests/cluster/slurm.sh
+# starts here (root; Debian packages installed if missing); see README, "SLURM".
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -m cluster tests/cluster
 
 # Speed/memory benchmarks (ours next to a peer, same run); see README, "Tests and benchmarks".
 bench: $(STAMP)

@@ -8,6 +8,7 @@ rounding; checkpoints move between process counts.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_accumulating_4_micro_batches_equals_one_batch(tmp_path, data, optimizer
 
 
 def test_batch_must_split_over_devices_and_micro_batches():
-    with pytest.raises(ValueError, match=r"batch_size 4 is not divisible by devices × grad_accum_steps = 3"):
+    with pytest.raises(ValueError, match=r"batch_size 4 is not divisible by nodes × devices × grad_accum_steps = 3"):
         tiny_settings(devices=3)
 
 
@@ -169,3 +170,52 @@ def test_a_killed_rank_is_named_in_one_line(tmp_path, data):  # noqa: F811
     assert err.strip().splitlines()[-1] == ("scratchlm train: error: training process of rank 1 died (killed by "
                                             "signal 9); torchrun stopped the others; run the same command again to "
                                             "resume from the last checkpoint")
+
+
+# Stand-ins for SLURM's commands, for the multi-node launch on this one machine: `srun --ntasks=N ...
+# COMMAND` starts COMMAND N times here (as srun starts one task per node) and fails if one does;
+# `scontrol show hostnames` names 127.0.0.1 as the allocation's first host.
+FAKE_SRUN = """#!/bin/bash
+tasks=1
+while [[ $1 == --* ]]; do [[ $1 == --ntasks=* ]] && tasks=${1#--ntasks=}; shift; done
+for ((i = 0; i < tasks; i++)); do "$@" & done
+status=0
+for ((i = 0; i < tasks; i++)); do wait -n || status=$?; done
+exit $status
+"""
+FAKE_SCONTROL = "#!/bin/bash\necho 127.0.0.1\n"
+
+
+def fake_slurm_allocation(tmp_path: Path, monkeypatch, nodes: int) -> None:
+    """PATH and environment of a SLURM job of ``nodes`` nodes, whose srun starts the tasks here."""
+    bin_dir = tmp_path / "fake-slurm"
+    bin_dir.mkdir()
+    for name, script in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(script)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", str(nodes))
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "node[1-2]")
+
+
+def test_two_nodes_follow_the_one_process_curve(tmp_path, data, monkeypatch):  # noqa: F811
+    """`nodes: 2` starts one torchrun agent per node with srun (two agents on 127.0.0.1 here); they
+    meet at a c10d rendezvous and train as one 2-process run, on the 1-process curve."""
+    fake_slurm_allocation(tmp_path, monkeypatch, nodes=2)
+    one = train(tiny_settings(), data, tmp_path / "one", threads=1)
+    two = train(tiny_settings(nodes=2), data, tmp_path / "two", threads=1)
+    np.testing.assert_allclose(curve(tmp_path / "two"), curve(tmp_path / "one"), rtol=CURVE_RTOL["adamw"])
+    assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=CURVE_RTOL["adamw"])
+    assert two["processes"] == 2
+    assert [step for step, _ in losses(tmp_path / "two")] == list(range(1, 13))  # rank 0 alone wrote
+
+
+def test_several_nodes_need_an_allocation_of_that_many(tmp_path, data, monkeypatch):  # noqa: F811
+    for name in ("SLURM_JOB_ID", "SLURM_JOB_NUM_NODES", "SLURM_NNODES"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match=r"nodes: 2, which needs a SLURM allocation of 2 nodes .*no allocation"):
+        train(tiny_settings(nodes=2), data, tmp_path / "run")
+    fake_slurm_allocation(tmp_path, monkeypatch, nodes=1)
+    with pytest.raises(ValueError, match=r"here: 1 node\(s\)"):
+        train(tiny_settings(nodes=2), data, tmp_path / "run")

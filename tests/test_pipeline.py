@@ -180,8 +180,9 @@ def test_bad_run_settings_fail_when_the_snakefile_loads(tmp_path, change, messag
     assert "Missing" not in result.stdout + result.stderr
 
 
-def test_slurm_profile_asks_for_the_runs_gpus_as_one_task(tmp_path):
-    """A dry run with the SLURM profile shows what the train job requests for `devices: 2`."""
+def test_slurm_profile_is_read_by_the_pinned_plugin(tmp_path):
+    """A dry run through the SLURM profile: the installed plugin knows every key of the profile. (What
+    each job asks of SLURM: tests/test_cluster_site.py; the profile on a real cluster: tests/cluster.)"""
     config = tiny_config()
     config["runs"]["tiny"].update(device="cuda", devices=2)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -190,9 +191,7 @@ def test_slurm_profile_asks_for_the_runs_gpus_as_one_task(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     train_job = output[output.index("rule train:"):]
-    resources = train_job[train_job.index("resources:"):].splitlines()[0]
-    for request in ("slurm_partition=gpu", "gpu=2", "nodes=1", "tasks_per_gpu=0", "cpus_per_gpu=8"):
-        assert request in resources, resources
+    assert "gpu=2" in train_job[train_job.index("resources:"):].splitlines()[0]
 
 
 def test_lint_finds_nothing_beyond_conda_and_containers():

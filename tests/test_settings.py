@@ -62,7 +62,7 @@ def test_runs_deep_merge_onto_training_and_overrides(tmp_path):
     ({"model": {"norm": "layer"}}, "runs.a.model.norm: Input should be 'pre', 'post' or 'none', got 'layer'"),
     ({"device": "gpu"}, "runs.a.device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
     ({"compile": "maybe"}, "runs.a.compile: Input should be 'auto' or Input should be a valid boolean"),
-    ({"devices": 3}, "config.yaml: runs.a: batch_size 8 is not divisible by devices × grad_accum_steps = 3"),
+    ({"devices": 3}, "config.yaml: runs.a: batch_size 8 is not divisible by nodes × devices × grad_accum_steps = 3"),
     ({"steps": None, "tokens": None}, "runs.a: set either `steps` or `tokens`"),
     ({"corpus": "nope"}, "runs.a.corpus: corpus 'nope' is not configured under `corpora:` (configured: c, d)"),
     ({"corpus": None}, "config.yaml: runs.a: the run names no corpus"),

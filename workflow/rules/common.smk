@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 from scratchlm.reports.comparison import experiment_report_runs
 from scratchlm.settings import Layer, SettingsError, experiment_runs, load_project, load_yaml, resolve_run, run_names
+from scratchlm.settings.cluster import job_resources, load_slurm_site, site_file
 from scratchlm.tokenizer.shards import num_planned_shards
 
 
@@ -125,3 +126,52 @@ def write_reports_after_failure():
         write_partial_reports(PROJECT, LAYOUT, target_runs())
     except Exception as error:  # the pipeline's own failure is what the user must see
         print(f"reports after the failure could not be written: {error}")
+
+
+# ------------------------------------------------------------------------------ SLURM job sizes
+# Under the SLURM executor (workflow/profiles/slurm), each job asks for what its rule would like,
+# cut down to one node of the site's partition (the site file, scratchlm.settings.cluster), with
+# the site's partition names and account. Elsewhere (a workstation, or the job's own Snakemake on
+# the node) a job has only what it would like of mem_mb and runtime, and gpu: the site file does
+# not bind a local run. The keys are those job_resources may give (absent: None).
+SLURM_EXECUTORS = {"slurm", "slurm-jobstep"}
+SLURM_RESOURCE_KEYS = ("slurm_partition", "slurm_account", "cpus_per_task", "mem_mb", "runtime", "tasks_per_gpu",
+                       "gpu", "gpu_model", "gres", "nodes", "tasks", "mpi")
+_SLURM_SITE = []
+
+
+def slurm_site():
+    """The SLURM site file, checked, when the jobs go to SLURM; else None."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.cli_prefix not in SLURM_EXECUTORS:
+        return None
+    if not _SLURM_SITE:
+        try:
+            _SLURM_SITE.append(load_slurm_site(site_file(workflow.basedir)))
+        except SettingsError as error:
+            raise WorkflowError(str(error)) from None
+    return _SLURM_SITE[0]
+
+
+def slurm_job(kind="cpu", *, mem_mb=4000, runtime=60, gpus=0, nodes=1, local_gpus=None):
+    """Resources of a job that would like mem_mb MB, runtime minutes, and gpus GPUs on each of nodes
+    nodes on the site's `kind` partition (cpu or gpu); each may be a function of the wildcards.
+    `gpu` is a local resource too (`--resources gpu=N` on a workstation): local_gpus, if given."""
+
+    def value(item, wildcards):
+        return item(wildcards) if callable(item) else item
+
+    def request(wildcards, threads):
+        site = slurm_site()
+        if site is None:
+            return {"mem_mb": value(mem_mb, wildcards), "runtime": value(runtime, wildcards),
+                    "gpu": value(local_gpus, wildcards)}
+        wanted = {"mem_mb": mem_mb, "runtime": runtime, "gpus": gpus, "nodes": nodes}
+        try:
+            return job_resources(site, value(kind, wildcards), threads=threads,
+                                 **{key: value(item, wildcards) for key, item in wanted.items()})
+        except SettingsError as error:
+            raise WorkflowError(f"{site_file(workflow.basedir)}: {error}") from None
+
+    return {key: (lambda wildcards, threads, key=key: request(wildcards, threads).get(key))
+            for key in SLURM_RESOURCE_KEYS}

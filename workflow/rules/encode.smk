@@ -19,6 +19,8 @@ rule encode_shard:
         special_tokens=lambda wc: corpus_settings(wc.corpus).special_tokens,
         chunk_mb=PROJECT.encode.chunk_mb,
     threads: 1
+    resources:
+        **slurm_job(mem_mb=2000, runtime=20),
     log:
         LAYOUT.log("encode_shard", "{corpus}_{split}_{shard}"),
     benchmark:
@@ -37,6 +39,9 @@ rule encode:
     input:
         parts=planned_shards(LAYOUT.shard_ids("{corpus}", "{split}", "{shard}")),
         code=script_code("encode.py"),
+    # Concatenates the shards' ids: streaming, little memory.
+    resources:
+        **slurm_job(mem_mb=2000, runtime=60),
     log:
         LAYOUT.log("encode", "{corpus}_{split}"),
     benchmark:
@@ -62,6 +67,8 @@ rule tokenizer_report:
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.markdown)),
         special_tokens={corpus: corpus_settings(corpus).special_tokens for corpus in target_corpora()},
         settings=PROJECT.encode.model_dump(),
+    resources:
+        **slurm_job(),
     log:
         LAYOUT.log("tokenizer_report", "all"),
     benchmark:

@@ -15,6 +15,8 @@ rule export_hf:
         code=script_code("export_hf.py"),
     params:
         run_dir=lambda wc: LAYOUT.run_dir(wc.run),
+    resources:
+        **slurm_job(runtime=30),
     log:
         LAYOUT.log("export_hf", "{run}"),
     benchmark:

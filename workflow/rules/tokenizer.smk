@@ -28,6 +28,8 @@ checkpoint plan_shards:
         LAYOUT.benchmark("plan_shards", "{corpus}_{split}")
     wildcard_constraints:
         split=name_pattern(SPLITS),
+    resources:
+        **slurm_job(mem_mb=2000, runtime=10),
     script:
         "../scripts/plan_shards.py"
 
@@ -46,6 +48,8 @@ rule pretokenize_shard:
     wildcard_constraints:
         shard=r"\d+",
     threads: 1
+    resources:
+        **slurm_job(mem_mb=2000, runtime=20),
     script:
         "../scripts/pretokenize.py"
 
@@ -64,7 +68,9 @@ rule train_bpe:
         LAYOUT.log("train_bpe", "{corpus}"),
     benchmark:
         LAYOUT.benchmark("train_bpe", "{corpus}")
-    # The merge loop is sequential: one core.
+    # The merge loop is sequential: one core; the pair counts of a large corpus need the memory.
     threads: 1
+    resources:
+        **slurm_job(mem_mb=64000, runtime=240),
     script:
         "../scripts/train_bpe.py"

@@ -5,6 +5,17 @@
 from scratchlm.layout import RunFiles
 
 
+def run_gpus(wildcards):
+    """GPUs per node of a run's train job: its `devices`, none if the run is pinned to the CPU."""
+    settings = RUN_SETTINGS[wildcards.run]
+    return 0 if settings.device == "cpu" else settings.devices
+
+
+def run_partition(wildcards):
+    """The site partition of a run's jobs under SLURM: gpu, or cpu if the run is pinned to the CPU."""
+    return "cpu" if RUN_SETTINGS[wildcards.run].device == "cpu" else "gpu"
+
+
 rule train:
     output:
         **{name.replace(".", "_"): LAYOUT.run_file("{run}", name) for name in RunFiles.FINAL},
@@ -21,11 +32,11 @@ rule train:
     # CPU runs use these threads for the matrix maths (shared by the run's processes); on a GPU
     # node they feed the GPUs.
     threads: 8
-    # `devices` GPUs (one process each, started by the job itself through torchrun) unless the
-    # run is pinned to the CPU; the SLURM profile (workflow/profiles/slurm) sends train jobs to
-    # its GPU partition, all GPUs on one node, as one task.
+    # `devices` GPUs (one process each, started by the job itself through torchrun) on each of the
+    # run's `nodes`, unless the run is pinned to the CPU; under SLURM, on the site's GPU partition.
     resources:
-        gpu=lambda wc: 0 if RUN_SETTINGS[wc.run].device == "cpu" else RUN_SETTINGS[wc.run].devices,
+        **slurm_job(run_partition, mem_mb=64000, runtime=720, gpus=run_gpus, nodes=lambda wc: RUN_SETTINGS[wc.run].nodes,
+                    local_gpus=run_gpus),
     log:
         LAYOUT.log("train", "{run}"),
     benchmark:

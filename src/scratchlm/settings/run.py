@@ -120,7 +120,9 @@ class TrainingSettings(Section):
     grad_accum_steps: Int = Field(1, gt=0)
     """micro-batches per step on each device: the same batch in less memory"""
     devices: Int = Field(1, gt=0)
-    """data-parallel processes (GPUs of one node), started with torchrun"""
+    """data-parallel processes per node (its GPUs), started with torchrun"""
+    nodes: Int = Field(1, gt=0)
+    """nodes of a multi-node run (inside a SLURM allocation): one torchrun agent per node, `devices` each"""
     steps: Int | None = Field(None, gt=0)
     """optimizer steps; null: tokens / (batch_size · context_length), rounded up"""
     tokens: Int | None = Field(40_960_000, gt=0)
@@ -164,10 +166,11 @@ class RunSettings(TrainingSettings):
     def _consistent(self) -> RunSettings:
         if not self.corpus:
             raise ValueError("the run names no corpus (add `corpus: NAME` to its entry under `runs:`)")
-        shards = self.devices * self.grad_accum_steps
+        shards = self.world_size * self.grad_accum_steps
         if self.batch_size % shards:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by devices × grad_accum_steps "
-                             f"= {shards} (each device runs batch_size / devices sequences, in grad_accum_steps parts)")
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by nodes × devices × grad_accum_steps "
+                             f"= {shards} (each process runs batch_size / (nodes × devices) sequences, in "
+                             f"grad_accum_steps parts)")
         if self.steps is None and self.tokens is None:
             raise ValueError("set either `steps` or `tokens` (the token budget) for the run")
         return self
@@ -185,6 +188,11 @@ class RunSettings(TrainingSettings):
                  isinstance(defaults.get(key), dict) else saved.get(key) for key in RESUME_KEYS}
         differing = [key for key in RESUME_KEYS if saved.get(key) != ours[key]]
         return differing + (["steps/tokens"] if saved_steps != self.total_steps else [])
+
+    @property
+    def world_size(self) -> int:
+        """Training processes over all nodes."""
+        return self.nodes * self.devices
 
     @property
     def tokens_per_step(self) -> int:

@@ -2,7 +2,9 @@
 
 Launched by ``torchrun --standalone --nproc-per-node N`` (or by :func:`launch`, which
 ``scratchlm train`` and the pipeline use when a run sets ``devices: N``), every process runs the
-same :func:`scratchlm.training.loop.train`; :class:`Ranks` says which one it is. Rank 0 alone
+same :func:`scratchlm.training.loop.train`; :class:`Ranks` says which one it is. A run on several
+nodes (``nodes: N``) runs inside a SLURM allocation: :func:`launch` starts one torchrun agent per
+node with ``srun``, and the agents meet at a c10d rendezvous on the allocation's first host. Rank 0 alone
 writes the run folder (metrics, checkpoints, plots); gradients are averaged by
 ``DistributedDataParallel``; evaluation and the logged train loss are averaged over ranks.
 """
@@ -134,14 +136,41 @@ def barrier(ranks: Ranks) -> None:
 # ------------------------------------------------------------------------------ launching
 
 
-def torchrun_command(nprocs: int, job_file: Path) -> list[str]:
-    """``torchrun --standalone --nproc-per-node N`` running :func:`main` on ``job_file``."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nprocs}",
+RENDEZVOUS_PORT_BASE = 29400  # torchrun's default port; a job's own port is this plus its id modulo 1000
+
+
+def torchrun_command(nprocs: int, job_file: Path, *, nodes: int, rendezvous: str | None = None,
+                     run_id: str = "scratchlm") -> list[str]:
+    """torchrun running :func:`main` on ``job_file`` with ``nprocs`` processes: ``--standalone`` on
+    one node; on ``nodes`` nodes, one agent per node meeting at the c10d store ``rendezvous`` (HOST:PORT)."""
+    where = ["--standalone"] if nodes == 1 else [f"--nnodes={nodes}", "--rdzv-backend=c10d",
+                                                 f"--rdzv-endpoint={rendezvous}", f"--rdzv-id={run_id}"]
+    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={nprocs}",
             "-m", "scratchlm.training.loop", str(job_file)]
 
 
-def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
-    """Run ``train(**job)`` in ``nprocs`` processes under torchrun; returns rank 0's summary.
+def launch_command(nprocs: int, job_file: Path, nodes: int) -> list[str]:
+    """What :func:`launch` runs: torchrun here, or on ``nodes`` nodes one torchrun agent per node of
+    this SLURM allocation (``srun``), meeting on its first host."""
+    if nodes == 1:
+        return torchrun_command(nprocs, job_file, nodes=1)
+    allocation = os.environ.get("SLURM_JOB_ID")
+    allocated = int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 0)
+    if not allocation or allocated < nodes:
+        raise ValueError(f"the run sets nodes: {nodes}, which needs a SLURM allocation of {nodes} nodes (the "
+                         f"pipeline's SLURM profile asks for one; here: "
+                         f"{f'{allocated} node(s)' if allocation else 'no allocation'}); or start torchrun on each "
+                         f"node yourself (README, 'Several nodes')")
+    first_host = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+                                capture_output=True, text=True, check=True).stdout.split()[0]
+    rendezvous = f"{first_host}:{RENDEZVOUS_PORT_BASE + int(allocation) % 1000}"
+    return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+            *torchrun_command(nprocs, job_file, nodes=nodes, rendezvous=rendezvous, run_id=f"slurm-{allocation}")]
+
+
+def launch(job: dict, nprocs: int, run_dir: Path, nodes: int) -> dict:
+    """Run ``train(**job)`` in ``nprocs`` processes on each of ``nodes`` nodes under torchrun; returns
+    rank 0's summary.
 
     The caller holds the run folder's lock; the processes know it through ``LOCK_HELD_ENV``.
     Raises the same TrainingInterrupted / ValueError as a single process (a diverged run is a summary).
@@ -151,8 +180,9 @@ def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix=LAUNCH_PREFIX, dir=run_dir) as folder:
         job_file, result_file = Path(folder) / "job.json", Path(folder) / "result.json"
         job_file.write_text(json.dumps({**job, "result_file": str(result_file)}))
-        log.info("launching %d training processes: %s", nprocs, " ".join(torchrun_command(nprocs, job_file)))
-        process = subprocess.Popen(torchrun_command(nprocs, job_file), env={**os.environ, LOCK_HELD_ENV: "1"},
+        command = launch_command(nprocs, job_file, nodes)
+        log.info("launching %d training processes: %s", nprocs * nodes, " ".join(command))
+        process = subprocess.Popen(command, env={**os.environ, LOCK_HELD_ENV: "1"},
                                    stderr=subprocess.PIPE, text=True, errors="replace", preexec_fn=die_with_parent)
         with _forwarding_stop_signals(process):
             failed = _relay_output(process.stderr)
@@ -170,7 +200,7 @@ def launch(job: dict, nprocs: int, run_dir: Path) -> dict:
     if failed:
         raise ProcessDied(f"training process of rank {failed[0]} failed (exit status {failed[1]}); see its output "
                           f"above; torchrun stopped the others")
-    raise RuntimeError(f"the {nprocs} training processes failed (torchrun exit status {process.returncode}); "
+    raise RuntimeError(f"the {nprocs * nodes} training processes failed (torchrun exit status {process.returncode}); "
                        f"see their output above")
 
 

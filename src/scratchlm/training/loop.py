@@ -58,16 +58,16 @@ def train(settings: RunSettings, data: dict, run_dir: str | Path, *, run_name: s
         torch.set_num_threads(threads)
     run_dir = Path(run_dir)
     ranks = distributed.ranks_from_env()
-    if settings.devices > 1 and not ranks.distributed:  # start the processes ourselves
+    if settings.world_size > 1 and not ranks.distributed:  # start the processes ourselves
         job = {"settings": settings.to_dict(), "data": plain_paths(data),
                "run_dir": str(run_dir), "run_name": run_name or run_dir.name, "fresh": fresh,
                "replace_finished": replace_finished,
-               "threads": max(1, threads // settings.devices) if threads else None}  # shared by the processes
+               "threads": max(1, threads // settings.devices) if threads else None}  # shared by a node's processes
         with run_folder_lock(run_dir):
-            return distributed.launch(job, settings.devices, run_dir)
-    if ranks.distributed and ranks.world != settings.devices:
-        log.warning("run %s sets devices: %d but runs in %d processes (torchrun's --nproc-per-node decides)",
-                    run_name or run_dir.name, settings.devices, ranks.world)
+            return distributed.launch(job, settings.devices, run_dir, settings.nodes)
+    if ranks.distributed and ranks.world != settings.world_size:
+        log.warning("run %s sets nodes × devices = %d but runs in %d processes (torchrun decides)",
+                    run_name or run_dir.name, settings.world_size, ranks.world)
     lock_here = ranks.is_main and not os.environ.get(distributed.LOCK_HELD_ENV)
     with run_folder_lock(run_dir) if lock_here else contextlib.nullcontext():
         trainer = Trainer(settings, data, run_dir, run_name=run_name or run_dir.name)

@@ -398,7 +398,7 @@ class Trainer:
     def resolved_config(self) -> dict:
         """config.json: every setting, as resolved for this run (devices, steps), and provenance."""
         s = self.settings.to_dict()
-        training_keys = ("batch_size", "grad_accum_steps", "devices", "steps", "tokens", "eval_interval",
+        training_keys = ("batch_size", "grad_accum_steps", "devices", "nodes", "steps", "tokens", "eval_interval",
                          "eval_batches", "log_interval", "checkpoint_interval", "keep_last", "device", "precision",
                          "compile", "wandb")
         return {"run": self.run_name, "model": self.model_config.to_dict(), "optimizer": s["optimizer"],
