@@ -174,7 +174,7 @@ def test_a_killed_rank_is_named_in_one_line(tmp_path, data):  # noqa: F811
 
 # Stand-ins for SLURM's commands, for the multi-node launch on this one machine: `srun --ntasks=N ...
 # COMMAND` starts COMMAND N times here (as srun starts one task per node) and fails if one does;
-# `scontrol show hostnames` names 127.0.0.1 as the allocation's first host.
+# `scontrol show hostnames` names 127.0.0.1 as the allocation's first host; squeue gives the job's size.
 FAKE_SRUN = """#!/bin/bash
 tasks=1
 while [[ $1 == --* ]]; do [[ $1 == --ntasks=* ]] && tasks=${1#--ntasks=}; shift; done
@@ -184,19 +184,22 @@ for ((i = 0; i < tasks; i++)); do wait -n || status=$?; done
 exit $status
 """
 FAKE_SCONTROL = "#!/bin/bash\necho 127.0.0.1\n"
+FAKE_SQUEUE = "#!/bin/bash\necho '{nodes}|node[1-{nodes}]'\n"
 
 
 def fake_slurm_allocation(tmp_path: Path, monkeypatch, nodes: int) -> None:
-    """PATH and environment of a SLURM job of ``nodes`` nodes, whose srun starts the tasks here."""
+    """PATH and environment of a SLURM job of ``nodes`` nodes, whose srun starts the tasks here. As in
+    the SLURM plugin's job step, the environment holds the job's id only (its size comes from squeue)."""
     bin_dir = tmp_path / "fake-slurm"
-    bin_dir.mkdir()
-    for name, script in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+    bin_dir.mkdir(exist_ok=True)
+    for name, script in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL),
+                         ("squeue", FAKE_SQUEUE.format(nodes=nodes))):
         (bin_dir / name).write_text(script)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    monkeypatch.setenv("SLURM_JOB_NUM_NODES", str(nodes))
-    monkeypatch.setenv("SLURM_JOB_NODELIST", "node[1-2]")
+    for name in ("SLURM_JOB_NUM_NODES", "SLURM_JOB_NODELIST"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_two_nodes_follow_the_one_process_curve(tmp_path, data, monkeypatch):  # noqa: F811
@@ -212,10 +215,14 @@ def test_two_nodes_follow_the_one_process_curve(tmp_path, data, monkeypatch):  #
 
 
 def test_several_nodes_need_an_allocation_of_that_many(tmp_path, data, monkeypatch):  # noqa: F811
-    for name in ("SLURM_JOB_ID", "SLURM_JOB_NUM_NODES", "SLURM_NNODES"):
+    for name in ("SLURM_JOB_ID", "SLURM_JOB_NUM_NODES", "SLURM_JOB_NODELIST"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValueError, match=r"nodes: 2, which needs a SLURM allocation of 2 nodes .*no allocation"):
         train(tiny_settings(nodes=2), data, tmp_path / "run")
     fake_slurm_allocation(tmp_path, monkeypatch, nodes=1)
+    with pytest.raises(ValueError, match=r"here: 1 node\(s\)"):
+        train(tiny_settings(nodes=2), data, tmp_path / "run")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")  # a job's own shell has its size in the environment
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "node1")
     with pytest.raises(ValueError, match=r"here: 1 node\(s\)"):
         train(tiny_settings(nodes=2), data, tmp_path / "run")

@@ -112,9 +112,10 @@ start_munge() {
 
 start_accounting() {
     pid_alive "$STATE/mariadb.pid" || {
-        mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
-        mariadbd-safe --pid-file="$STATE/mariadb.pid" --log-error="$STATE/log/mariadb.log" >/dev/null 2>&1 &
+        mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld   # MariaDB runs as mysql: its files go here
+        mariadbd-safe --pid-file=/run/mysqld/scratchlm.pid >"$STATE/log/mariadb.log" 2>&1 &
         wait_for 30 "MariaDB answering" mariadb -e "select 1"
+        cp /run/mysqld/scratchlm.pid "$STATE/mariadb.pid"
     }
     mariadb -e "create database if not exists slurm_acct_db;
         create user if not exists 'slurm'@'localhost' identified by 'scratchlm';

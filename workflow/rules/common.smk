@@ -153,6 +153,17 @@ def slurm_site():
     return _SLURM_SITE[0]
 
 
+def run_gpus(wildcards):
+    """GPUs per node of a run's train job: its `devices`, none if the run is pinned to the CPU."""
+    settings = RUN_SETTINGS[wildcards.run]
+    return 0 if settings.device == "cpu" else settings.devices
+
+
+def run_partition(wildcards):
+    """The site partition of a run's jobs under SLURM: gpu, or cpu if the run is pinned to the CPU."""
+    return "cpu" if RUN_SETTINGS[wildcards.run].device == "cpu" else "gpu"
+
+
 def slurm_job(kind="cpu", *, mem_mb=4000, runtime=60, gpus=0, nodes=1, local_gpus=None):
     """Resources of a job that would like mem_mb MB, runtime minutes, and gpus GPUs on each of nodes
     nodes on the site's `kind` partition (cpu or gpu); each may be a function of the wildcards.

@@ -5,17 +5,6 @@
 from scratchlm.layout import RunFiles
 
 
-def run_gpus(wildcards):
-    """GPUs per node of a run's train job: its `devices`, none if the run is pinned to the CPU."""
-    settings = RUN_SETTINGS[wildcards.run]
-    return 0 if settings.device == "cpu" else settings.devices
-
-
-def run_partition(wildcards):
-    """The site partition of a run's jobs under SLURM: gpu, or cpu if the run is pinned to the CPU."""
-    return "cpu" if RUN_SETTINGS[wildcards.run].device == "cpu" else "gpu"
-
-
 rule train:
     output:
         **{name.replace(".", "_"): LAYOUT.run_file("{run}", name) for name in RunFiles.FINAL},

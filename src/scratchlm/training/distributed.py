@@ -155,17 +155,27 @@ def launch_command(nprocs: int, job_file: Path, nodes: int) -> list[str]:
     if nodes == 1:
         return torchrun_command(nprocs, job_file, nodes=1)
     allocation = os.environ.get("SLURM_JOB_ID")
-    allocated = int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 0)
-    if not allocation or allocated < nodes:
+    allocated, node_list = slurm_allocation(allocation) if allocation else (0, "")
+    if allocated < nodes:
         raise ValueError(f"the run sets nodes: {nodes}, which needs a SLURM allocation of {nodes} nodes (the "
                          f"pipeline's SLURM profile asks for one; here: "
                          f"{f'{allocated} node(s)' if allocation else 'no allocation'}); or start torchrun on each "
                          f"node yourself (README, 'Several nodes')")
-    first_host = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+    first_host = subprocess.run(["scontrol", "show", "hostnames", node_list],
                                 capture_output=True, text=True, check=True).stdout.split()[0]
     rendezvous = f"{first_host}:{RENDEZVOUS_PORT_BASE + int(allocation) % 1000}"
     return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
             *torchrun_command(nprocs, job_file, nodes=nodes, rendezvous=rendezvous, run_id=f"slurm-{allocation}")]
+
+
+def slurm_allocation(job_id: str) -> tuple[int, str]:
+    """The node count and node list of SLURM job ``job_id``: from the environment, or from squeue where
+    the environment has only the job's id (the SLURM plugin's job step drops the other variables)."""
+    count, node_list = os.environ.get("SLURM_JOB_NUM_NODES"), os.environ.get("SLURM_JOB_NODELIST")
+    if not (count and node_list):
+        count, node_list = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%D|%N"], capture_output=True,
+                                          text=True, check=True).stdout.strip().split("|")
+    return int(count), node_list
 
 
 def launch(job: dict, nprocs: int, run_dir: Path, nodes: int) -> dict:
