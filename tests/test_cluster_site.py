@@ -75,3 +75,11 @@ def test_the_shipped_site_file_loads_and_can_be_replaced(project_root, monkeypat
     assert shipped.account is None and shipped.partitions.gpu.gpus > 0
     monkeypatch.setenv(SITE_FILE_ENV, str(tmp_path / "mine.yaml"))
     assert site_file(project_root) == tmp_path / "mine.yaml"
+
+
+def test_the_profile_leaves_job_sizes_to_the_rules(project_root):
+    """The profile sets no resources: a rule's own values hold (generate's GPU follows its run), and a
+    command-line --set-resources or --default-resources cannot drop a partition the profile set."""
+    profile = yaml.safe_load((project_root / "workflow/profiles/slurm/config.yaml").read_text())
+    assert not {"set-resources", "default-resources", "groups", "group-components"} & profile.keys()
+    assert profile["slurm-status-command"] == "squeue"  # sacct hangs the workflow without accounting

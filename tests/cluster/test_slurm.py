@@ -35,12 +35,14 @@ NEVER_STARTS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "
                 "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "Nodes_required_for_job_are_DOWN")
 TIMING_FIELDS = {"elapsed_s", "tokens_per_s"}
 # The run the test cancels: long enough to be caught mid-run, checkpointing often.
-LONG_RUN = {"base": "tiny", "steps": 4000, "checkpoint_interval": 200, "eval_interval": 2000, "log_interval": 100}
+LONG_RUN = {"base": "tiny", "steps": 2500, "checkpoint_interval": 100, "eval_interval": 1250, "log_interval": 100}
 
 
 def cluster_config() -> dict:
-    """.test/config.yaml plus a two-run experiment and the long run, all targets."""
+    """.test/config.yaml plus a two-run experiment and the long run, all targets; shards twice as
+    large (each SLURM job costs two Snakemake starts, ~15 s here: fewer waves of shard jobs)."""
     config = yaml.safe_load((PROJECT_ROOT / ".test" / "config.yaml").read_text())
+    config["bpe"]["shard_mb"] = 0.1
     base = config["runs"]["tiny"]
     config["runs"]["long"] = {**base, **{k: v for k, v in LONG_RUN.items() if k != "base"}}
     config["experiments"]["pair"] = {"base": "tiny", "grid": {"optimizer.lr": [1.0e-2, 3.0e-2]}}
@@ -50,16 +52,18 @@ def cluster_config() -> dict:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Path:
-    """A running one-node cluster and the site file that describes it; stopped at the end if started here."""
+    """A running one-node cluster and a site file for it; stopped at the end if started here. The site
+    gives a job at most half the node (one CPU of two here), so that two jobs run at once, and the
+    train jobs' 8 threads are cut down to it."""
     was_running = subprocess.run([SLURM_SH, "status"], capture_output=True).returncode == 0
     mode = os.environ.get("SCRATCHLM_SLURM_MODE", "plain")
     subprocess.run([SLURM_SH, "start", mode], check=True, timeout=600)
     cpus, mem_mb, gres = subprocess.run(["sinfo", "-h", "-N", "-o", "%c %m %G"], capture_output=True, text=True,
                                         check=True).stdout.split()[:3]
     site = tmp_path_factory.mktemp("site") / "site.yaml"
+    half = {"cpus": max(1, int(cpus) // 2), "mem_mb": int(mem_mb) * 2 // 5}
     site.write_text(yaml.safe_dump({"account": None, "partitions": {
-        "cpu": {"name": "cpu", "cpus": int(cpus), "mem_mb": int(mem_mb) * 3 // 4},
-        "gpu": {"name": "gpu", "cpus": int(cpus), "mem_mb": int(mem_mb) * 3 // 4, "gpus": int(gres.split(":")[-1])}}}))
+        "cpu": {"name": "cpu", **half}, "gpu": {"name": "gpu", **half, "gpus": int(gres.split(":")[-1])}}}))
     yield site
     if not was_running:
         subprocess.run([SLURM_SH, "stop"], check=True, timeout=120)
@@ -118,9 +122,11 @@ def runs(cluster, tmp_path_factory) -> dict:
     for name in ("slurm", "local"):
         workdirs[name] = tmp_path_factory.mktemp(name)
         (workdirs[name] / "config.yaml").write_text(yaml.safe_dump(cluster_config()))
-    # The local run goes meanwhile: the SLURM run mostly waits for squeue.
-    local = subprocess.Popen(snakemake_command(workdirs["local"], "--cores", "2"), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    # The local run goes meanwhile (the SLURM run mostly waits for squeue), each job with as many
+    # threads as the site gives a SLURM job: CPU matmuls sum in another order with other thread counts.
+    threads = yaml.safe_load(cluster.read_text())["partitions"]["cpu"]["cpus"]
+    local = subprocess.Popen(snakemake_command(workdirs["local"], "--cores", "2", "--max-threads", str(threads)),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     started = time.monotonic()
     try:
         output, cancelled = run_through_slurm(workdirs["slurm"], cluster)
