@@ -113,10 +113,10 @@ def test_compiled_decode_equals_python_decode(pair, fixtures_dir):
         tokenizer.decode(ids[:5]))]
 
 
-@pytest.mark.parametrize("bad", [-1, 10**9])
+@pytest.mark.parametrize("bad", [-1, 10**9, 2**40])
 def test_unknown_ids_are_named_by_both_decoders(pair, bad):
     tokenizer, _ = pair
-    for ids in ([1, 2, bad], np.array([1, 2, bad] * (1 << 13))):
+    for ids in ([1, 2, bad], [1, 2, bad] * (1 << 13), np.array([1, 2, bad] * (1 << 13))):  # Python, list, array
         with pytest.raises(ValueError, match=f"unknown token id {bad}"):
             tokenizer.decode(ids)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from array import array
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -37,6 +38,16 @@ def _gather(ids, spans, shift, arena):
     return out[:total], -1
 
 
+def _id_array(ids: Sequence[int]) -> np.ndarray:
+    """``ids`` as int64. Python ints convert into array('I') about twice as fast as np.fromiter
+    does (the conversion is half of decoding a list); a negative or huge id falls back to fromiter,
+    and the decoder names it."""
+    try:
+        return np.frombuffer(array("I", ids), dtype=np.uint32).astype(np.int64)
+    except (OverflowError, TypeError):
+        return np.fromiter(ids, dtype=np.int64, count=len(ids))
+
+
 class CompiledDecoder:
     """The bytes of id sequences, from a vocab (id -> bytes) laid out as one arena."""
 
@@ -51,7 +62,7 @@ class CompiledDecoder:
     def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> memoryview:
         """The bytes of ``ids``; ``KeyError`` naming the first unknown id."""
         if not isinstance(ids, np.ndarray):
-            ids = np.fromiter(ids, dtype=np.int64, count=len(ids))
+            ids = _id_array(ids)
         data, bad = _gather(ids, self.spans, self.shift, self.arena)
         if bad >= 0:
             raise KeyError(int(ids[bad]))
