@@ -34,8 +34,10 @@ NEVER_STARTS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "
                 "InvalidAccount", "InvalidQOS", "AssocMaxCpuPerJobLimit", "AssocMaxMemPerJobLimit",
                 "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "Nodes_required_for_job_are_DOWN")
 TIMING_FIELDS = {"elapsed_s", "tokens_per_s"}
-# The run the test cancels: long enough to be caught mid-run, checkpointing often.
-LONG_RUN = {"base": "tiny", "steps": 2500, "checkpoint_interval": 100, "eval_interval": 1250, "log_interval": 100}
+# The run the test cancels: long enough to be caught mid-run, checkpointing often. `device: auto`
+# sends its jobs to the GPU partition with a (fake) GPU; with no CUDA there, it trains on the CPU.
+LONG_RUN = {"base": "tiny", "steps": 2500, "checkpoint_interval": 100, "eval_interval": 1250, "log_interval": 100,
+            "device": "auto"}
 
 
 def cluster_config() -> dict:
@@ -76,9 +78,10 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
 
 def our_jobs(workdir: Path) -> list[dict]:
     """This workflow's SLURM jobs still known to squeue: id, state, pending reason and rule comment."""
-    out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i|%T|%r|%k|%Z"], capture_output=True, text=True,
-                         check=True).stdout
-    rows = [dict(zip(("id", "state", "reason", "comment", "workdir"), line.split("|"))) for line in out.splitlines()]
+    out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i|%T|%r|%k|%Z|%P"], capture_output=True,
+                         text=True, check=True).stdout
+    fields = ("id", "state", "reason", "comment", "workdir", "partition")
+    rows = [dict(zip(fields, line.split("|"))) for line in out.splitlines()]
     return [row for row in rows if row["workdir"] == str(workdir)]
 
 
@@ -86,9 +89,9 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("*.pt"))
 
 
-def run_through_slurm(workdir: Path, site: Path) -> tuple[str, list[str]]:
+def run_through_slurm(workdir: Path, site: Path) -> tuple[str, list[dict]]:
     """The pipeline through the shipped profile; cancels the long run's train job once it has a checkpoint.
-    Returns snakemake's output and the SLURM ids of the cancelled jobs."""
+    Returns snakemake's output and the cancelled jobs (squeue's rows)."""
     env = {**os.environ, "SCRATCHLM_SLURM_SITE": str(site)}
     log = workdir / "snakemake.log"
     with log.open("w") as output:
@@ -104,8 +107,10 @@ def run_through_slurm(workdir: Path, site: Path) -> tuple[str, list[str]]:
                     f"SLURM will never start job {job['id']} ({job['comment']}): {job['reason']}"
                 if (not cancelled and job["state"] == "RUNNING" and job["comment"] == "rule_train_wildcards_long"
                         and checkpoints(workdir / "results/runs/long")):
+                    job["tres"] = subprocess.run(["squeue", "-h", "-j", job["id"], "-O", "tres-per-job"],
+                                                 capture_output=True, text=True, check=True).stdout.strip()
                     subprocess.run(["scancel", job["id"]], check=True)
-                    cancelled.append(job["id"])
+                    cancelled.append(job)
             time.sleep(1)
     finally:
         if process.poll() is None:
@@ -176,6 +181,8 @@ def test_a_cancelled_train_job_is_resubmitted_and_resumes(runs):
     """The long run's job was cancelled mid-run; `retries: 1` resubmitted it, and it resumed from its
     checkpoint (its weights equal the local uninterrupted run's: the test above)."""
     assert len(runs["cancelled"]) == 1, "the long run finished before it could be cancelled"
+    job = runs["cancelled"][0]
+    assert job["partition"] == "gpu" and job["tres"] == "gres:gpu:1", job  # device: auto: a GPU job
     log = (runs["slurm"] / "results/logs/train/long.log").read_text()
     assert "resum" in log.lower(), log[-2000:]
     steps = [line["step"] for line in metrics(runs["slurm"] / "results/runs/long")]
