@@ -116,3 +116,10 @@ def test_config_yaml_experiments_expand(project_root):
     batch_one = resolve_run(loaded, "ts-batch/batch_size=1")
     assert batch_one.total_steps * batch_one.tokens_per_step == resolve_run(loaded, "ts-base").tokens
     yaml.safe_dump(loaded.model_dump())  # plain data all the way down
+
+
+def test_compare_names_what_it_cannot_find(tmp_path, capsys):
+    """A missing folder or run name is named as given (a path was once joined to results/runs/)."""
+    assert main(["compare", "nope", str(tmp_path / "gone"), "--results", str(tmp_path), "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"nope, {tmp_path / 'gone'}: neither a run folder nor a run in {tmp_path / 'runs' / '*'}")

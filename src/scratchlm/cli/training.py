@@ -76,10 +76,11 @@ def run_compare(args: argparse.Namespace) -> None:
     from scratchlm.layout import Layout, RunFiles
     from scratchlm.reports.comparison import compare_runs
 
-    folders = [run if RunFiles(run).config.is_file() else Layout(args.results).run_dir(run) for run in args.runs]
-    missing = [str(folder) for folder in folders if not Path(folder).is_dir()]
+    layout = Layout(args.results)
+    folders = [run if RunFiles(run).config.is_file() else layout.run_dir(run) for run in args.runs]
+    missing = [run for run, folder in zip(args.runs, folders) if not Path(folder).is_dir()]
     if missing:
-        raise FileNotFoundError(f"no run folder {', '.join(missing)}")
+        raise FileNotFoundError(f"{', '.join(missing)}: neither a run folder nor a run in {layout.run_dir('*')}")
     data = compare_runs(folders, args.out, title=args.title or "Comparison of " + ", ".join(args.runs))
     print(f"wrote {Path(args.out) / 'report.md'} ({len(data['runs'])} runs, best: {data['best']})")
 
