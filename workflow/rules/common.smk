@@ -164,10 +164,10 @@ def run_partition(wildcards):
     return "cpu" if RUN_SETTINGS[wildcards.run].device == "cpu" else "gpu"
 
 
-def slurm_job(kind="cpu", *, mem_mb=4000, runtime=60, gpus=0, nodes=1, local_gpus=None):
+def slurm_job(kind="cpu", *, mem_mb=4000, runtime=60, gpus=0, nodes=1):
     """Resources of a job that would like mem_mb MB, runtime minutes, and gpus GPUs on each of nodes
     nodes on the site's `kind` partition (cpu or gpu); each may be a function of the wildcards.
-    `gpu` is a local resource too (`--resources gpu=N` on a workstation): local_gpus, if given."""
+    A job with GPUs has a `gpu` resource locally too (`--resources gpu=N` on a workstation)."""
 
     def value(item, wildcards):
         return item(wildcards) if callable(item) else item
@@ -176,7 +176,7 @@ def slurm_job(kind="cpu", *, mem_mb=4000, runtime=60, gpus=0, nodes=1, local_gpu
         site = slurm_site()
         if site is None:
             return {"mem_mb": value(mem_mb, wildcards), "runtime": value(runtime, wildcards),
-                    "gpu": value(local_gpus, wildcards)}
+                    "gpu": value(gpus, wildcards) or None}
         wanted = {"mem_mb": mem_mb, "runtime": runtime, "gpus": gpus, "nodes": nodes}
         try:
             return job_resources(site, value(kind, wildcards), threads=threads,

@@ -22,8 +22,7 @@ rule generate:
     threads: 4
     # Like train: one GPU unless the run is pinned to the CPU.
     resources:
-        **slurm_job(run_partition, mem_mb=16000, runtime=30, gpus=lambda wc: min(1, run_gpus(wc)),
-                    local_gpus=lambda wc: min(1, run_gpus(wc))),
+        **slurm_job(run_partition, mem_mb=16000, runtime=30, gpus=lambda wc: min(1, run_gpus(wc))),
     log:
         LAYOUT.log("generate", "{run}"),
     benchmark:

@@ -24,8 +24,7 @@ rule train:
     # `devices` GPUs (one process each, started by the job itself through torchrun) on each of the
     # run's `nodes`, unless the run is pinned to the CPU; under SLURM, on the site's GPU partition.
     resources:
-        **slurm_job(run_partition, mem_mb=64000, runtime=720, gpus=run_gpus, nodes=lambda wc: RUN_SETTINGS[wc.run].nodes,
-                    local_gpus=run_gpus),
+        **slurm_job(run_partition, mem_mb=64000, runtime=720, gpus=run_gpus, nodes=lambda wc: RUN_SETTINGS[wc.run].nodes),
     log:
         LAYOUT.log("train", "{run}"),
     benchmark:
