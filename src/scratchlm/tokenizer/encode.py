@@ -72,9 +72,9 @@ def encode_range(tokenizer: Tokenizer, path: str | os.PathLike, start: int, end:
     parts, invalid = [], 0
     for block in iter_document_blocks(path, start, end, specials[0] if specials else None,
                                       block_size=block_size, special_tokens=specials):
-        block, bad = valid_utf8(block)
+        block, bad = valid_utf8(block)  # checked once here: the count is logged below
         invalid += bad
-        parts.append(tokenizer.encode_utf8(block).astype(DTYPE))
+        parts.append(tokenizer.encode_valid_utf8(block).astype(DTYPE))
     if invalid:
         log.warning("%s: %d invalid UTF-8 sequences in bytes %d-%d replaced by U+FFFD", path, invalid, start, end)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=DTYPE)

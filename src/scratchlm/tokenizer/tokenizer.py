@@ -140,15 +140,16 @@ class Tokenizer:
 
     def encode_array(self, text: str) -> np.ndarray:
         """``encode(text)`` as a uint32 array, without making a Python int per id."""
-        return self._encode_valid_utf8(utf8_of(text))
+        return self.encode_valid_utf8(utf8_of(text))
 
     def encode_utf8(self, data: bytes) -> np.ndarray:
         """Ids (uint32) of UTF-8 ``data``, e.g. read from a file, without decoding it: the same as
         ``encode_array(data.decode("utf-8", errors="replace"))``."""
-        return self._encode_valid_utf8(valid_utf8(data)[0])
+        return self.encode_valid_utf8(valid_utf8(data)[0])
 
-    def _encode_valid_utf8(self, data: bytes) -> np.ndarray:
-        """Ids of valid UTF-8 ``data``: the compiled encoder on the pieces between special tokens."""
+    def encode_valid_utf8(self, data: bytes) -> np.ndarray:
+        """``encode_utf8`` of ``data`` that is known to be valid UTF-8 (``utf8.valid_utf8``'s output):
+        the compiled encoder on the pieces between special tokens, without checking it again."""
         if self._compiled is None:
             from scratchlm.tokenizer.fast_encode import CompiledEncoder
 
