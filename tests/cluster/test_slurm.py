@@ -36,7 +36,7 @@ NEVER_STARTS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "
 TIMING_FIELDS = {"elapsed_s", "tokens_per_s"}
 # The run the test cancels: long enough to be caught mid-run, checkpointing often. `device: auto`
 # sends its jobs to the GPU partition with a (fake) GPU; with no CUDA there, it trains on the CPU.
-LONG_RUN = {"base": "tiny", "steps": 2500, "checkpoint_interval": 100, "eval_interval": 1250, "log_interval": 100,
+LONG_RUN = {"steps": 2500, "checkpoint_interval": 100, "eval_interval": 1250, "log_interval": 100,
             "device": "auto"}
 
 
@@ -45,8 +45,7 @@ def cluster_config() -> dict:
     large (each SLURM job costs two Snakemake starts, ~15 s here: fewer waves of shard jobs)."""
     config = yaml.safe_load((PROJECT_ROOT / ".test" / "config.yaml").read_text())
     config["bpe"]["shard_mb"] = 0.1
-    base = config["runs"]["tiny"]
-    config["runs"]["long"] = {**base, **{k: v for k, v in LONG_RUN.items() if k != "base"}}
+    config["runs"]["long"] = {**config["runs"]["tiny"], **LONG_RUN}
     config["experiments"]["pair"] = {"base": "tiny", "grid": {"optimizer.lr": [1.0e-2, 3.0e-2]}}
     config["targets"] = {**config["targets"], "runs": ["tiny", "long"], "experiments": ["pair"]}
     return config
