@@ -50,6 +50,23 @@ def reference_tokenizers_dir() -> Path:
     return path
 
 
+@pytest.fixture
+def full_disk(tmp_path) -> Iterator[Path]:
+    """A folder on a real 64 KiB tmpfs, where larger writes run out of space (root only: skipped
+    where mounting is not allowed)."""
+    import subprocess
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Serves ``server.files``; misbehaves as configured on the server object."""
 

@@ -241,3 +241,13 @@ def test_malformed_import_folders_are_one_line_errors(exported, tmp_path, capsys
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and re.search(message, err[0]), err
         assert time.perf_counter() - started < 10 and not (tmp_path / f"out-{name}" / "model.pt").exists()
+
+
+def test_export_onto_a_full_file_system_says_disk_full(tmp_path, fixtures_dir, full_disk):
+    """Once: safetensors' SafetensorError traceback ("I/O error: No space left on device")."""
+    from scratchlm.fileio import OutputError
+
+    make_run(tmp_path / "run", fixtures_dir)
+    with pytest.raises(OutputError, match=r"full/hf: disk full while exporting .*No space left on device"):
+        export_run(tmp_path / "run", full_disk / "hf")
+    assert not list(full_disk.iterdir())

@@ -427,23 +427,29 @@ def test_a_short_write_on_a_full_disk_is_called_disk_full(tmp_path, monkeypatch)
             raise OSError("boom")
 
 
-def test_encoding_onto_a_full_file_system_says_disk_full(tmp_path, fixtures_dir, capsys):
-    """On a real 64 KiB tmpfs (root only: skipped where mounting is not allowed)."""
-    import subprocess
-
+def test_encoding_onto_a_full_file_system_says_disk_full(tmp_path, fixtures_dir, capsys, full_disk):
     from scratchlm.cli import main
 
-    full = tmp_path / "full"
-    full.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        text = tmp_path / "text.txt"
-        text.write_text((fixtures_dir / "corpus.en").read_text(encoding="utf-8") * 3, encoding="utf-8")
-        vocab, merges = fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt"
-        assert main(["encode", str(text), str(full / "ids.npy"), "--vocab", str(vocab), "--merges", str(merges),
-                     "--workers", "1"]) == 1
-        assert f"{full / 'ids.npy'}: disk full while writing" in capsys.readouterr().err
-        assert not list(full.iterdir())  # no partial file left
-    finally:
-        subprocess.run(["umount", str(full)], check=True)
+    text = tmp_path / "text.txt"
+    text.write_text((fixtures_dir / "corpus.en").read_text(encoding="utf-8") * 3, encoding="utf-8")
+    vocab, merges = fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt"
+    assert main(["encode", str(text), str(full_disk / "ids.npy"), "--vocab", str(vocab), "--merges", str(merges),
+                 "--workers", "1"]) == 1
+    assert f"{full_disk / 'ids.npy'}: disk full while writing" in capsys.readouterr().err
+    assert not list(full_disk.iterdir())  # no partial file left
+
+
+def test_a_checkpoint_onto_a_full_file_system_says_disk_full(full_disk):
+    """Once: torch's RuntimeError "unexpected pos 83904 vs 83856" (its writer saw a short write)."""
+    import torch
+
+    from scratchlm.training.checkpoint import save_checkpoint
+
+    small = torch.nn.Linear(8, 8)
+    save_checkpoint(small, None, 1, full_disk / "step.pt")
+    previous = (full_disk / "step.pt").read_bytes()
+    from scratchlm.fileio import OutputError
+
+    with pytest.raises(OutputError, match=r"step.pt: disk full while writing .*previous file, if any, is unchanged"):
+        save_checkpoint(torch.nn.Linear(256, 256), None, 2, full_disk / "step.pt")
+    assert (full_disk / "step.pt").read_bytes() == previous and len(list(full_disk.iterdir())) == 1

@@ -50,6 +50,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if disk_full(error, final.parent):
             raise OutputError(f"{final}: disk full while writing ({error.strerror or error}); "
                               f"the previous file, if any, is unchanged") from None
+        if final.is_dir():  # os.replace named the temporary file, which the user never sees
+            raise OutputError(f"{final}: is a directory, cannot write the output there") from None
         raise
     finally:
         if tmp.exists():
@@ -143,11 +145,38 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a ValueError naming the file if it is not valid JSON."""
+    """Parse a JSON file; a ValueError naming the file if it is not UTF-8 JSON."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file, so not JSON") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: invalid JSON ({error})") from None
+
+
+def read_json_object(path: str | os.PathLike, *, keys: tuple[str, ...] = (), what: str = "JSON file") -> dict:
+    """A JSON object holding ``keys`` from the file ``what`` at ``path``; else a ValueError (or
+    FileNotFoundError / IsADirectoryError) naming the file and what is wrong with it.
+
+    >>> import tempfile, pathlib
+    >>> plan = pathlib.Path(tempfile.mkdtemp()) / "plan.json"
+    >>> _ = plan.write_text("[1, 2]")
+    >>> read_json_object(plan, what="shard plan")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: .../plan.json: expected a JSON object, got a JSON array (not a shard plan)
+    """
+    data = read_json(require_file(path, what))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a JSON {_JSON_TYPES.get(type(data), 'value')} "
+                         f"(not a {what})")
+    missing = [key for key in keys if key not in data]
+    if missing:
+        raise ValueError(f"{path}: no {missing[0]!r} key (not a {what})")
+    return data
+
+
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2, sort_keys: bool = False,

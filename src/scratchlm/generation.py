@@ -28,6 +28,7 @@ from scratchlm.nn.model import TransformerLM
 from scratchlm.progress import progress_bar
 from scratchlm.settings import END_OF_TEXT, GenerationSettings, TrainingSettings, default_of
 from scratchlm.tokenizer import Tokenizer
+from scratchlm.tokenizer.encode import open_ids
 
 
 
@@ -292,7 +293,7 @@ def write_samples(run_dir: str | Path, output: str | Path | None, generation: Ge
 
 def _perplexity_line(model: TransformerLM, meta: dict, valid: str | Path, *, batch_size: int,
                      max_tokens: int | None) -> str:
-    tokens = np.load(valid, mmap_mode="r")
+    tokens = open_ids(valid)
     ppl = perplexity(model, tokens, batch_size=batch_size, max_tokens=max_tokens)
     evaluated = len(tokens) if max_tokens is None else min(len(tokens), max_tokens)
     trained = ("" if meta.get("val_loss") is None else f"; training's final validation loss "

@@ -14,17 +14,20 @@ the same products, in another order. Tests prove it with equal logits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from pydantic import ValidationError
 
-from scratchlm.fileio import apply_umask, read_json, require_file, write_json
+from scratchlm.fileio import OutputError, apply_umask, disk_full, read_json_object, require_file, write_json
 from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.model import RMS_NORM_EPS
@@ -209,16 +212,34 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     try:
         write_json(staging / "config.json", config, sort_keys=True)
         write_json(staging / "generation_config.json", {"bos_token_id": eos, "eos_token_id": eos})
-        save_file(to_llama_state_dict(model.state_dict(), model.config), str(staging / "model.safetensors"),
-                  metadata={"format": "pt"})
+        with _io_errors_as_os_errors(staging / "model.safetensors"):
+            save_file(to_llama_state_dict(model.state_dict(), model.config), str(staging / "model.safetensors"),
+                      metadata={"format": "pt"})
         _write_tokenizer_files(tokenizer, staging, context_length=model.config.context_length)
         (staging / "README.md").write_text(model_card(run_dir, meta, model), encoding="utf-8")
         apply_umask(staging)  # the user's umask, as for every other output (mkdtemp made it private)
         _replace_folder(staging, out_dir)
+    except OSError as error:
+        if disk_full(error, staging.parent):
+            raise OutputError(f"{out_dir}: disk full while exporting ({error.strerror or error}); "
+                              f"the previous export, if any, is unchanged") from None
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %s -> %s", run_dir, out_dir)
     return out_dir
+
+
+@contextlib.contextmanager
+def _io_errors_as_os_errors(path: Path) -> Iterator[None]:
+    """safetensors' I/O failures (a full disk) as the OSError they are (its own error type is not one)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as error:
+        code = re.search(r"os error (\d+)", str(error))
+        raise OSError(int(code.group(1)) if code else None, str(error), str(path)) from None
 
 
 def _write_tokenizer_files(tokenizer, folder: Path, *, context_length: int) -> None:
@@ -247,7 +268,7 @@ def _replace_folder(staging: Path, out_dir: Path) -> None:
 def model_card(run_dir: Path, meta: dict, model: TransformerLM) -> str:
     """A short README.md: what was trained on what, how far, and how to load it."""
     summary_path = RunFiles(run_dir).summary
-    summary = read_json(summary_path) if summary_path.is_file() else {}
+    summary = read_json_object(summary_path, what="run summary") if summary_path.is_file() else {}
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
     lines = [
@@ -284,7 +305,7 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path) -> Path:
 
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
     config_path = require_file(hf_dir / "config.json", "Hugging Face config")
-    config = model_config_from_llama(read_json(config_path), config_path)
+    config = model_config_from_llama(read_json_object(config_path, what="Hugging Face config"), config_path)
     shards = _safetensors_files(hf_dir)
     check_tensor_shapes(shards, config, hf_dir)
     tensors = {}
@@ -314,5 +335,6 @@ def _safetensors_files(hf_dir: Path) -> list[Path]:
     """``model.safetensors``, or the shards its index names."""
     index = hf_dir / "model.safetensors.index.json"
     if index.is_file():
-        return [hf_dir / name for name in sorted(set(read_json(index)["weight_map"].values()))]
+        weight_map = read_json_object(index, keys=("weight_map",), what="safetensors index")["weight_map"]
+        return [hf_dir / name for name in sorted(set(weight_map.values()))]
     return [require_file(hf_dir / "model.safetensors", "safetensors weights file")]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from scratchlm.fileio import atomic_open, read_json, write_json
+from scratchlm.fileio import atomic_open, read_json_object, write_json
 from scratchlm.layout import Layout, RunFiles
 from scratchlm.reports import markdown_table, relative_link
 from scratchlm.reports.comparison_plots import plot_curves, plot_sweep
@@ -71,7 +71,7 @@ def read_entries(runs: Sequence[tuple[str, str | Path, dict[str, Any]]]) -> list
     entries = []
     for name, run_dir, values in runs:
         files = RunFiles(run_dir)
-        summary = read_json(files.summary) if files.summary.is_file() else None
+        summary = read_json_object(files.summary, what="run summary") if files.summary.is_file() else None
         metrics = read_metrics(files.metrics) if summary is not None and files.metrics.is_file() else []
         entries.append(Entry(name, Path(run_dir), dict(values), summary, metrics))
     return entries
@@ -79,10 +79,18 @@ def read_entries(runs: Sequence[tuple[str, str | Path, dict[str, Any]]]) -> list
 
 def differing_settings(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """For each run folder, the settings (dotted keys, from config.json) whose values differ between the runs."""
-    flat = [flatten(read_json(RunFiles(run_dir).config).get("settings", {})) for run_dir in run_dirs]
+    flat = [flatten(_run_settings(RunFiles(run_dir).config)) for run_dir in run_dirs]
     keys = sorted({key for settings in flat for key in settings})
     differing = [key for key in keys if len({repr(settings.get(key)) for settings in flat}) > 1]
     return [{key: settings.get(key) for key in differing} for settings in flat]
+
+
+def _run_settings(config_path: Path) -> dict[str, Any]:
+    """The settings a run's config.json records; ValueError naming the file if they are not a mapping."""
+    settings = read_json_object(config_path, what="run config").get("settings", {})
+    if not isinstance(settings, dict):
+        raise ValueError(f"{config_path}: 'settings' is not a JSON object (not a run config)")
+    return settings
 
 
 def ranked(entries: list[Entry]) -> list[Entry]:

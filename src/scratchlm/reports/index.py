@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scratchlm.fileio import atomic_open, read_json
+from scratchlm.fileio import atomic_open, read_json_object
 from scratchlm.layout import SPLITS, Layout, RunFiles, run_folders
 from scratchlm.reports import markdown_table, relative_link
 
@@ -36,7 +36,7 @@ def _reports_section(layout: Layout, index_path: Path) -> list[str]:
 
 def _run_row(run_dir: Path, runs_dir: Path, index_path: Path) -> list[str]:
     run = RunFiles(run_dir)
-    summary = read_json(run.summary) if run.summary.is_file() else {}
+    summary = read_json_object(run.summary, what="run summary") if run.summary.is_file() else {}
     loss = summary.get("final_val_loss")
     files = [(run.curves, "curves"), (run.samples, "samples"), (run.metrics, "metrics"), (run.config, "config")]
     links = " · ".join(_link(label, path, index_path) for path, label in files if path.is_file())
@@ -64,7 +64,8 @@ def _experiments_section(layout: Layout, index_path: Path) -> list[str]:
     reports = sorted(Path(layout.experiments_dir()).glob(f"*/{Path(layout.experiment_files('x')['json']).name}"))
     rows = []
     for path in reports:
-        summary, markdown = read_json(path), Path(layout.experiment_files(path.parent.name)["markdown"])
+        summary = read_json_object(path, what="experiment report")
+        markdown = Path(layout.experiment_files(path.parent.name)["markdown"])
         statuses = [run["status"] for run in summary.get("runs", [])]
         counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
         rows.append([_link(path.parent.name, markdown, index_path), summary.get("best") or "none", counts])

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from scratchlm.fileio import atomic_open, write_json
 from scratchlm.layout import SPLITS, Layout
@@ -18,6 +17,7 @@ from scratchlm.reports import markdown_table
 from scratchlm.settings import EncodeSettings
 from scratchlm.tokenizer.pretokenize import iter_document_blocks
 from scratchlm.tokenizer.utf8 import decode_utf8, valid_utf8
+from scratchlm.tokenizer.encode import open_ids
 from scratchlm.tokenizer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def encoded_sizes(paths: dict[str, Path]) -> dict[str, dict]:
     sizes = {}
     for split in SPLITS:
         if paths[f"{split}_ids"].is_file() and paths[f"{split}_text"].is_file():
-            tokens = int(np.load(paths[f"{split}_ids"], mmap_mode="r").shape[0])
+            tokens = len(open_ids(paths[f"{split}_ids"]))
             num_bytes = paths[f"{split}_text"].stat().st_size
             sizes[split] = {"tokens": tokens, "bytes": num_bytes, "bytes_per_token": num_bytes / max(tokens, 1)}
     return sizes

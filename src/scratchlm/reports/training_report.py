@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from scratchlm.fileio import atomic_open, read_json
+from scratchlm.fileio import atomic_open, read_json_object
 from scratchlm.layout import RunFiles, run_folders
 from scratchlm.nn.model import ModelConfig
 from scratchlm.reports import markdown_table, relative_link
@@ -52,7 +52,7 @@ def device_peak_flops(device_name: str | None, precision: str) -> float | None:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing (has the run finished?)")
-    return read_json(path)
+    return read_json_object(path, what=f"run {path.stem}")
 
 
 def read_run_summary(run_dir: str | Path) -> dict:

@@ -74,7 +74,9 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise SettingsError(f"{path}: no such settings file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path}: not a UTF-8 text file, so not a YAML settings file") from None
     except yaml.YAMLError as error:
         raise SettingsError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(data, dict):

@@ -170,13 +170,27 @@ def encode_planned_shard(plan_path: str | os.PathLike, shard: int, vocab_path: s
     return write_ids(output_path, [ids])
 
 
+def open_ids(path: str | os.PathLike, *, what: str = "encoded split") -> np.ndarray:
+    """The ids of an encoded ``.npy`` file, memory-mapped; a ValueError naming the file if it is
+    missing, corrupt, or not a 1-D integer array (never numpy's advice to unpickle it)."""
+    require_file(path, what)
+    try:
+        ids = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:
+        reason = "it holds pickled objects" if "pickle" in str(error) else str(error) or type(error).__name__
+        raise ValueError(f"{path}: corrupt, or not a .npy array of token ids ({reason})") from None
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{path}: expected a 1-D integer token array, got {ids.dtype} of shape {ids.shape}")
+    return ids
+
+
 def concatenate_ids(parts: Sequence[str | os.PathLike], output_path: str | os.PathLike,
                     *, chunk: int = 1 << 24) -> int:
     """The reduce half: the shards' ids, in order, into one ``.npy``, streaming (flat memory)."""
     def pieces() -> Iterator[np.ndarray]:
         for part in parts:
-            ids = np.load(part, mmap_mode="r")
-            if ids.ndim != 1 or ids.dtype != DTYPE:
+            ids = open_ids(part, what="encoded shard")
+            if ids.dtype != DTYPE:
                 raise ValueError(f"{part}: expected a 1-D uint16 id array, got {ids.dtype} {ids.shape}")
             for start in range(0, len(ids), chunk):
                 yield ids[start:start + chunk]

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
-from scratchlm.fileio import atomic_open, read_json, require_file
+from scratchlm.fileio import atomic_open, read_json_object
 
 Vocab = dict[int, bytes]
 # Ids are packed as uint32 whose high byte is 0 by the encoder, so they stay below 2**24.
@@ -169,9 +169,10 @@ def load_pickle(path: str | os.PathLike, *, expect: type | None = None) -> Vocab
     try:
         obj = _PlainDataUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise ValueError(f"{path}: {_one_line(error)}") from None
     except Exception as error:  # truncated or not a pickle at all
-        raise ValueError(f"{path}: not a readable tokenizer pickle ({type(error).__name__}: {error})") from None
+        raise ValueError(f"{path}: not a readable tokenizer pickle "
+                         f"({type(error).__name__}: {_one_line(error)})") from None
     if expect is not None and not isinstance(obj, expect):
         raise ValueError(f"{path}: expected {_SHAPES[expect]}, got a {type(obj).__name__}")
     if isinstance(obj, dict):
@@ -182,6 +183,12 @@ def load_pickle(path: str | os.PathLike, *, expect: type | None = None) -> Vocab
         raise ValueError(f"{path}: unexpected {type(obj).__name__} in tokenizer pickle "
                          f"(expected {_SHAPES[dict]} or {_SHAPES[list]})")
     return obj
+
+
+def _one_line(error: Exception, limit: int = 120) -> str:
+    """An error's message on one line, cut to ``limit`` characters (a garbage file's bytes can be in it)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 _SHAPES = {dict: "a dict of int id -> bytes token", list: "a list of (bytes, bytes) merges"}
@@ -246,7 +253,7 @@ def save_hf_tokenizer(vocab: Vocab, merges: Merges, path: str | os.PathLike,
 def load_hf_tokenizer(path: str | os.PathLike) -> tuple[Vocab, Merges, list[str]]:
     """``(vocab, merges, special_tokens)`` of a byte-level BPE ``tokenizer.json`` (GPT-2 style);
     ValueError naming the file for any other kind of tokenizer, which ours could not reproduce."""
-    document = read_json_document(path)
+    document = read_json_object(path, what="tokenizer.json")
     model = document.get("model") or {}
     _check_pipeline(document, path)
     added = document.get("added_tokens", [])
@@ -293,11 +300,3 @@ def _check_post_processor(processor: dict | None, path: str | os.PathLike) -> No
         return
     raise ValueError(f"{path}: its post-processor ({processor.get('type')}) adds tokens to every encoding (e.g. a "
                      f"BOS); ours adds none, so the ids would differ: remove it from the file to import the rest")
-
-
-def read_json_document(path: str | os.PathLike) -> dict:
-    """A JSON object from ``path``; ValueError naming the file otherwise."""
-    data = read_json(require_file(path, "JSON file"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data

@@ -9,17 +9,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scratchlm.fileio import atomic_path, require_file, write_json
+from scratchlm.fileio import atomic_path, read_json_object, require_file, write_json
 from scratchlm.profiling import peak_rss_bytes
 from scratchlm.tokenizer.pretokenize import (
     ChunkCounts,
@@ -50,7 +50,7 @@ def plan_shards(input_path: str | os.PathLike, plan_path: str | os.PathLike, *,
 
 def num_planned_shards(plan_path: str | os.PathLike) -> int:
     """How many shards a plan file describes."""
-    return len(json.loads(Path(plan_path).read_text())["boundaries"]) - 1
+    return len(read_plan(plan_path)["boundaries"]) - 1
 
 
 def _checked_size(path: str | os.PathLike) -> int:
@@ -63,7 +63,7 @@ def _checked_size(path: str | os.PathLike) -> int:
 
 def planned_range(plan_path: str | os.PathLike, shard: int) -> tuple[str, int, int, list[str]]:
     """(input file, start byte, end byte, special tokens) of shard number ``shard`` of a plan."""
-    plan = json.loads(Path(plan_path).read_text())
+    plan = read_plan(plan_path)
     bounds = plan["boundaries"]
     if not 0 <= shard < len(bounds) - 1:
         raise ValueError(f"{plan_path}: shard {shard} out of range (plan has {len(bounds) - 1})")
@@ -131,10 +131,26 @@ def write_shard(input_path: str | os.PathLike, output: str | os.PathLike, *, sta
 
 def shard_metadata(path: str | os.PathLike) -> dict:
     """The bookkeeping ``write_shard`` stored in a shard (bytes, invalid UTF-8, seconds, RSS)."""
-    meta = pq.read_schema(path).metadata or {}
-    if META_KEY not in meta:
+    with _shard_errors(path):
+        meta = pq.read_schema(require_file(path, "pre-token shard")).metadata or {}
+        meta = json.loads(meta[META_KEY]) if META_KEY in meta else {}
+    if not isinstance(meta, dict) or not {"num_bytes", "invalid_utf8", "seconds"} <= set(meta):
         raise ValueError(f"{path}: not a scratchlm pre-token shard (no {META_KEY.decode()} metadata)")
-    return json.loads(meta[META_KEY])
+    return meta
+
+
+@contextlib.contextmanager
+def _shard_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Arrow's and JSON's complaints about a shard as one ValueError naming the file."""
+    try:
+        yield
+    except (pa.ArrowException, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable pre-token shard ({error})") from None
+
+
+def read_plan(plan_path: str | os.PathLike) -> dict:
+    """A shard plan written by :func:`plan_shards`; ValueError naming the file if it is not one."""
+    return read_json_object(plan_path, keys=("input", "boundaries", "special_tokens"), what="shard plan")
 
 
 def read_shards(paths: Sequence[str | os.PathLike], *, min_fold_rows: int = 1 << 20) -> tuple[pa.Table, ChunkCounts]:
@@ -151,7 +167,8 @@ def read_shards(paths: Sequence[str | os.PathLike], *, min_fold_rows: int = 1 <<
         total.num_bytes += meta["num_bytes"]
         total.invalid_utf8 += meta["invalid_utf8"]
         total.seconds += meta["seconds"]
-        pending.append(pq.read_table(path, columns=["token", "count"]).cast(SCHEMA))
+        with _shard_errors(path):
+            pending.append(pq.read_table(path, columns=["token", "count"]).cast(SCHEMA))
         pending_rows += pending[-1].num_rows
         if pending_rows >= max(summed.num_rows, min_fold_rows):
             summed, pending, pending_rows = sum_count_tables([summed, *pending]), [], 0

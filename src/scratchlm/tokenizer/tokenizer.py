@@ -108,9 +108,24 @@ class Tokenizer:
         else:
             vocab, merges = load_gpt2_format(vocab_filepath, merges_filepath, special_tokens=special_tokens or ())
         try:
-            return cls(vocab, merges, special_tokens, **kwargs)
+            tokenizer = cls(vocab, merges, special_tokens, **kwargs)
+            tokenizer._check_every_token_is_made()
         except ValueError as error:  # the files disagree (a merge of tokens the vocab lacks): name them
             raise ValueError(f"{vocab_filepath} and {merges_filepath}: {error}") from None
+        return tokenizer
+
+    def _check_every_token_is_made(self) -> None:
+        """ValueError if the vocab holds tokens that only a merge missing from the merges could make
+        (two vocab tokens joined, made by no merge): a merges file cut short at a line end looks
+        like this, and would encode differently. A token that is no such join (a marker such as
+        ``<|endoftext|>`` loaded as plain text) is left alone: no encoding makes it either way."""
+        made = {*self._tables.byte_ids, *self._tables.merged, *map(self.token_id, self.special_tokens)}
+        unmade = [token for token_id, token in self.vocab.items() if token_id not in made
+                  and any(token[:cut] in self._ids and token[cut:] in self._ids for cut in range(1, len(token)))]
+        if unmade:
+            raise ValueError(f"{len(unmade)} vocab tokens join two others but no merge makes them (e.g. "
+                             f"{unmade[0]!r}): the merges ({len(self.merges)}) look cut short, or belong to "
+                             f"another vocab")
 
     @property
     def eot_token(self) -> int | None:

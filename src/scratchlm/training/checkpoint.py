@@ -39,7 +39,10 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
     }
     if isinstance(out, (str, os.PathLike)):
         with atomic_open(out, "wb") as handle:
-            torch.save(payload, handle)
+            try:
+                torch.save(payload, handle)
+            except RuntimeError as error:  # a short write (full disk) is torch's "unexpected pos"
+                raise OSError(f"torch.save: {error}") from None  # atomic_open says whether the disk is full
     else:
         torch.save(payload, out)
 

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from scratchlm.fileio import require_file
+from scratchlm.tokenizer.encode import open_ids
 
 COUNT_CHUNK = 1 << 24  # tokens per chunk when counting a split (bounded memory for multi-GB arrays)
 
@@ -91,14 +91,7 @@ def unigram_entropy(counts: np.ndarray) -> float:
 
 def open_split(path: str | Path, vocab_size: int, context_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Memory-map an encoded split and check it once: 1-D integers, long enough, ids < vocab_size."""
-    path = Path(path)
-    require_file(path, "encoded split")
-    try:
-        tokens = np.load(path, mmap_mode="r")
-    except ValueError as error:
-        raise ValueError(f"{path}: not a .npy array ({error})") from None
-    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
-        raise ValueError(f"{path}: expected a 1-D integer token array, got {tokens.dtype} of shape {tokens.shape}")
+    tokens = open_ids(path)
     if len(tokens) <= context_length:
         raise ValueError(f"{path}: {len(tokens)} tokens is too short for context_length={context_length}")
     return tokens, token_counts(tokens, vocab_size, name=str(path))

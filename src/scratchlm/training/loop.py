@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from scratchlm.fileio import read_json
+from scratchlm.fileio import read_json_object
 from scratchlm.layout import Layout, RunFiles
 from scratchlm.training import distributed
 from scratchlm.settings import CorpusSettings, RunSettings
@@ -127,7 +127,7 @@ def _finished_summary(trainer: Trainer, latest: tuple[Path, dict] | None) -> dic
     if all((trainer.run_dir / name).is_file() for name in RunFiles.FINAL):
         log.info("run %s already ended (%s); nothing to do (--fresh trains it again, moving this one aside)",
                  trainer.run_name, latest[0])
-        return read_json(trainer.files.summary)
+        return read_json_object(trainer.files.summary, what="run summary")
     log.info("run %s finished at %s but some final files are missing; writing them again", trainer.run_name,
              latest[0])
     trainer.write_run_files()

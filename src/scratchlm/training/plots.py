@@ -7,19 +7,26 @@ from pathlib import Path
 from typing import Sequence
 
 from scratchlm.figures import pyplot, save_figure
+from scratchlm.fileio import read_json_object
 from scratchlm.layout import RunFiles
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The lines of a metrics.jsonl file; ValueError naming the file and line if one is not JSON."""
+    """The lines of a metrics.jsonl file; ValueError naming the file and line if one is not a JSON object."""
     path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file, so not a metrics.jsonl") from None
     lines = []
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if text.strip():
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
             try:
-                lines.append(json.loads(text))
+                lines.append(json.loads(line))
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{number}: not a JSON line ({error})") from None
+            if not isinstance(lines[-1], dict):
+                raise ValueError(f"{path}:{number}: not a JSON object (not a metrics.jsonl line)")
     return lines
 
 
@@ -51,7 +58,8 @@ def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
     names = []
     for run_dir in map(Path, run_dirs):
         summary = RunFiles(run_dir).summary
-        names.append(json.loads(summary.read_text()).get("run", run_dir.name) if summary.is_file() else run_dir.name)
+        names.append(read_json_object(summary, what="run summary").get("run", run_dir.name) if summary.is_file()
+                     else run_dir.name)
     return names if len(set(names)) == len(names) else [str(run_dir) for run_dir in run_dirs]
 
 

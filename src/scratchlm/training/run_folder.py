@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scratchlm.fileio import atomic_path, exclusive_lock, read_json
+from scratchlm.fileio import atomic_path, exclusive_lock, read_json_object
 from scratchlm.layout import RunFiles
 from scratchlm.nn import ModelConfig, TransformerLM
+from scratchlm.pipeline import describe_error
 from scratchlm.training.checkpoint import read_checkpoint, require_finite
 from scratchlm.training.distributed import LAUNCH_PREFIX
 
@@ -149,8 +150,12 @@ def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu
     files = RunFiles(run_dir)
     if not files.meta.is_file():
         raise FileNotFoundError(f"no trained model in {run_dir} (missing {files.meta.name}; has the run finished?)")
-    meta = read_json(files.meta)
-    model = TransformerLM.from_config(ModelConfig.from_dict(meta["model"]), device=device)
+    meta = read_json_object(files.meta, keys=("model",), what="model.json")
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{files.meta}: no valid model configuration ({describe_error(error)})") from None
+    model = TransformerLM.from_config(config, device=device)
     checkpoint = require_finite(read_checkpoint(files.model, map_location=device), str(files.model))
     try:
         model.load_state_dict(checkpoint["model"])
