@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from multiprocessing import get_context
 from typing import Sequence
 
 import pyarrow as pa
@@ -25,8 +24,8 @@ from scratchlm.tokenizer.pretokenize import (
     tally_file_range,
     default_workers,
     find_chunk_boundaries,
-    ignore_interrupts,
 )
+from scratchlm.tokenizer.pool import worker_pool
 from scratchlm.tokenizer.serialization import (
     Merges,
     Vocab,
@@ -103,7 +102,7 @@ def count_file_table(input_path: str | os.PathLike, special_tokens: Sequence[str
     jobs = [(input_path, start, end, list(special_tokens)) for start, end in zip(bounds, bounds[1:])]
     total, tables = ChunkCounts(), []
     PretokenTally.warm_up()  # load the compiled counter once, before the workers fork
-    with get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers, initializer=ignore_interrupts) as pool:
+    with worker_pool(workers, start_method="fork" if hasattr(os, "fork") else "spawn") as pool:
         for table, part in pool.imap_unordered(_count_job, jobs):
             tables.append(table)
             total.num_bytes += part.num_bytes

@@ -16,7 +16,6 @@ import math
 import os
 import time
 from collections import deque
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -27,9 +26,9 @@ from scratchlm.progress import format_bytes, progress_bar
 from scratchlm.settings import END_OF_TEXT, EncodeSettings, default_of
 from scratchlm.tokenizer.pretokenize import (
     find_chunk_boundaries,
-    ignore_interrupts,
     iter_document_blocks,
 )
+from scratchlm.tokenizer.pool import worker_pool
 from scratchlm.tokenizer.tokenizer import Tokenizer
 from scratchlm.tokenizer.utf8 import valid_utf8
 
@@ -86,7 +85,6 @@ _worker_tokenizer: Tokenizer | None = None
 def _init_worker(tokenizer: Tokenizer) -> None:
     global _worker_tokenizer
     _worker_tokenizer = tokenizer
-    ignore_interrupts()
 
 
 def _encode_task(task: Task) -> np.ndarray:
@@ -100,7 +98,7 @@ def encoded_in_order(tokenizer: Tokenizer, tasks: Iterable[Task], workers: int) 
             yield encode_range(tokenizer, *task)
         return
     # fork: workers inherit the tokenizer and its tables instead of rebuilding them.
-    with get_context("fork").Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+    with worker_pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
         in_flight: deque = deque()
         for task in tasks:
             in_flight.append(pool.apply_async(_encode_task, (task,)))

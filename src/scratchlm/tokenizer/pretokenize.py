@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -146,12 +145,6 @@ class ChunkCounts:
     num_bytes: int = 0
     invalid_utf8: int = 0  # invalid byte sequences replaced by U+FFFD while decoding
     seconds: float = 0.0
-
-
-def ignore_interrupts() -> None:
-    """A pool worker's initializer: Ctrl-C is the parent's to handle (it terminates the pool); a
-    worker that died of it mid-task could leave the pool waiting forever for its result."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def count_pretokens(text: str, special_tokens: Sequence[str]) -> Counter[str]:
