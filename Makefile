@@ -11,7 +11,7 @@ TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-cluster install bench lint clean
+.PHONY: demo test test-cluster faults install bench lint clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(STAMP)
 # starts here (root; Debian packages installed if missing); see README, "SLURM".
 test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -m cluster tests/cluster
+
+# Every artefact of the .test pipeline damaged in every way, each command that reads it run on it:
+# one line naming the file, never a traceback (README, "Tests and benchmarks"; minutes, not in CI).
+faults: $(STAMP)
+	$(BIN)/python tests/faults/damaged_artefacts.py
 
 # Speed/memory benchmarks (ours next to a peer, same run); see README, "Tests and benchmarks".
 bench: $(STAMP)
