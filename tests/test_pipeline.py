@@ -119,6 +119,42 @@ def test_second_run_has_nothing_to_do(workdir):
     assert planned_rules(snakemake(workdir, "--dry-run")) == set()
 
 
+def test_a_pipeline_killed_mid_training_ends_as_an_uninterrupted_one(workdir, tmp_path):
+    """SIGKILL of Snakemake and all its jobs once the run has its first checkpoint; the next run
+    (after Snakemake's own --unlock, with --rerun-incomplete as its message asks) ends with the
+    ids, tokenizer, weights and losses of the uninterrupted run, each step logged once, and no
+    temporary file left."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    command = [str(SNAKEMAKE), "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--directory", str(tmp_path),
+               "--configfile", str(tmp_path / "config.yaml"), "--cores", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run, reference = tmp_path / "results/runs/tiny", workdir / "results/runs/tiny"
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints/step_0000020.pt").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run / "summary.json").exists()  # killed mid-run (its last 20 steps and files take ~1 s)
+    snakemake(tmp_path, "--unlock")
+    snakemake(tmp_path, "--rerun-incomplete")
+    for name in ("demo_vocab.pkl", "demo_merges.pkl", "corpora/demo/train.npy", "corpora/demo/valid.npy"):
+        assert (tmp_path / "results" / name).read_bytes() == (workdir / "results" / name).read_bytes(), name
+    weights, expected = (torch.load(path / "model.pt", weights_only=True)["model"] for path in (run, reference))
+    assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in weights)
+    losses = [(line["step"], line.get("train_loss"), line.get("val_loss"))
+              for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert losses == [(line["step"], line.get("train_loss"), line.get("val_loss"))
+                      for line in map(json.loads, (reference / "metrics.jsonl").read_text().splitlines())]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
 def test_changing_a_training_setting_reruns_only_training_and_downstream(workdir, tmp_path):
     config = tiny_config()
     config["runs"]["tiny"]["optimizer"] = {"lr": 5.0e-3}
