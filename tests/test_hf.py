@@ -129,6 +129,12 @@ def test_import_refuses_what_we_cannot_load(exported, tmp_path, capsys):
     (folder / "config.json").write_text(json.dumps(config))
     assert cli_main(["import-hf", str(folder), "--run-dir", str(tmp_path / "out")]) == 1
     assert "model.safetensors: no such safetensors weights file" in capsys.readouterr().err
+    for weight_map, problem in [([1], "'weight_map' is not an object"),
+                                ({"x": "shard-1.safetensors"}, "shard-1.safetensors: no such safetensors shard")]:
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+        assert cli_main(["import-hf", str(folder), "--run-dir", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err  # once: AttributeError ('list' object has no attribute 'values')
+        assert problem in err and "Traceback" not in err
 
 
 def capsys_tail(message: str) -> str:

@@ -336,5 +336,7 @@ def _safetensors_files(hf_dir: Path) -> list[Path]:
     index = hf_dir / "model.safetensors.index.json"
     if index.is_file():
         weight_map = read_json_object(index, keys=("weight_map",), what="safetensors index")["weight_map"]
-        return [hf_dir / name for name in sorted(set(weight_map.values()))]
+        if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+            raise ValueError(f"{index}: 'weight_map' is not an object of tensor name -> file name")
+        return [require_file(hf_dir / name, "safetensors shard") for name in sorted(set(weight_map.values()))]
     return [require_file(hf_dir / "model.safetensors", "safetensors weights file")]
