@@ -304,7 +304,7 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path) -> Path:
     from scratchlm.training.run_folder import move_aside, run_folder_lock
 
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
-    config_path = require_file(hf_dir / "config.json", "Hugging Face config")
+    config_path = hf_dir / "config.json"
     config = model_config_from_llama(read_json_object(config_path, what="Hugging Face config"), config_path)
     shards = _safetensors_files(hf_dir)
     check_tensor_shapes(shards, config, hf_dir)

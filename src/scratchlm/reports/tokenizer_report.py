@@ -10,15 +10,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-
 from scratchlm.fileio import atomic_open, write_json
 from scratchlm.layout import SPLITS, Layout
 from scratchlm.reports import markdown_table
 from scratchlm.settings import EncodeSettings
-from scratchlm.tokenizer.pretokenize import iter_document_blocks
-from scratchlm.tokenizer.utf8 import decode_utf8, valid_utf8
 from scratchlm.tokenizer.encode import open_ids
+from scratchlm.tokenizer.pretokenize import iter_document_blocks
 from scratchlm.tokenizer.tokenizer import Tokenizer
+from scratchlm.tokenizer.utf8 import decode_utf8, valid_utf8
 
 log = logging.getLogger(__name__)
 
