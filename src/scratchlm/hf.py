@@ -28,7 +28,7 @@ import torch
 from pydantic import ValidationError
 
 from scratchlm.fileio import OutputError, apply_umask, disk_full, read_json_object, require_file, write_json
-from scratchlm.layout import RunFiles
+from scratchlm.layout import RunFiles, read_summary
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.nn.model import RMS_NORM_EPS
 from scratchlm.settings.errors import describe
@@ -267,8 +267,7 @@ def _replace_folder(staging: Path, out_dir: Path) -> None:
 
 def model_card(run_dir: Path, meta: dict, model: TransformerLM) -> str:
     """A short README.md: what was trained on what, how far, and how to load it."""
-    summary_path = RunFiles(run_dir).summary
-    summary = read_json_object(summary_path, what="run summary") if summary_path.is_file() else {}
+    summary = read_summary(run_dir) or {}
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
     lines = [

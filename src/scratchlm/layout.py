@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from scratchlm.fileio import read_json_object
+
 RESULTS = "results"
 SPLITS = ("train", "valid")
 
@@ -56,6 +58,12 @@ class RunFiles:
         self.folder = Path(folder)
         for attribute, name in RUN_FILE_NAMES.items():
             setattr(self, attribute, self.folder / name)
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict | None:
+    """A run folder's summary.json, None before the run finished; a ValueError naming it if damaged."""
+    path = RunFiles(run_dir).summary
+    return read_json_object(path, what="run summary") if path.is_file() else None
 
 
 def run_folders(runs_dir: str | os.PathLike, marker: str) -> list[Path]:

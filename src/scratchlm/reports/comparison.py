@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from scratchlm.fileio import atomic_open, read_json_object, write_json
-from scratchlm.layout import Layout, RunFiles
+from scratchlm.layout import Layout, RunFiles, read_summary
 from scratchlm.reports import markdown_table, relative_link
 from scratchlm.reports.comparison_plots import plot_curves, plot_sweep
 from scratchlm.settings.loading import Project, experiment_runs, flatten
@@ -71,7 +71,7 @@ def read_entries(runs: Sequence[tuple[str, str | Path, dict[str, Any]]]) -> list
     entries = []
     for name, run_dir, values in runs:
         files = RunFiles(run_dir)
-        summary = read_json_object(files.summary, what="run summary") if files.summary.is_file() else None
+        summary = read_summary(run_dir)
         metrics = read_metrics(files.metrics) if summary is not None and files.metrics.is_file() else []
         entries.append(Entry(name, Path(run_dir), dict(values), summary, metrics))
     return entries

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scratchlm.fileio import atomic_open, read_json_object
-from scratchlm.layout import SPLITS, Layout, RunFiles, run_folders
+from scratchlm.layout import SPLITS, Layout, RunFiles, read_summary, run_folders
 from scratchlm.reports import markdown_table, relative_link
 
 # (report file, title, what it shows)
@@ -36,7 +36,7 @@ def _reports_section(layout: Layout, index_path: Path) -> list[str]:
 
 def _run_row(run_dir: Path, runs_dir: Path, index_path: Path) -> list[str]:
     run = RunFiles(run_dir)
-    summary = read_json_object(run.summary, what="run summary") if run.summary.is_file() else {}
+    summary = read_summary(run_dir) or {}
     loss = summary.get("final_val_loss")
     files = [(run.curves, "curves"), (run.samples, "samples"), (run.metrics, "metrics"), (run.config, "config")]
     links = " · ".join(_link(label, path, index_path) for path, label in files if path.is_file())

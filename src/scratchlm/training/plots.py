@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from scratchlm.figures import pyplot, save_figure
-from scratchlm.fileio import read_json_object
-from scratchlm.layout import RunFiles
+from scratchlm.layout import RunFiles, read_summary
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -57,9 +56,7 @@ def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
     several folders hold runs of one name (``scratchlm train demo --run-dir ...``), their paths."""
     names = []
     for run_dir in map(Path, run_dirs):
-        summary = RunFiles(run_dir).summary
-        names.append(read_json_object(summary, what="run summary").get("run", run_dir.name) if summary.is_file()
-                     else run_dir.name)
+        names.append((read_summary(run_dir) or {}).get("run", run_dir.name))
     return names if len(set(names)) == len(names) else [str(run_dir) for run_dir in run_dirs]
 
 
