@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +27,12 @@ def tiktoken_like(tokenizer, name: str = "reference"):
     ranks = {token: token_id for token_id, token in tokenizer.vocab.items()
              if token.decode("utf-8", "replace") not in specials}
     return tiktoken.Encoding(name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
+
+
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """snakemake (of this environment) on the project's Snakefile in ``workdir``, with its config.yaml."""
+    return [str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(PROJECT_ROOT / "Snakefile"),
+            "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
 
 
 @pytest.fixture(scope="session")

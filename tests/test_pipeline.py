@@ -10,20 +10,19 @@ import json
 import pickle
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from conftest import snakemake_command
 from scratchlm.layout import Layout
 from scratchlm.tokenizer import Tokenizer
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 TEST_CONFIG = PROJECT_ROOT / ".test" / "config.yaml"
 
 
@@ -33,10 +32,9 @@ def tiny_config() -> dict:
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = 540) -> subprocess.CompletedProcess:
-    """Run snakemake on the project's Snakefile in ``workdir`` with its config.yaml."""
-    command = [str(SNAKEMAKE), "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    """Run snakemake on the project's Snakefile in ``workdir`` with its config.yaml, on 2 cores."""
+    return subprocess.run(snakemake_command(workdir, "--cores", "2", *args), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def snakemake(workdir: Path, *args: str) -> str:
@@ -131,9 +129,8 @@ def test_a_pipeline_killed_mid_training_ends_as_an_uninterrupted_one(workdir, tm
     import torch
 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
-    command = [str(SNAKEMAKE), "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--directory", str(tmp_path),
-               "--configfile", str(tmp_path / "config.yaml"), "--cores", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(snakemake_command(tmp_path, "--cores", "2"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
     run, reference = tmp_path / "results/runs/tiny", workdir / "results/runs/tiny"
     deadline = time.monotonic() + 300
     while not (run / "checkpoints/step_0000020.pt").exists() and process.poll() is None:

@@ -14,19 +14,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import snakemake_command
 
 pytestmark = pytest.mark.cluster
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SLURM_SH = PROJECT_ROOT / "tests" / "cluster" / "slurm.sh"
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 PROFILE = PROJECT_ROOT / "workflow" / "profiles" / "slurm"
 PIPELINE_TIMEOUT_S = 900
 # Pending reasons of a job that will never start as submitted (squeue's %r).
@@ -68,11 +67,6 @@ def cluster(tmp_path_factory) -> Path:
     yield site
     if not was_running:
         subprocess.run([SLURM_SH, "stop"], check=True, timeout=120)
-
-
-def snakemake_command(workdir: Path, *args: str) -> list[str]:
-    return [str(SNAKEMAKE), "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), *args]
 
 
 def our_jobs(workdir: Path) -> list[dict]:

@@ -1,6 +1,6 @@
 """Damage every artefact of a finished pipeline in every way and run each command that reads it.
 
-    .venv/bin/python tests/faults/damaged_artefacts.py            # ~300 cases, ~4 minutes on 2 cores
+    .venv/bin/python tests/faults/damaged_artefacts.py            # 252 cases, ~4 minutes on 2 cores
     .venv/bin/python tests/faults/damaged_artefacts.py --only npy  # the artefacts whose path holds "npy"
 
 The pipeline runs once on ``.test/config.yaml`` (a scratch folder); each case copies its results,
