@@ -106,6 +106,8 @@ def test_compiled_decode_equals_python_decode(pair, fixtures_dir):
     ids = tokenizer.encode_array(text)
     assert len(ids) > 1 << 14  # long enough for the compiled path from a list too
     assert tokenizer.decode(ids) == tokenizer.decode(ids.tolist()) == text
+    for dtype in (np.uint16, np.int32, np.int64, np.uint64):  # .npy ids, and arrays of any integer type
+        assert tokenizer.decode(ids.astype(dtype)) == text
     short = ids[:100].tolist()
     assert tokenizer.decode(short) == reference.decode(short)
     broken = [tokenizer.token_id(b"\xff")] * 3 + ids[:5].tolist()
