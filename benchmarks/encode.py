@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference-tokenizers"
 EOT = "<|endoftext|>"
 TARGET = 1.5
+FLOOR = "numba-floor"  # a child that only runs one small cached compiled function: numba's own memory
 
 
 def files_of(name: str) -> tuple[Path, Path]:
@@ -183,7 +184,7 @@ def main() -> None:
     parser.add_argument("--stream-mb", type=int, default=0, help="peak RSS of encode_iterable over a file this large")
     parser.add_argument("--pathological-mb", type=float, default=0, help="time and RSS of pathological inputs")
     parser.add_argument("--stage-mb", type=int, default=0, help="RSS of `scratchlm encode` at this size and 3x")
-    parser.add_argument("--child", choices=["ours", "tiktoken"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["ours", "tiktoken", FLOOR], help=argparse.SUPPRESS)
     parser.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pattern", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
@@ -214,10 +215,15 @@ def main() -> None:
 
 def stream_child(encoder: str, name: str, paths: list[Path], pattern: str) -> None:
     """Count the ids of a file streamed line by line: ours through ``encode_iterable``, tiktoken
-    one line at a time (it has no streaming API)."""
+    one line at a time (it has no streaming API). The floor reads nothing: it runs one of our
+    compiled functions on an empty array, the least any process running them holds."""
     count = 0
     with open(paths[0], encoding="utf-8") as handle:
-        if encoder == "ours":
+        if encoder == FLOOR:
+            from scratchlm.tokenizer.fast_decode import CompiledDecoder
+
+            CompiledDecoder({0: b"a"}).decode_bytes(np.zeros(0, dtype=np.int64))
+        elif encoder == "ours":
             from scratchlm.tokenizer import Tokenizer
 
             tokenizer = Tokenizer.from_files(*files_of(name), [EOT])
