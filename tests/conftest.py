@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +28,13 @@ def tiktoken_like(tokenizer, name: str = "reference"):
     ranks = {token: token_id for token_id, token in tokenizer.vocab.items()
              if token.decode("utf-8", "replace") not in specials}
     return tiktoken.Encoding(name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
+
+
+def as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child that stands for a command typed in a terminal, where Ctrl-C raises
+    KeyboardInterrupt. A suite started as a background job of a script (``make test &``) runs with
+    SIGINT ignored, as non-interactive shells start such jobs, and every child would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def snakemake_command(workdir: Path, *args: str) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import as_in_a_terminal
 
 from scratchlm.cli import main
 from scratchlm.layout import Layout
@@ -214,7 +215,8 @@ try:
 except KeyboardInterrupt:
     raise SystemExit(130)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            preexec_fn=as_in_a_terminal)
     assert result.returncode == 130, result.stderr
     assert not (tmp_path / "ids.npy").exists()
 
@@ -238,7 +240,8 @@ def test_ctrl_c_during_a_pooled_encode_exits_130_leaving_no_worker_and_no_file(t
         command = [sys.executable, "-m", "scratchlm.cli", "encode", str(text), str(output), "--workers", "2",
                    "--chunk-mb", "0.25", "--vocab", str(fixtures_dir / "gpt2_vocab.json"),
                    "--merges", str(fixtures_dir / "gpt2_merges.txt")]
-        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                   preexec_fn=as_in_a_terminal)
         deadline = time.monotonic() + 60
         while len(psutil.Process(process.pid).children()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
