@@ -6,7 +6,7 @@ Text: the docs corpus (docs_train.txt + docs_valid.txt, 35 MB of Debian document
 alternating over ``--rounds``; every figure is checked against tiktoken's ids.
 
 * cold: a new process loads the tokenizer files and encodes the corpus files (wall time from
-  its start to its last id: interpreter, imports, loading, numba's start, reading, encoding).
+  its start to its last id: interpreter, imports, loading, the compiled kernels, reading, encoding).
   tiktoken reads the same vocab.json (its ranks are the ids), builds its Encoding and encodes
   the files read as str (its only input); ours encodes the bytes it reads (``encode_utf8``, what
   the encode stage does).
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference-tokenizers"
 EOT = "<|endoftext|>"
 TARGET = 1.5
-FLOOR = "numba-floor"  # a child that only runs one small cached compiled function: numba's own memory
+FLOOR = "floor"  # a child that only runs one compiled kernel: what loading the compiled code costs
 
 
 def files_of(name: str) -> tuple[Path, Path]:

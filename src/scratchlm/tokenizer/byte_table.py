@@ -75,7 +75,7 @@ def rehash_into(slots, hashes, used):
         occupy(slots, at, hashes[entry], entry)
 
 
-@njit(cache=True)
+@njit(cache=True, exports=[(("i8",), "u8[:]")])
 def new_slots(entries):
     """Free slots for up to ``entries`` entries (at most half full)."""
     size = 16

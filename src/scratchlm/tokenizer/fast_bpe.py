@@ -34,7 +34,7 @@ def pair_table(lefts: np.ndarray, rights: np.ndarray) -> np.ndarray:
     return table
 
 
-@njit(cache=True)
+@njit(cache=True, exports=[(("u8[:]", "u8[:]", "u8[:,:]!"), None)])
 def _fill_pairs(lefts, rights, table):
     mask = np.uint64(len(table) - 1)
     for rank in range(len(lefts)):

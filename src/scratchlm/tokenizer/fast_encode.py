@@ -25,6 +25,11 @@ MAX_CACHED = 256  # longer pre-tokens (base64, long rules of symbols) are rare: 
 # is full, and junk (hex dumps, base64) would otherwise empty it of the frequent words. Pages are
 # only used as they fill.
 _KEY_BYTES, _IDS = 32, 8
+# Types of the kernels' arguments for the ahead-of-time module (see ``compiled``): the merge tables
+# (byte ids, ``pair_table``, merged ids) and the cache (slots, hashes, key offsets, key arena, id
+# offsets, id arena, counters), as ``CompiledEncoder`` makes them.
+_TABLE_TYPES = ("u4[:]", "u8[:,:]", "u4[:]")
+_CACHE_TYPES = ("u8[:]!", "u8[:]!", "i8[:]!", "u1[:]!", "i8[:]!", "u4[:]!", "i8[:]!")
 
 
 @njit(cache=True)
@@ -43,7 +48,7 @@ def _add(cache, data, start, end, slot, h, ids, first, last):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, exports=[((_CACHE_TYPES, "u1[:]", "i8[:]", "u4[:]"), None)])
 def _fill(cache, tokens, offsets, ids):
     """Enter each token ``tokens[offsets[k]:offsets[k + 1]]`` -> ``ids[k]`` (the first of repeats)."""
     slots, key_offsets, key_arena = cache[0], cache[2], cache[3]
@@ -116,7 +121,8 @@ def _encode_into(data, starts, ends, separators, piece, at, classes, byte_ids, p
     return piece, at, n_out
 
 
-@njit(cache=True)
+@njit(cache=True, exports=[(("u1[:]", "i8[:]", "i8[:]", "i8[:]", "u1[:]", _TABLE_TYPES, _CACHE_TYPES, "u4[:]!"),
+                            ("u4[:]", "i8"))])
 def _encode(data, starts, ends, separators, classes, tables, cache, out):
     """Ids of the pieces ``data[starts[k]:ends[k]]`` (valid UTF-8), each followed by id
     ``separators[k]`` where that is not -1: ``out``, or a longer array when it was too short,

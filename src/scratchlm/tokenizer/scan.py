@@ -115,7 +115,7 @@ def token_end(data, at, end, classes):
     return last
 
 
-@njit(cache=True)
+@njit(cache=True, exports=[(("u1[:]",), "i8")])
 def first_invalid_utf8(data):
     """Where the first invalid UTF-8 sequence of ``data`` (uint8) starts, or -1 if it is all valid
     (the rules of Python's decoder: no overlong forms, surrogates, or code points past U+10FFFF)."""

@@ -72,7 +72,7 @@ class Tokenizer:
         self._special_bytes = special_tokens_regex([special.encode("utf-8") for special in self.special_tokens])
         self._tables = self._merge_tables()
         self.cache_entries = cache_entries
-        self._compiled: CompiledEncoder | None = None  # made at the first encode (numba loads then)
+        self._compiled: CompiledEncoder | None = None  # made at the first encode (the compiled kernels load then)
         self._decoder: CompiledDecoder | None = None  # made at the first long decode
 
     def __reduce__(self):
