@@ -15,9 +15,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-
-from scratchlm.tokenizer.compiled import AOT_MODULE, COMPILED_MODULES, Kernel, Spec, export_name, prepare_numba
+from scratchlm.tokenizer.compiled import (AOT_MODULE, COMPILED_MODULES, Kernel, Spec, array_spec, export_name,
+                                          prepare_numba)
 
 
 def exported_kernels() -> list[Kernel]:
@@ -37,8 +36,8 @@ def numba_type(spec: Spec, *, argument: bool = True):
         return types.BaseTuple.from_types([numba_type(part, argument=argument) for part in spec])
     if spec == "i8":
         return types.int64
-    dtype, ndim = spec.split("[")[0], spec.count(":")
-    return types.Array(from_dtype(np.dtype(dtype)), ndim, "C", readonly=argument and not spec.endswith("!"))
+    dtype, ndim, written = array_spec(spec)
+    return types.Array(from_dtype(dtype), ndim, "C", readonly=argument and not written)
 
 
 def build(path: Path) -> None:

@@ -103,7 +103,8 @@ def export_name(kernel: Kernel, index: int) -> str:
 
 
 @functools.cache
-def _array_spec(spec: str) -> tuple[np.dtype, int, bool]:
+def array_spec(spec: str) -> tuple[np.dtype, int, bool]:
+    """An array spec's dtype, number of dimensions, and whether the kernel writes the array."""
     return np.dtype(spec.split("[")[0]), spec.count(":"), spec.endswith("!")
 
 
@@ -113,7 +114,7 @@ def matches(value: Any, spec: Spec) -> bool:
         return isinstance(value, tuple) and len(value) == len(spec) and all(map(matches, value, spec))
     if spec == "i8":
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and -(1 << 63) <= value < 1 << 63
-    dtype, ndim, written = _array_spec(spec)
+    dtype, ndim, written = array_spec(spec)
     return (isinstance(value, np.ndarray) and value.dtype == dtype and value.ndim == ndim
             and value.flags.c_contiguous and value.flags.aligned and (value.flags.writeable or not written))
 
