@@ -74,8 +74,9 @@ class Kernel:
     def __call__(self, *args: Any) -> Any:
         if self._ahead is None:
             module = ahead_of_time_module() if self.exports else None
-            self._ahead = [(spec, getattr(module, export_name(self, k))) for k, (spec, _) in enumerate(self.exports)
-                           if module is not None and hasattr(module, export_name(self, k))]
+            functions = [(spec, getattr(module, export_name(self, index), None))
+                         for index, (spec, _) in enumerate(self.exports)]
+            self._ahead = [(spec, function) for spec, function in functions if function is not None]
         for spec, function in self._ahead:
             if matches(args, spec):
                 return function(*args)
@@ -129,6 +130,7 @@ def prepare_numba() -> None:
     drop_stale_cache()
 
 
+@functools.cache  # the sources do not change under a running process: read and hashed once
 def sources_fingerprint() -> str:
     """A digest of the compiled modules' sources and of the versions of what compiles them."""
     digest = hashlib.sha256(f"numba {version('numba')} numpy {version('numpy')} {sys.version}".encode())
