@@ -1,6 +1,6 @@
 """The real-text benchmark corpus shared by the tokenizer benchmarks (not a benchmark itself).
 
-``../shared/bench/make-docs-corpus.sh`` builds docs_train.txt (30 MB) and docs_valid.txt (5 MB)
+``benchmarks/data/docs-corpus.sh`` builds docs_train.txt (30 MB) and docs_valid.txt (5 MB)
 from Debian documentation packages into the git-ignored ``.bench/``, once: a lock keeps two
 benchmarks started together from building it twice.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / ".bench"
-MAKE_DOCS = ROOT.parent / "shared" / "bench" / "make-docs-corpus.sh"
+MAKE_DOCS = ROOT / "benchmarks" / "data" / "docs-corpus.sh"
 
 
 def docs_corpus(split: str) -> Path:

@@ -1,7 +1,7 @@
 """BPE training speed and memory: ours next to HuggingFace ``tokenizers`` (target: <= 2.0x, < 1 GB).
 
 Trains on ``docs_train.txt`` (30 MB of real documentation, built by
-../shared/bench/make-docs-corpus.sh into .bench/ if missing) with vocab 32,000 and
+benchmarks/data/docs-corpus.sh into .bench/ if missing) with vocab 32,000 and
 ``<|endoftext|>``. Each trainer runs in a fresh child process, alternating over ``--rounds`` so
 that load from other processes hits both alike; the parent samples the RSS of each child's whole
 process tree (pool workers included). Our run also reports its pre-tokenize / merge split,

@@ -1,8 +1,8 @@
 """Encoding and decoding speed and memory: ours next to tiktoken with the same vocabulary.
 
 Text: the docs corpus (docs_train.txt + docs_valid.txt, 35 MB of Debian documentation, built by
-../shared/bench/make-docs-corpus.sh into .bench/ if missing). Tokenizers: the reference ones in
-../shared/reference-tokenizers (OpenWebText 32K, TinyStories 10K). One process each, the order
+benchmarks/data/docs-corpus.sh into .bench/ if missing). Tokenizers: the reference ones in
+tests/fixtures/reference-tokenizers (OpenWebText 32K, TinyStories 10K). One process each, the order
 alternating over ``--rounds``; every figure is checked against tiktoken's ids.
 
 * cold: a new process loads the tokenizer files and encodes the corpus files (wall time from
@@ -35,7 +35,7 @@ import numpy as np
 from _docs_corpus import docs_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "reference-tokenizers"
+REFERENCE = ROOT / "tests" / "fixtures" / "reference-tokenizers"
 EOT = "<|endoftext|>"
 TARGET = 1.5
 FLOOR = "floor"  # a child that only runs one compiled kernel: what loading the compiled code costs

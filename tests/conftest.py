@@ -1,4 +1,4 @@
-"""Shared test fixtures: the read-only data in ../shared beside the project root, a local HTTP server."""
+"""Shared test fixtures: the reference data in tests/fixtures (see its README), a local HTTP server."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from typing import Iterator
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = PROJECT_ROOT.parent / "shared"
-FIXTURES_DIR = SHARED_DIR / "fixtures"
+FIXTURES_DIR = PROJECT_ROOT / "tests" / "fixtures"
 
 
 def tiktoken_like(tokenizer, name: str = "reference"):
@@ -50,19 +49,14 @@ def project_root() -> Path:
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """../shared/fixtures (CS336 tokenizer fixtures and numerical snapshots)."""
-    if not FIXTURES_DIR.is_dir():
-        pytest.fail(f"test data missing: {FIXTURES_DIR} (the shared/ folder must sit beside the project root)")
+    """tests/fixtures: GPT-2's tokenizer files, the CS336 tokenizer fixtures, numerical snapshots."""
     return FIXTURES_DIR
 
 
 @pytest.fixture(scope="session")
 def reference_tokenizers_dir() -> Path:
-    """../shared/reference-tokenizers (TinyStories 10K and OWT 32K in GPT-2 format)."""
-    path = SHARED_DIR / "reference-tokenizers"
-    if not path.is_dir():
-        pytest.fail(f"test data missing: {path}")
-    return path
+    """tests/fixtures/reference-tokenizers (TinyStories 10K and OWT 32K in GPT-2 format)."""
+    return FIXTURES_DIR / "reference-tokenizers"
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""The shape of the package: no import cycles, no long module without a stated reason, and no
-function more complex than radon's grade C."""
+"""The shape of the package: no import cycles, no long module without a stated reason, no
+function more complex than radon's grade C, and nothing that reads beside the project root."""
 
 from __future__ import annotations
+
+import re
 
 from radon.complexity import cc_rank, cc_visit
 
@@ -33,3 +35,19 @@ def test_no_function_above_grade_c():
               for path in PACKAGE_DIR.rglob("*.py") for block in cc_visit(path.read_text())]
     assert [(name, rank) for name, rank in graded if rank > "C"] == []
     assert len(graded) > 300  # every module was read
+
+
+def test_nothing_reads_beside_the_project_root(project_root):
+    """A user's clone has nothing beside it: no code, test, rule or CI step names the developers'
+    ``shared/`` folder next to the project (tests/fixtures holds the test data)."""
+    beside = re.compile(r"\.\./shared|parent\s*/\s*[\"']shared[\"']")
+    places = [project_root / name
+              for name in ("src", "tests", "workflow", "benchmarks", ".ci", "Makefile", "Snakefile")]
+    files = [path for place in places for path in ([place] if place.is_file() else place.rglob("*"))
+             if path.is_file() and not {"fixtures", "__pycache__"} & set(path.relative_to(project_root).parts)
+             and not path.parent.name.endswith(".egg-info")]
+    assert len(files) > 100
+    found = [f"{path.relative_to(project_root)}:{number}" for path in files
+             for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+             if beside.search(line)]
+    assert found == []
