@@ -96,6 +96,8 @@ def test_pipeline_builds_every_stage_output(workdir):
     index = (results / "index.md").read_text()
     for link in ("reports/tokenizer.md", "reports/accounting.md", "reports/profile.md", "runs/tiny/samples.md"):
         assert link in index
+    # The run's Hugging Face export (a folder with a config.json of its own) is a file of the run, not a run.
+    assert "[tiny/hf]" not in index and "[Hugging Face export](runs/tiny/hf)" in index
 
 
 def test_every_rule_records_benchmark_profile_and_log(workdir):

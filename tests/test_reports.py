@@ -275,6 +275,42 @@ def test_index_links_resolve(tmp_path, stage_records):
         assert all((report.parent / link).exists() for link in _markdown_links(report.read_text()))
 
 
+def _index_rows(text):
+    """The runs table of an index page: run name -> its cells."""
+    rows = {}
+    for line in text.splitlines():
+        if match := re.match(r"\| \[([^\]]+)\]\(runs/", line):
+            rows[match.group(1)] = [cell.strip() for cell in line.strip("|").split("|")]
+    return rows
+
+
+def test_index_lists_what_is_a_run_and_how_far_it_got(tmp_path):
+    """Once the index listed a finished run's Hugging Face export (hf/, with a config.json of its own)
+    as a run of 0 steps, left out a run made by import-hf (model.json, no config.json), and showed
+    0 steps for a run in progress whose metrics already held 360."""
+    results = tmp_path / "results"
+    finished = _write_run(results / "runs", "demo")
+    (finished / "hf").mkdir()
+    (finished / "hf" / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    imported = results / "runs" / "imported"
+    imported.mkdir()
+    (imported / "model.json").write_text(json.dumps({"model": TINY.to_dict(), "corpus": None, "step": 0,
+                                                     "imported_from": "/models/llama-tiny"}))
+    training = results / "runs" / "sweep" / "lr=1e-2"  # nested, as an experiment's runs are
+    training.mkdir(parents=True)
+    (training / "config.json").write_text(json.dumps({"run": "sweep/lr=1e-2", "data": {"corpus": "demo"},
+                                                      "training": {"total_steps": 1500}}))
+    (training / "metrics.jsonl").write_text("".join(json.dumps({"step": step, "train_loss": 3.0}) + "\n"
+                                                    for step in range(10, 370, 10)))
+    (training / "checkpoints" / "final").mkdir(parents=True)
+    (training / "checkpoints" / "final" / "config.json").write_text("{}")  # kept copies are no run
+    rows = _index_rows(index.render_index(results, results / "index.md"))
+    assert set(rows) == {"demo", "imported", "sweep/lr=1e-2"}
+    assert rows["demo"][1:5] == ["demo", "3.8000", "30", "finished"] and "Hugging Face export" in rows["demo"][5]
+    assert rows["imported"][3:5] == ["n/a", "imported from `/models/llama-tiny`"]
+    assert rows["sweep/lr=1e-2"][1:5] == ["demo", "n/a", "360 of 1,500", "not finished"]
+
+
 def test_report_cli(tmp_path, stage_records, capsys):
     out = tmp_path / "cli"
     assert cli.main(["report", "accounting", "--markdown", str(out / "a.md"), "--json", str(out / "a.json"),

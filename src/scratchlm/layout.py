@@ -66,13 +66,16 @@ def read_summary(run_dir: str | os.PathLike) -> dict | None:
     return read_json_object(path, what="run summary") if path.is_file() else None
 
 
-def run_folders(runs_dir: str | os.PathLike, marker: str) -> list[Path]:
-    """The run folders under ``runs_dir`` (at any depth: experiments nest theirs) that hold the file
-    ``marker`` (``summary.json``: finished; ``config.json``: started), sorted; the runs moved aside
-    (``replaced/``) and the kept final files (``checkpoints/``) are not runs."""
+def run_folders(runs_dir: str | os.PathLike, *markers: str) -> list[Path]:
+    """The run folders under ``runs_dir`` (at any depth: experiments nest theirs) that hold one of the
+    files ``markers`` (``summary.json``: finished; ``config.json``: started; ``model.json``: a model,
+    imported ones included), sorted. Not runs: the runs moved aside (``replaced/``), the kept final
+    files (``checkpoints/``) and any folder inside a run (its Hugging Face export, ``hf/``, holds a
+    config.json of its own)."""
     runs_dir, inside = Path(runs_dir), {RUN_FILE_NAMES["replaced"], RUN_FILE_NAMES["checkpoints"]}
-    return sorted(path.parent for path in runs_dir.rglob(marker)
-                  if not inside & set(path.relative_to(runs_dir).parts))
+    found = {path.parent for marker in markers for path in runs_dir.rglob(marker)
+             if not inside & set(path.relative_to(runs_dir).parts)}
+    return sorted(folder for folder in found if not found & set(folder.parents))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from scratchlm.fileio import atomic_open, read_json_object
 from scratchlm.layout import SPLITS, Layout, RunFiles, read_summary, run_folders
 from scratchlm.reports import markdown_table, relative_link
+from scratchlm.training.plots import read_metrics
 
 # (report file, title, what it shows)
 REPORTS = (
@@ -34,21 +35,40 @@ def _reports_section(layout: Layout, index_path: Path) -> list[str]:
     return lines + [""]
 
 
+def _run_state(run_dir: Path) -> tuple[str | None, float | None, str, str]:
+    """(corpus, final validation loss, steps, status) of a run folder: from its summary once it
+    finished; for an import, from model.json; while it trains or after it stopped, from its
+    config.json and the last line of its metrics."""
+    run = RunFiles(run_dir)
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return summary.get("corpus"), summary.get("final_val_loss"), f"{summary.get('steps', 0):,}", \
+            summary.get("status", "finished")
+    if not run.config.is_file():
+        meta = read_json_object(run.meta, what="model metadata")
+        source = meta.get("imported_from")
+        return meta.get("corpus"), None, "n/a", f"imported from `{source}`" if source else "model only"
+    config = read_json_object(run.config, what="run config")
+    lines = read_metrics(run.metrics) if run.metrics.is_file() else []
+    done, total = (lines[-1].get("step", 0) if lines else 0), (config.get("training") or {}).get("total_steps")
+    steps = f"{done:,} of {total:,}" if total else f"{done:,}"
+    return (config.get("data") or {}).get("corpus"), None, steps, "not finished"
+
+
 def _run_row(run_dir: Path, runs_dir: Path, index_path: Path) -> list[str]:
     run = RunFiles(run_dir)
-    summary = read_summary(run_dir) or {}
-    loss = summary.get("final_val_loss")
-    files = [(run.curves, "curves"), (run.samples, "samples"), (run.metrics, "metrics"), (run.config, "config")]
-    links = " · ".join(_link(label, path, index_path) for path, label in files if path.is_file())
-    status = summary.get("status", "finished") if summary else "not finished"
+    corpus, loss, steps, status = _run_state(run_dir)
+    files = [(run.curves, "curves"), (run.samples, "samples"), (run.metrics, "metrics"), (run.config, "config"),
+             (run.hf, "Hugging Face export")]
+    links = " · ".join(_link(label, path, index_path) for path, label in files if path.exists())
     name = run_dir.relative_to(runs_dir).as_posix()
-    return [f"[{name}]({relative_link(run_dir, index_path)}/)", summary.get("corpus", "n/a"),
-            "n/a" if loss is None else f"{loss:.4f}", f"{summary.get('steps', 0):,}", status, links or "none"]
+    return [f"[{name}]({relative_link(run_dir, index_path)}/)", corpus or "n/a",
+            "n/a" if loss is None else f"{loss:.4f}", steps, status, links or "none"]
 
 
 def _runs_section(layout: Layout, index_path: Path) -> list[str]:
     runs_dir = Path(layout.runs_dir())
-    run_dirs = run_folders(runs_dir, RunFiles(".").config.name)
+    run_dirs = run_folders(runs_dir, RunFiles(".").config.name, RunFiles(".").meta.name)
     if not run_dirs:
         return ["## Runs", "", "No training runs yet.", ""]
     rows = [_run_row(path, runs_dir, index_path) for path in run_dirs]
