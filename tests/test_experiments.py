@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -100,6 +101,59 @@ def test_compare_labels_each_run_and_shows_the_settings_that_differ(tmp_path, ca
         f"**{folders[0]}** ★", str(folders[0]))
     for plot in ("curves.png", "sweep.png"):
         assert (tmp_path / "cmp" / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_comparison_of_runs_that_differ_in_many_settings_stays_readable(tmp_path, monkeypatch, capsys):
+    """Three runs differing in six settings once gave a 3300 x 540 px sweep.png of five panels, two of
+    them bookkeeping (checkpoint_interval, eval_batches), and curves whose legend listed every setting
+    over the axes instead of the runs' names. Now: panels for the settings that change what a run
+    learns, the others in a table of their own, runs labelled by name, a legend saying what the line
+    styles are (seeds), figures of a normal size and no matplotlib warning."""
+    import struct
+    import warnings
+
+    import numpy as np
+
+    from scratchlm.reports import comparison_plots
+    from test_training_loop import TINY_RUN, configured_project
+
+    data = {}
+    for split in ("train", "valid"):
+        data[split] = str(tmp_path / f"{split}.npy")
+        np.save(data[split], (np.arange(3000) % 32).astype(np.uint16))
+    config, results = configured_project(tmp_path, data, {**TINY_RUN, "steps": 6, "eval_interval": 2})
+    differing = {"run-a": ["optimizer.lr=3e-3", "model.d_model=16", "checkpoint_interval=2", "eval_batches=1",
+                           "seed=0", "batch_size=4"],
+                 "run-b": ["optimizer.lr=1e-2", "model.d_model=24", "checkpoint_interval=3", "eval_batches=2",
+                           "seed=1", "batch_size=8"],
+                 "run-c": ["optimizer.lr=3e-2", "model.d_model=32", "checkpoint_interval=6", "eval_batches=3",
+                           "seed=0", "batch_size=4"]}
+    for name, sets in differing.items():
+        assert main(["train", "tiny", "--config", str(config), "--results", str(results),
+                     "--run-dir", str(results / "runs" / name), *(f"--set={s}" for s in sets)]) == 0
+    figures = {}
+    save = comparison_plots.save_figure
+    monkeypatch.setattr(comparison_plots, "save_figure",
+                        lambda fig, out, **kw: figures.setdefault(Path(out).name, fig) and save(fig, out, **kw))
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["compare", *(str(results / "runs" / n) for n in differing), "--out", str(tmp_path / "c")]) == 0
+    summary = json.loads((tmp_path / "c/summary.json").read_text())
+    assert summary["columns"] == ["batch_size", "model.d_model", "optimizer.lr", "seed"]
+    report = (tmp_path / "c/report.md").read_text()
+    assert "## Other differences" in report and "| run | checkpoint_interval | eval_batches |" in report
+    assert "## Over seeds" not in report  # every point is one run: the runs table says it all
+    sweep = figures["sweep.png"]
+    assert sorted(ax.get_xlabel() for ax in sweep.axes if ax.get_visible()) == ["batch_size", "model.d_model",
+                                                                                 "optimizer.lr"]
+    curves = figures["curves.png"]
+    legend = curves.legends[0]
+    assert sorted(text.get_text() for text in legend.get_texts()) == sorted(differing)
+    assert "dashed = seed 1" in legend.get_title().get_text() and "solid = seed 0" in legend.get_title().get_text()
+    for name in ("curves.png", "sweep.png"):
+        width, height = struct.unpack(">II", (tmp_path / "c" / name).read_bytes()[16:24])
+        assert width <= 1800 and height <= 1000, (name, width, height)
 
 
 def test_config_yaml_experiments_expand(project_root):

@@ -25,8 +25,9 @@ from typing import Any, Sequence
 from scratchlm.fileio import atomic_open, read_json_object, write_json
 from scratchlm.layout import Layout, RunFiles, read_summary
 from scratchlm.reports import markdown_table, relative_link
-from scratchlm.reports.comparison_plots import plot_curves, plot_sweep
+from scratchlm.reports.comparison_plots import plot_curves, plot_sweep, swept_numbers
 from scratchlm.settings.loading import Project, experiment_runs, flatten
+from scratchlm.settings.run import LEARNING_KEYS
 from scratchlm.training.plots import read_metrics, run_labels
 
 FIGURES = ("final val loss", "best val loss", "tokens", "wall (s)", "tokens/s", "status")  # the runs table's
@@ -151,19 +152,30 @@ def _points_table(points: list[dict], columns: list[str]) -> list[str]:
     return markdown_table([*shown, "completed runs", "final val loss (mean ± std over seeds)"], rows)
 
 
+def _sweep_caption(entries: list[Entry], columns: list[str]) -> str:
+    """What sweep.png shows: the final loss against which settings (or per run)."""
+    plotted = swept_numbers(entries, columns)
+    if not plotted:
+        return "final validation loss of each run"
+    left = [c for c in columns if c not in plotted and c != "seed"]
+    return (f"final validation loss against {', '.join(plotted)}"
+            + (f" (not plotted, in the table: {', '.join(left)})" if left else ""))
+
+
 def render_markdown(title: str, entries: list[Entry], columns: list[str], markdown_path: Path,
-                    plots: tuple[Path, Path]) -> str:
-    """The report's markdown; links relative to ``markdown_path``."""
+                    plots: tuple[Path, Path], notes: Sequence[str] = ()) -> str:
+    """The report's markdown (``notes``: lines after the tables); links relative to ``markdown_path``."""
     top, points = best(entries), seed_groups(entries, columns)
     lines = [f"# {title}", "",
              f"{len(entries)} runs, sorted by final validation loss (nats/token); ★ marks the best finished run. "
              "Status: finished; no-better-than-unigram (finished no lower than the corpus's unigram entropy); "
              "diverged (stopped early); failed (no summary: its job failed).", "",
              *_runs_table(entries, columns, top), ""]
-    if points:
+    if any(point["runs"] > 1 for point in points):  # else each point is one run, as in the table above
         lines += ["## Over seeds", "", *_points_table(points, columns), ""]
+    lines += notes
     for path, what in zip(plots, ("validation loss against steps, tokens and wall-clock time",
-                                  "final validation loss against each swept value")):
+                                  _sweep_caption(entries, columns))):
         lines += [f"![{what}]({relative_link(path, markdown_path)})", ""]
     stopped = [e for e in entries if e.summary and "stopped" in e.summary]
     if stopped:
@@ -177,9 +189,10 @@ def render_markdown(title: str, entries: list[Entry], columns: list[str], markdo
 
 
 def write_comparison(title: str, runs: Sequence[tuple[str, str | Path, dict[str, Any]]], columns: list[str], *,
-                     markdown: str | Path, json: str | Path, curves: str | Path, sweep: str | Path) -> dict:
+                     markdown: str | Path, json: str | Path, curves: str | Path, sweep: str | Path,
+                     notes: Sequence[str] = ()) -> dict:
     """Write the report of ``runs`` ((name, run folder, values) each; ``columns``: the value names, in
-    order) to its four files; returns what summary.json holds."""
+    order; ``notes``: markdown lines after the tables) to its four files; returns what summary.json holds."""
     entries = read_entries(runs)
     if not entries:
         raise ValueError(f"{title}: no runs to compare")
@@ -190,7 +203,7 @@ def write_comparison(title: str, runs: Sequence[tuple[str, str | Path, dict[str,
             "runs": [entry.record() for entry in ranked(entries)], "points": seed_groups(entries, columns)}
     write_json(json, data)
     with atomic_open(markdown, "w") as handle:
-        handle.write(render_markdown(title, entries, columns, Path(markdown), (Path(curves), Path(sweep))))
+        handle.write(render_markdown(title, entries, columns, Path(markdown), (Path(curves), Path(sweep)), notes))
     return data
 
 
@@ -207,10 +220,27 @@ def write_experiment_report(experiment: str, runs: Sequence[tuple[str, str | Pat
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, title: str = "Comparison") -> dict:
-    """``scratchlm compare``: the report of any run folders, whose columns are the settings that differ."""
+    """``scratchlm compare``: the report of any run folders. Its columns are the settings that differ
+    and change what a run learns (``LEARNING_KEYS``); the others that differ (intervals, devices, ...)
+    get a table of their own and no plot."""
     names = run_labels(run_dirs)
-    values = differing_settings(run_dirs) if all(RunFiles(d).config.is_file() for d in run_dirs) else [{}] * len(names)
-    columns = sorted({key for entry in values for key in entry})
+    differing = differing_settings(run_dirs) if all(RunFiles(d).config.is_file() for d in run_dirs) \
+        else [{}] * len(names)
+    learning = [{k: v for k, v in values.items() if k.split(".")[0] in LEARNING_KEYS} for values in differing]
+    others = [{k: v for k, v in values.items() if k not in learned} for values, learned in zip(differing, learning)]
+    columns = sorted({key for entry in learning for key in entry})
     out = Path(out_dir)
-    return write_comparison(title, list(zip(names, run_dirs, values)), columns, markdown=out / "report.md",
-                            json=out / "summary.json", curves=out / "curves.png", sweep=out / "sweep.png")
+    return write_comparison(title, list(zip(names, run_dirs, learning)), columns, markdown=out / "report.md",
+                            json=out / "summary.json", curves=out / "curves.png", sweep=out / "sweep.png",
+                            notes=_other_differences(names, others))
+
+
+def _other_differences(names: list[str], others: list[dict[str, Any]]) -> list[str]:
+    """A table of the differing settings that do not change what a run learns (none: no lines)."""
+    keys = sorted({key for values in others for key in values})
+    if not keys:
+        return []
+    rows = [[name, *(_cell(values.get(key)) for key in keys)] for name, values in zip(names, others)]
+    return ["## Other differences", "", "Settings that differ but do not change what a run learns "
+            "(where it ran, how it was evaluated, logged and saved); not plotted.", "",
+            *markdown_table(["run", *keys], rows), ""]

@@ -16,6 +16,10 @@ from scratchlm.settings.base import Float, Int, Section
 # Settings a resumed run must share with its checkpoint; the rest (device, devices, accumulation,
 # intervals, ...) may change: the batches do not depend on how a step is split.
 RESUME_KEYS = ("corpus", "model", "optimizer", "schedule", "batch_size", "seed")
+# Settings that change what a run learns: those, its length and its starting weights. The others say
+# where it runs and how it is watched and saved (devices, intervals, evaluation batches, W&B): a
+# comparison lists their differences but plots the loss against these only.
+LEARNING_KEYS = (*RESUME_KEYS, "steps", "tokens", "init_from")
 
 
 # Devices a run may name (whether one is present is checked when training starts).

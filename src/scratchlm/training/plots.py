@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from scratchlm.figures import pyplot, save_figure
+from scratchlm.figures import log_scale_if_wide, pyplot, save_figure
 from scratchlm.layout import RunFiles, read_summary
 
 
@@ -35,7 +35,8 @@ def _series(lines: list[dict], x: str, y: str) -> tuple[list[float], list[float]
 
 
 def plot_curves(metrics_path: str | Path, out: str | Path, *, title: str = "") -> None:
-    """Train and validation loss against step (left) and wall-clock minutes (right)."""
+    """Train and validation loss against step (left) and wall-clock minutes (right); the loss axis is
+    logarithmic where the loss falls by more than a factor of 3 (from ln(vocab) at the start)."""
     lines = read_metrics(metrics_path)
     for line in lines:
         line["elapsed_min"] = line["elapsed_s"] / 60
@@ -46,6 +47,7 @@ def plot_curves(metrics_path: str | Path, out: str | Path, *, title: str = "") -
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("loss (nats/token)")
+    log_scale_if_wide(axes[0], [line.get(key) for line in lines for key in ("train_loss", "val_loss")])
     axes[0].legend()
     fig.suptitle(title)
     save_figure(fig, out)
@@ -63,10 +65,13 @@ def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
 def plot_comparison(run_dirs: list[str | Path], out: str | Path, *, x: str = "step") -> None:
     """Validation loss of several runs (each folder's metrics.jsonl) on one plot, each labelled by its name."""
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    losses = []
     for run_dir, label in zip(map(Path, run_dirs), run_labels(run_dirs)):
         lines = read_metrics(RunFiles(run_dir).metrics)
         xs, ys = _series(lines, x, "val_loss")
         ax.plot(xs, ys, "o-", markersize=3, label=label)
+        losses += ys
+    log_scale_if_wide(ax, losses)
     ax.set_xlabel(x)
     ax.set_ylabel("validation loss (nats/token)")
     ax.grid(alpha=0.3)
