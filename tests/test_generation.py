@@ -268,7 +268,13 @@ def test_cli_generate(run_folder, gpt2_tokenizer, gpt2_model, capsys):
         assert f"text\n{(prompt + completion.text).rstrip()}\n```" in out
         assert f"*{len(completion.token_ids)} new tokens, " in out
     assert main(["generate", "missing", "--results", results]) == 1
-    assert "model.json" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().endswith(f"no such run: {results}/runs/missing; runs there: tiny")
+    # A typo of a run's name was answered "missing model.json; has the run finished?".
+    assert main(["generate", "tinny", "--results", results]) == 1
+    assert capsys.readouterr().err.strip().endswith("no such run: " + f"{results}/runs/tinny; did you mean tiny?")
+    (run_folder.parent / "started").mkdir()
+    assert main(["generate", "started", "--results", results]) == 1
+    assert "missing model.json; has the run finished?" in capsys.readouterr().err
     assert main(args + ["--temperature", "-1"]) == 1
     assert "error: --temperature: Input should be greater than or equal to 0" in capsys.readouterr().err
     # Once a torch RuntimeError traceback, and a message about lists, respectively.

@@ -159,9 +159,15 @@ def test_changing_a_training_setting_reruns_only_training_and_downstream(workdir
     config["runs"]["tiny"]["optimizer"] = {"lr": 5.0e-3}
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
-    planned = planned_rules(snakemake(workdir, "--dry-run", "--configfile", str(changed)))
+    output = snakemake(workdir, "--dry-run", "--configfile", str(changed))
+    planned = planned_rules(output)
     assert "train" in planned and "generate" in planned
     assert not planned & {"demo_corpus", "pretokenize_shard", "train_bpe", "encode"}
+    # The reason names the changed setting alone (it printed every setting twice, ~2,500 characters),
+    # and no job lists the package's source files as inputs (~55 paths a job).
+    reason = next(line for line in output.splitlines() if "Params have changed" in line)
+    assert "before: 'optimizer.lr=0.001' now: 'optimizer.lr=0.005'" in reason and len(reason) < 250, reason
+    assert "src/scratchlm" not in output
 
 
 def test_changing_the_vocab_size_reruns_the_tokenizer_and_downstream(workdir, tmp_path):
@@ -183,6 +189,26 @@ def test_a_config_typo_fails_in_one_line_with_the_key_named(tmp_path):
     output = result.stdout + result.stderr
     assert "\nconfig.yaml: corpora.demo.vocab_sise: unknown setting; allowed here: train, valid" in output
     assert len(output.splitlines()) < 8, output  # not the whole schema
+
+
+def test_load_time_errors_name_the_file_that_set_the_value(tmp_path):
+    """A typo in a second --configfile was blamed on config.yaml (Snakemake lists the Snakefile's
+    configfile after the command line's, which override it); a missing init_from was found only when
+    the train job ran; a --configfile dropped by giving the option twice went unnoticed."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump({"runs": {"tiny": {"optimzer": {"lr": 0.01}}}}))
+    result = run_snakemake(tmp_path, "--dry-run", "--configfile", str(tmp_path / "extra.yaml"), timeout=120)
+    assert result.returncode != 0
+    assert "\nextra.yaml: runs.tiny.optimzer: unknown setting; allowed here: corpus," in result.stdout + result.stderr
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump({"runs": {"tiny": {"init_from": "/nonexistent"}}}))
+    result = run_snakemake(tmp_path, "--dry-run", "--configfile", str(tmp_path / "extra.yaml"), timeout=120)
+    assert ("\nextra.yaml: runs.tiny.init_from: /nonexistent: no trained model there (no model.json); train that "
+            "run or `scratchlm import-hf` a model into it first") in result.stdout + result.stderr
+    (tmp_path / "other.yaml").write_text("{}")
+    result = run_snakemake(tmp_path, "--dry-run", "--configfile", str(tmp_path / "other.yaml"),
+                           "--configfile", str(tmp_path / "extra.yaml"), timeout=120)
+    assert (f"--configfile given more than once: Snakemake reads only the last one's files, so "
+            f"{tmp_path / 'other.yaml'} would be ignored") in result.stdout + result.stderr
 
 
 def test_nested_numbers_from_the_command_line(tmp_path):
@@ -330,7 +356,9 @@ def test_a_failed_run_does_not_keep_the_reports_from_being_built(experiment, tmp
     """With --keep-going, a run that fails (not by diverging) is listed as failed in its experiment's
     report, which is built with the training report and the index from the runs that finished."""
     config = tiny_config()
-    config["experiments"]["broken"] = {"base": "tiny", "variants": {"ok": {}, "bad": {"init_from": "no/such/run"}}}
+    (experiment / "damaged-run").mkdir(exist_ok=True)
+    (experiment / "damaged-run" / "model.json").write_text("{}")  # found at load, refused when the job reads it
+    config["experiments"]["broken"] = {"base": "tiny", "variants": {"ok": {}, "bad": {"init_from": "damaged-run"}}}
     changed = tmp_path / "broken.yaml"
     changed.write_text(yaml.safe_dump(config))
     result = run_snakemake(experiment, "results/experiments/broken/report.md", "--keep-going",

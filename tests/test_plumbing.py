@@ -83,6 +83,31 @@ def test_progress_bar_is_tqdm_with_our_units():
     assert progress_bar("log file", file=io.StringIO()).disable
 
 
+def test_a_log_line_while_a_bar_draws_is_printed_above_it(monkeypatch):
+    """In a terminal, an evaluation log line landed in the middle of the training bar ("...it/s]run x:
+    step 40 ..."); it now goes through tqdm.write, which clears the bar, prints the line, redraws."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    # The console handler alone, as configure_logging leaves a command (other tests' handlers aside).
+    monkeypatch.setattr(logging.root, "handlers", [logging.StreamHandler(sys.stderr)])
+    with progress_bar("train x", total=10, unit="steps") as bar:
+        bar.update(3)
+        bar.refresh()
+        logging.getLogger("scratchlm.test").warning("EVAL LINE")
+        bar.update(3)
+    logging.getLogger("scratchlm.test").warning("AFTER")
+    text = screen.getvalue()
+    before = text[:text.index("EVAL LINE")].rstrip(" ")
+    assert "train x" in before and before.endswith("\r"), repr(text[-300:])  # the bar cleared first
+    assert "EVAL LINE\n" in text and "AFTER\n" in text  # the console handler is back after the bar
+    assert text.index("AFTER") > text.rindex("train x")
+
+
 # ---------------------------------------------------------------- profiling
 
 CHILD_RSS_SCRIPT = textwrap.dedent(
@@ -406,6 +431,30 @@ def test_rule_code_inputs_follow_the_imports(project_root):
     assert "tokenizer/pretokenize.py" in files("pretokenize.py")
     assert not {"tokenizer/bpe.py", "tokenizer/fast_merge.py"} & files("pretokenize.py")
     assert {"tokenizer/bpe.py", "tokenizer/fast_merge.py"} <= files("train_bpe.py")
+
+
+def test_a_rules_code_fingerprint_follows_only_the_code_its_script_runs(tmp_path):
+    """A rule's `code` param: edits to a module its script imports (directly or not) change it, edits
+    elsewhere in the package and a touch without an edit do not."""
+    import os
+
+    from scratchlm.code_inputs import code_fingerprint
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "used.py").write_text("from pkg import deeper\n")
+    (package / "deeper.py").write_text("X = 1\n")
+    (package / "other.py").write_text("Y = 1\n")
+    script = tmp_path / "script.py"
+    script.write_text("from pkg.used import deeper\n")
+    before = code_fingerprint(script, package)
+    assert before.startswith("code of 4 files, sha256 ")  # the script, __init__, used, deeper
+    (package / "other.py").write_text("Y = 2\n")
+    os.utime(package / "deeper.py")
+    assert code_fingerprint(script, package) == before
+    (package / "deeper.py").write_text("X = 2\n")
+    assert code_fingerprint(script, package) != before
 
 
 def test_a_short_write_on_a_full_disk_is_called_disk_full(tmp_path, monkeypatch):

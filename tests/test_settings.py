@@ -145,6 +145,10 @@ def test_config_show_names_each_values_origin_and_loads_back(project_root, tmp_p
     assert "# runs.demo: " in lines["batch_size"] and "# default: " in lines["weight_decay"]
     assert f"# {loaded.source}: " in lines["vocab_size"] and "# default: " in lines["special_tokens"]
     assert "ts-base" not in text and "\ndownload:" not in text  # only the named run and its corpus
+    # An experiment: its runs and their corpus; not the run `demo`, which was shown because it shares
+    # its name with the corpus.
+    runs = yaml.safe_load(show_settings(loaded, ["demo-lr"]))["runs"]
+    assert set(runs) == {f"demo-lr/lr={lr}/seed={seed}" for lr in ("3e-3", "1e-2", "3") for seed in (0, 1)}
     whole = show_settings(loaded)
     again = load_project(yaml.safe_load(whole))
     for run in loaded.runs:

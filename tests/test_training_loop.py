@@ -387,10 +387,14 @@ def test_out_of_range_ids_are_named_without_allocating(tmp_path, data, dtype, ba
         train(tiny_settings(), data, tmp_path / "run")
 
 
-def test_missing_split_names_the_file(tmp_path, data):
+@pytest.mark.parametrize("devices", [1, 2])
+def test_missing_split_names_the_file(tmp_path, data, devices):
+    """With 2 processes this was found in each rank, after torchrun's ~60 lines, and left a run folder
+    holding only its .lock; now it is named before anything starts or is written."""
     data["valid"] = str(tmp_path / "absent.npy")
     with pytest.raises(FileNotFoundError, match="absent.npy"):
-        train(tiny_settings(), data, tmp_path / "run")
+        train(tiny_settings(devices=devices), data, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------------------------------- devices

@@ -1,15 +1,19 @@
-"""The package's source files a script runs, found by following its imports (the rules' ``code:``),
-and the package's import graph (which must have no cycles: tests check it).
+"""The package's source files a script runs, found by following its imports, their fingerprint
+(each rule's ``code`` param), and the package's import graph (which must have no cycles: tests
+check it).
 
-Snakemake reruns a job when an input is newer than its outputs, so each rule lists, as inputs,
-the files of this package that its workflow script imports, directly or not (lazy imports
-inside functions included, and every package ``__init__`` on the way). Computed from the code
-itself, the lists cannot drift from it.
+Snakemake reruns a job when one of its params changed since the job last ran, so each rule has
+as a param the fingerprint of the files of this package that its workflow script imports,
+directly or not (lazy imports inside functions included, and every package ``__init__`` on the
+way): a change to the code the job runs reruns it, and a change elsewhere does not. Computed
+from the code itself, the lists cannot drift from it; one short param per rule, they do not fill
+Snakemake's log with pages of inputs.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 from typing import Iterable
 
@@ -80,6 +84,21 @@ def code_inputs(script: str | Path, package_dir: Path = PACKAGE_DIR) -> list[str
                 todo.extend((lazy, file) for lazy in imported_modules(parent, module.rsplit(".", 1)[0], lazy=True)
                             if (file := module_file(lazy, package_dir)) is not None)
     return sorted(str(path) for path in files if package_dir in path.parents)
+
+
+def code_fingerprint(script: str | Path, package_dir: Path = PACKAGE_DIR) -> str:
+    """``script`` and the package files it runs (:func:`code_inputs`), summed up in one short line:
+    their count and a hash of their names and contents.
+
+    >>> code_fingerprint(PACKAGE_DIR / "layout.py")[:15]
+    'code of 3 files'
+    """
+    digest = hashlib.sha256()
+    files = dict.fromkeys([Path(script).resolve(), *map(Path, code_inputs(script, package_dir))])
+    for path in files:
+        name = path.relative_to(package_dir) if package_dir in path.parents else path.name
+        digest.update(f"{name}\0".encode() + path.read_bytes() + b"\0")
+    return f"code of {len(files)} files, sha256 {digest.hexdigest()[:16]}"
 
 
 def _with_parents(modules: Iterable[str]) -> set[str]:

@@ -16,6 +16,7 @@ PosixPath('results/runs/demo/summary.json')
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 from dataclasses import dataclass
@@ -76,6 +77,22 @@ def run_folders(runs_dir: str | os.PathLike, *markers: str) -> list[Path]:
     found = {path.parent for marker in markers for path in runs_dir.rglob(marker)
              if not inside & set(path.relative_to(runs_dir).parts)}
     return sorted(folder for folder in found if not found & set(folder.parents))
+
+
+def require_run_folder(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` if it is a folder; else FileNotFoundError saying there is no such run, with the
+    closest names of the runs beside it (a typo of a run's name is the usual cause)."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir():
+        return run_dir
+    parent = run_dir.parent
+    names = [path.relative_to(parent).as_posix() for path in
+             run_folders(parent, RUN_FILE_NAMES["config"], RUN_FILE_NAMES["meta"])] if parent.is_dir() else []
+    close = difflib.get_close_matches(run_dir.name, names, n=3, cutoff=0.6)
+    hint = (f"; did you mean {' or '.join(close)}?" if close
+            else f"; runs there: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}" if names
+            else f" (no runs in {parent})")
+    raise FileNotFoundError(f"no such run: {run_dir}{hint}")
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,13 @@ Every workflow script is three lines::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+import dpath
 from pydantic import ValidationError
 
 from scratchlm.fileio import LockedError
@@ -67,6 +69,34 @@ def _log_stop(rule: str, error: Exception) -> int:
     log.error("%s: error: %s", rule, describe_error(error) if isinstance(error, USER_ERRORS)
               else f"{type(error).__name__}: {describe_error(error)}")
     return 1
+
+
+def setting_line(key: str, value: Any) -> str:
+    """One setting as a rule's param: ``"KEY=VALUE"``, the value as JSON. A rule passes settings as
+    one such param per setting (``settings_as_params`` in common.smk), so that when a setting changes,
+    Snakemake's reason for the rerun names that setting alone (a dict param is printed whole,
+    before and after).
+
+    >>> setting_line("optimizer.betas", [0.9, 0.95])
+    'optimizer.betas=[0.9, 0.95]'
+    """
+    return f"{key}={json.dumps(value)}"
+
+
+def settings_from_params(smk: Any, group: str) -> dict:
+    """The settings a rule passed as the params ``{group}.KEY`` (:func:`setting_line` each), nested again.
+
+    >>> from types import SimpleNamespace
+    >>> params = {"run.seed": "seed=1", "run.model.d_model": "model.d_model=64", "code": "code of 3 files"}
+    >>> settings_from_params(SimpleNamespace(params=params), "run")
+    {'seed': 1, 'model': {'d_model': 64}}
+    """
+    values: dict = {}
+    for name, line in smk.params.items():
+        if name.startswith(group + ".") and line is not None:
+            key, _, raw = line.partition("=")
+            dpath.new(values, key, json.loads(raw), separator=".")
+    return values
 
 
 @contextlib.contextmanager

@@ -1,23 +1,34 @@
 # Shared helpers used by the stage files: the checked configuration (PROJECT), the results layout,
-# resolved run settings, code dependencies, and get_final_output() (what `snakemake` builds by default).
+# resolved run settings, code fingerprints, and get_final_output() (what `snakemake` builds by default).
 import os
 import re
+import sys
 from pathlib import Path
 
-from scratchlm.code_inputs import code_inputs
+from scratchlm.code_inputs import code_fingerprint
 from scratchlm.layout import SPLITS, Layout
+from scratchlm.pipeline import setting_line
 from snakemake.exceptions import WorkflowError
 
 from scratchlm.reports.comparison import experiment_report_runs
 from scratchlm.settings import Layer, SettingsError, experiment_runs, load_project, load_yaml, resolve_run, run_names
+from scratchlm.settings.loading import configfiles_dropped, flatten
 from scratchlm.settings.cluster import job_resources, load_slurm_site, site_file
 from scratchlm.tokenizer.shards import num_planned_shards
 
 
 def config_layers():
-    """Where `config` came from, in order (the config files, then --config), so that an error names
-    the one that set the bad value."""
-    files = dict.fromkeys(os.path.relpath(path) for path in workflow.configfiles)
+    """Where `config` came from, in the order Snakemake applies them (the Snakefile's configfile,
+    the --configfile files, then --config), so that an error names the one that set the bad value."""
+    given = [os.path.relpath(path) for path in workflow.config_settings.configfiles]
+    dropped = [path for path in configfiles_dropped(sys.argv)
+               if os.path.abspath(path) not in map(os.path.abspath, workflow.configfiles)]
+    if dropped:
+        raise WorkflowError(f"--configfile given more than once: Snakemake reads only the last one's files, so "
+                            f"{', '.join(dropped)} would be ignored; name every file after one --configfile "
+                            f"(--configfile a.yaml b.yaml)")
+    files = dict.fromkeys([*(os.path.relpath(path) for path in workflow.configfiles
+                             if os.path.relpath(path) not in given), *given])
     layers = [Layer(path, load_yaml(path), path) for path in files]
     if workflow.config_settings.config:
         layers.append(Layer("--config", dict(workflow.config_settings.config), "--config"))
@@ -37,9 +48,27 @@ RUN_SETTINGS = {run: resolve_run(PROJECT, run) for run in run_names(PROJECT)}
 
 
 def script_code(script):
-    """The src/scratchlm files a workflow script runs (its imports, followed transitively), as rule
-    inputs: Snakemake reruns a job when its code changes, and only then."""
-    return code_inputs(SCRIPTS / script)
+    """A fingerprint of a workflow script and the src/scratchlm files it runs (its imports, followed
+    transitively), as a rule's `code` param: Snakemake reruns a job when its params change, so when
+    its code changes, and only then; one short line, where the files as inputs were pages of log."""
+    return code_fingerprint(SCRIPTS / script)
+
+
+def settings_as_params(group, settings_of, wildcard, names):
+    """Params `{group}.KEY` where the wildcard `wildcard` takes the values `names`, one per setting KEY
+    (dotted) of `settings_of(name)`, the line "KEY=VALUE" (`setting_line`); the script reads them
+    back with `settings_from_params(snakemake, group)`. A changed setting is then named alone in the
+    reason Snakemake gives for the rerun, where a dict param was printed whole, before and after."""
+    keys = sorted({key for name in names for key in flatten(settings_of(name))})
+
+    def line(key):
+        def value(wildcards):
+            flat = flatten(settings_of(getattr(wildcards, wildcard)))
+            return setting_line(key, flat[key]) if key in flat else None
+
+        return value
+
+    return {f"{group}.{key}": line(key) for key in keys}
 
 
 def corpus_settings(corpus):

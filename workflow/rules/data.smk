@@ -13,10 +13,9 @@ rule demo_corpus:
     output:
         LAYOUT.corpus_text("{corpus}", "{split}"),
     params:
+        code=script_code("demo_corpus.py"),
         generator=lambda wc: corpus_settings(wc.corpus).generator.model_dump(),
         special_token=lambda wc: corpus_settings(wc.corpus).special_tokens[0],
-    input:
-        code=script_code("demo_corpus.py"),
     log:
         LAYOUT.log("demo_corpus", "{corpus}_{split}"),
     benchmark:
@@ -32,10 +31,9 @@ rule download:
     output:
         LAYOUT.corpus_text("{corpus}", "{split}"),
     params:
+        code=script_code("download.py"),
         source=lambda wc: corpus_settings(wc.corpus).source(wc.split).model_dump(),
         settings=PROJECT.download.model_dump(),
-    input:
-        code=script_code("download.py"),
     log:
         LAYOUT.log("download", "{corpus}_{split}"),
     benchmark:

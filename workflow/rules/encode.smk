@@ -14,8 +14,8 @@ rule encode_shard:
         text=LAYOUT.corpus_text("{corpus}", "{split}"),
         vocab=LAYOUT.vocab_pkl("{corpus}"),
         merges=LAYOUT.merges_pkl("{corpus}"),
-        code=script_code("encode_shard.py"),
     params:
+        code=script_code("encode_shard.py"),
         special_tokens=lambda wc: corpus_settings(wc.corpus).special_tokens,
         chunk_mb=PROJECT.encode.chunk_mb,
     threads: 1
@@ -38,8 +38,9 @@ rule encode:
         LAYOUT.ids("{corpus}", "{split}"),
     input:
         parts=planned_shards(LAYOUT.shard_ids("{corpus}", "{split}", "{shard}")),
-        code=script_code("encode.py"),
     # Concatenates the shards' ids: streaming, little memory.
+    params:
+        code=script_code("encode.py"),
     resources:
         **slurm_job(mem_mb=2000, runtime=60),
     log:
@@ -62,8 +63,8 @@ rule tokenizer_report:
         merges=expand(LAYOUT.merges_pkl("{corpus}"), corpus=target_corpora()),
         valid=expand(LAYOUT.corpus_text("{corpus}", "valid"), corpus=target_corpora()),
         encoded=expand(LAYOUT.ids("{corpus}", "{split}"), corpus=target_corpora(), split=SPLITS),
-        code=script_code("tokenizer_report.py"),
     params:
+        code=script_code("tokenizer_report.py"),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.markdown)),
         special_tokens={corpus: corpus_settings(corpus).special_tokens for corpus in target_corpora()},
         settings=PROJECT.encode.model_dump(),

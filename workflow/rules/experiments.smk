@@ -14,13 +14,13 @@ localrules:
 rule experiment_report:
     input:
         summaries=lambda wc: [LAYOUT.run_file(run, "summary.json") for run in experiment_runs(PROJECT, wc.experiment)],
-        code=script_code("experiment_report.py"),
     output:
         **{
             key: report(path, category="Experiments", subcategory="{experiment}") if path.endswith(".png") else path
             for key, path in LAYOUT.experiment_files("{experiment}").items()
         },
     params:
+        code=script_code("experiment_report.py"),
         runs=lambda wc: experiment_report_runs(PROJECT, wc.experiment, LAYOUT),
         columns=lambda wc: PROJECT.experiments[wc.experiment].columns(),
     log:

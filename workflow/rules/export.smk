@@ -12,8 +12,8 @@ rule export_hf:
         summary=LAYOUT.run_file("{run}", "summary.json"),
         vocab=lambda wc: LAYOUT.vocab_pkl(run_corpus(wc)),
         merges=lambda wc: LAYOUT.merges_pkl(run_corpus(wc)),
-        code=script_code("export_hf.py"),
     params:
+        code=script_code("export_hf.py"),
         run_dir=lambda wc: LAYOUT.run_dir(wc.run),
     resources:
         **slurm_job(runtime=30),

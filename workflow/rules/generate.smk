@@ -12,8 +12,8 @@ rule generate:
         valid=lambda wc: LAYOUT.ids(run_corpus(wc), "valid"),
         vocab=lambda wc: LAYOUT.vocab_pkl(run_corpus(wc)),
         merges=lambda wc: LAYOUT.merges_pkl(run_corpus(wc)),
-        code=script_code("generate.py"),
     params:
+        code=script_code("generate.py"),
         run_dir=lambda wc: LAYOUT.run_dir(wc.run),
         generation=PROJECT.generation.model_dump(),
         special_tokens=lambda wc: corpus_settings(run_corpus(wc)).special_tokens,

@@ -14,13 +14,12 @@ localrules:
 
 
 rule accounting:
-    input:
-        code=script_code("accounting.py"),
     output:
         markdown=LAYOUT.report("accounting.md"),
         json=LAYOUT.report("accounting.json"),
         plot=report(LAYOUT.report("accounting.png"), category="Accounting"),
     params:
+        code=script_code("accounting.py"),
         settings=PROJECT.accounting.model_dump(),
     log:
         LAYOUT.log("accounting", "all"),
@@ -35,11 +34,11 @@ rule training_report:
         summaries=expand(LAYOUT.run_file("{run}", "summary.json"), run=target_runs()),
         # Linked by the report (curves.png comes with summary.json).
         samples=lambda wc: expand(rules.generate.output, run=target_runs()),
-        code=script_code("training_report.py"),
     output:
         markdown=LAYOUT.report("training.md"),
         plot=report(LAYOUT.report("training.png"), category="Training"),
     params:
+        code=script_code("training_report.py"),
         runs=lambda wildcards, input: [os.path.dirname(path) for path in input.summaries],
     log:
         LAYOUT.log("training_report", "all"),
@@ -53,11 +52,11 @@ rule profile_report:
     input:
         # Not read: waiting for every other job makes its benchmark part of this report.
         done=lambda wc: stage_outputs() + report_outputs(),
-        code=script_code("profile_report.py"),
     output:
         markdown=LAYOUT.report("profile.md"),
         plot=report(LAYOUT.report("profile.png"), category="Pipeline profile"),
     params:
+        code=script_code("profile_report.py"),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.markdown)),
     log:
         LAYOUT.log("profile_report", "all"),
@@ -70,10 +69,10 @@ rule profile_report:
 rule index:
     input:
         done=lambda wc: stage_outputs() + report_outputs() + rules.profile_report.output,
-        code=script_code("index.py"),
     output:
         LAYOUT.index(),
     params:
+        code=script_code("index.py"),
         results=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         LAYOUT.log("index", "all"),

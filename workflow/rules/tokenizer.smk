@@ -16,10 +16,10 @@
 checkpoint plan_shards:
     input:
         text=LAYOUT.corpus_text("{corpus}", "{split}"),
-        code=script_code("plan_shards.py"),
     output:
         LAYOUT.shard_plan("{corpus}", "{split}"),
     params:
+        code=script_code("plan_shards.py"),
         shard_mb=PROJECT.bpe.shard_mb,
         special_tokens=lambda wc: corpus_settings(wc.corpus).special_tokens,
     log:
@@ -38,9 +38,10 @@ rule pretokenize_shard:
     input:
         plan=LAYOUT.shard_plan("{corpus}", "train"),
         text=LAYOUT.corpus_text("{corpus}", "train"),
-        code=script_code("pretokenize.py"),
     output:
         temp(LAYOUT.shard_counts("{corpus}", "{shard}")),
+    params:
+        code=script_code("pretokenize.py"),
     log:
         LAYOUT.log("pretokenize_shard", "{corpus}_{shard}"),
     benchmark:
@@ -57,10 +58,10 @@ rule pretokenize_shard:
 rule train_bpe:
     input:
         shards=planned_shards(LAYOUT.shard_counts("{corpus}", "{shard}")),
-        code=script_code("train_bpe.py"),
     output:
         **LAYOUT.tokenizer_files("{corpus}"),
     params:
+        code=script_code("train_bpe.py"),
         results=lambda wildcards, output: os.path.dirname(output.vocab_pkl),
         vocab_size=lambda wc: corpus_settings(wc.corpus).vocab_size,
         special_tokens=lambda wc: corpus_settings(wc.corpus).special_tokens,

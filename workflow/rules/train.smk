@@ -13,10 +13,11 @@ rule train:
         valid=lambda wc: LAYOUT.ids(run_corpus(wc), "valid"),
         vocab=lambda wc: LAYOUT.vocab_pkl(run_corpus(wc)),
         merges=lambda wc: LAYOUT.merges_pkl(run_corpus(wc)),
-        code=script_code("train.py"),
     params:
-        settings=lambda wc: RUN_SETTINGS[wc.run].to_dict(),
-        corpus=lambda wc: corpus_settings(run_corpus(wc)).model_dump(),
+        code=script_code("train.py"),
+        **settings_as_params("settings", lambda run: RUN_SETTINGS[run].to_dict(), "run", RUN_SETTINGS),
+        **settings_as_params("corpus", lambda run: corpus_settings(RUN_SETTINGS[run].corpus).model_dump(), "run",
+                         RUN_SETTINGS),
         results=results_root,
     # CPU runs use these threads for the matrix maths (shared by the run's processes); on a GPU
     # node they feed the GPUs.

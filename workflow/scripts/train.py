@@ -1,13 +1,13 @@
 from pathlib import Path
 
 from scratchlm.layout import Layout
-from scratchlm.pipeline import stage
+from scratchlm.pipeline import settings_from_params, stage
 from scratchlm.settings import CorpusSettings, RunSettings
 from scratchlm.training.loop import corpus_data, train
 
 with stage(snakemake):
-    settings = RunSettings.from_dict(snakemake.params.settings)
-    corpus = CorpusSettings.model_validate(snakemake.params.corpus)
+    settings = RunSettings.from_dict(settings_from_params(snakemake, "settings"))
+    corpus = CorpusSettings.model_validate(settings_from_params(snakemake, "corpus"))
     train(
         settings,
         corpus_data(settings.corpus, corpus, Layout(snakemake.params.results)),

@@ -19,6 +19,7 @@ import dpath
 import yaml
 from pydantic import PrivateAttr, ValidationError
 
+from scratchlm.layout import RunFiles
 from scratchlm.settings.errors import SettingsError, describe
 from scratchlm.settings.experiments import BatchScaling, Point, experiment_points
 from scratchlm.settings.project import ProjectSettings
@@ -132,6 +133,27 @@ def parse_assignment(text: str) -> dict:
     values: dict = {}
     dpath.new(values, key.strip(), value, separator=".")
     return values
+
+
+def configfiles_dropped(argv: Sequence[str]) -> list[str]:
+    """The files of every ``--configfile`` option of a Snakemake command line but the last: Snakemake
+    reads only the last one's.
+
+    >>> configfiles_dropped(["snakemake", "--configfile", "a.yaml", "b.yaml", "-n", "--configfile=c.yaml"])
+    ['a.yaml', 'b.yaml']
+    """
+    groups: list[list[str]] = []
+    collecting = False  # after `--configfile` (nargs="+"): its files run to the next option
+    for word in argv[1:]:
+        option, equals, value = word.partition("=")
+        if option in ("--configfile", "--configfiles"):
+            groups.append([value] if equals else [])
+            collecting = not equals
+        elif word.startswith("-"):
+            collecting = False
+        elif collecting:
+            groups[-1].append(word)
+    return [path for group in groups[:-1] for path in group]
 
 
 def override_layers(settings_files: Sequence[str | Path] = (), assignments: Sequence[str] = ()) -> list[Layer]:
@@ -257,6 +279,10 @@ def resolve_run(project: Project, run: str, overrides: Sequence[Layer] = ()) -> 
         project.corpus(settings.corpus)
     except ValueError as error:
         raise SettingsError(f"{setter(layers, ('corpus',)).where(('corpus',))}: {error}") from None
+    if settings.init_from and not RunFiles(settings.init_from).meta.is_file():
+        raise SettingsError(f"{setter(layers, ('init_from',)).where(('init_from',))}: {settings.init_from}: no "
+                            f"trained model there (no {RunFiles('.').meta.name}); train that run or "
+                            "`scratchlm import-hf` a model into it first")
     return settings
 
 

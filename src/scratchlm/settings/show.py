@@ -26,26 +26,31 @@ def show_settings(project: Project, names: Sequence[str] = (), overrides: Sequen
     if unknown:
         raise SettingsError(f"{project.source}: no run, experiment or corpus named {', '.join(map(repr, unknown))} "
                             f"(runs: {', '.join(runs) or 'none'}; corpora: {', '.join(sorted(project.corpora))})")
-    chosen = set(names) | {run for name in names if name in project.experiments
-                           for run in experiment_runs(project, name)}
-    chosen |= {resolve_run(project, run, overrides).corpus for run in list(chosen) if run in runs}
+    chosen_runs = {name for name in names if name in runs} | {
+        run for name in names if name in project.experiments for run in experiment_runs(project, name)}
+    # By section: a run, a corpus and an experiment may share a name (the demo run and corpus do).
+    chosen = {"runs": chosen_runs,
+              "corpora": {name for name in names if name in project.corpora}
+              | {resolve_run(project, run, overrides).corpus for run in chosen_runs},
+              "experiments": {name for name in names if name in project.experiments}} if names else {}
     lines = [f"# resolved from {project.source}" + (" with overrides" if overrides else "")]
     for section, info in type(project).model_fields.items():
         lines += _section(project, section, info.description, chosen, overrides)
     return "\n".join(lines) + "\n"
 
 
-def _section(project: Project, section: str, description: str | None, chosen: set[str],
+def _section(project: Project, section: str, description: str | None, chosen: dict[str, set[str]],
              overrides: Sequence[Layer]) -> list[str]:
     """One top-level section: every entry of runs, experiments and corpora (or the chosen ones), the others
     whole; experiments' runs appear under `runs:` only when chosen (their names hold slashes)."""
     origin = _set_in(project.source)
     if section == "runs":
-        runs = [run for run in run_names(project) if run in chosen or (not chosen and run in project.runs)]
+        runs = [run for run in run_names(project)
+                if run in chosen.get("runs", ()) or (not chosen and run in project.runs)]
         return _entries(section, description, runs, lambda run: _run_lines(project, run, overrides))
     if section in ("corpora", "experiments"):
         entries = getattr(project, section)
-        return _entries(section, description, [name for name in entries if not chosen or name in chosen],
+        return _entries(section, description, [name for name in entries if not chosen or name in chosen[section]],
                         lambda name: _lines(entries[name], origin, (), 2))
     if chosen:
         return []

@@ -23,6 +23,7 @@ from scratchlm.fileio import read_json_object
 from scratchlm.layout import Layout, RunFiles
 from scratchlm.training import distributed
 from scratchlm.settings import CorpusSettings, RunSettings
+from scratchlm.tokenizer.encode import open_ids
 from scratchlm.training.run_folder import (
     latest_checkpoint,
     move_aside,
@@ -58,6 +59,9 @@ def train(settings: RunSettings, data: dict, run_dir: str | Path, *, run_name: s
         torch.set_num_threads(threads)
     run_dir = Path(run_dir)
     ranks = distributed.ranks_from_env()
+    if not ranks.distributed:  # missing data is named now, before a run folder, a lock or torchrun's pages
+        for split in ("train", "valid"):
+            open_ids(data[split])
     if settings.world_size > 1 and not ranks.distributed:  # start the processes ourselves
         job = {"settings": settings.to_dict(), "data": plain_paths(data),
                "run_dir": str(run_dir), "run_name": run_name or run_dir.name, "fresh": fresh,

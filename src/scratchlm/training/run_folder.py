@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from scratchlm.fileio import atomic_path, exclusive_lock, read_json_object
-from scratchlm.layout import RunFiles
+from scratchlm.layout import RunFiles, require_run_folder
 from scratchlm.nn import ModelConfig, TransformerLM
 from scratchlm.pipeline import describe_error
 from scratchlm.training.checkpoint import read_checkpoint, require_finite
@@ -147,7 +147,7 @@ def move_aside(run_dir: Path) -> Path | None:
 
 def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[TransformerLM, dict]:
     """The final model of a finished run (in eval mode) and its model.json metadata."""
-    files = RunFiles(run_dir)
+    files = RunFiles(require_run_folder(run_dir))
     if not files.meta.is_file():
         raise FileNotFoundError(f"no trained model in {run_dir} (missing {files.meta.name}; has the run finished?)")
     meta = read_json_object(files.meta, keys=("model",), what="model.json")
