@@ -116,3 +116,14 @@ def test_an_interrupted_build_is_tried_again_and_nowhere_to_write_means_numba(tm
     assert build(tmp_path / "file" / "cache") is None and len(builds) == 2  # cannot be written: not built
     monkeypatch.setenv(AOT_ENV, "0")
     assert build(tmp_path) is None and len(builds) == 2
+
+
+def test_compile_command_builds_every_kernel_and_says_so(capsys):
+    """`scratchlm compile` (make install runs it) reports each step; the pipeline's first stages
+    then find the kernels built (they compiled them in silence for a minute or more)."""
+    from scratchlm.cli import main
+
+    assert main(["compile"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("compiling the tokenizer's kernels")
+    assert lines[1].startswith("  encoder and decoder, ahead of time: ") and lines[2].startswith("  counting, merging")

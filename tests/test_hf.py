@@ -101,6 +101,7 @@ def test_model_card_and_configs(exported):
     assert config["eos_token_id"] == 50256 and config["tie_word_embeddings"] == model.config.tie_embeddings
     card = (run_dir / "hf/README.md").read_text()
     assert "from_pretrained" in card and "3.5000 nats" in card
+    assert "pip install transformers torch" in card and "pypi.org" not in card  # scratchlm is not on PyPI
 
 
 @pytest.mark.parametrize("option, value", [("norm", "post"), ("position", "none"), ("ffn", "silu"), ("ffn", "relu2"),

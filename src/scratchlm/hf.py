@@ -267,13 +267,16 @@ def _replace_folder(staging: Path, out_dir: Path) -> None:
 
 def model_card(run_dir: Path, meta: dict, model: TransformerLM) -> str:
     """A short README.md: what was trained on what, how far, and how to load it."""
+    from scratchlm import __version__
+
     summary = read_summary(run_dir) or {}
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
     lines = [
         f"# {run_dir.name}", "",
         f"A {params / 1e6:.2f}M-parameter Llama-architecture language model trained from scratch with "
-        f"[scratchlm](https://pypi.org/project/scratchlm/) on the `{meta.get('corpus')}` corpus.", "",
+        f"scratchlm {__version__} (a byte-level BPE tokenizer and Transformer LM pipeline; not on PyPI) on the "
+        f"`{meta.get('corpus')}` corpus. Loading it needs only `pip install transformers torch`.", "",
         "| | |", "|---|---|",
         f"| tokens seen | {summary['tokens']:,} |" if summary.get("tokens") else "| tokens seen | unknown |",
         f"| steps | {meta.get('step')} |",

@@ -55,6 +55,15 @@ def register(commands: Subparsers) -> None:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the usable cores)")
     add_setting(parser, EncodeSettings, "chunk_mb")
 
+    add_command(commands, "compile", run_compile, "build the tokenizer's compiled kernels now, with progress (make "
+                "install runs it; otherwise the first pipeline stages compile them, silently)")
+
+
+def run_compile(args: argparse.Namespace) -> None:
+    from scratchlm.tokenizer.warmup import compile_kernels
+
+    compile_kernels()
+
 
 def run_plan_shards(args: argparse.Namespace) -> None:
     from scratchlm.tokenizer.shards import plan_shards

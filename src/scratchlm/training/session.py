@@ -172,6 +172,7 @@ def start_wandb(settings: RunSettings, run_name: str) -> Any:
     try:
         import wandb
     except ImportError:
-        log.warning("wandb.enabled is true but wandb is not installed; logging to metrics.jsonl only")
+        log.warning("wandb.enabled is true but wandb is not installed (pip install -e '.[wandb]' in the "
+                    "project's venv); logging to metrics.jsonl only")
         return None
     return wandb.init(project=settings.wandb.project, name=run_name, config=settings.to_dict(), resume="allow")
