@@ -19,12 +19,17 @@ def pyplot() -> Any:
     return plt
 
 
+def finite(value: Any) -> bool:
+    """A number that can be plotted."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def log_scale_if_wide(ax: Any, values: Iterable[float], *, axis: str = "y", factor: float = 3.0) -> None:
     """A log scale on ``axis`` where the (positive, finite) values span more than ``factor``: a loss
     falling from ln(vocab) to 1 leaves its last, slowest part visible."""
     from matplotlib.ticker import FuncFormatter
 
-    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    values = [v for v in values if finite(v)]
     if values and min(values) > 0 and max(values) / min(values) > factor:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
         plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2, 3, 4 rather than 2×10⁰, 3×10⁰, 4×10⁰

@@ -59,12 +59,13 @@ def settings_as_params(group, settings_of, wildcard, names):
     (dotted) of `settings_of(name)`, the line "KEY=VALUE" (`setting_line`); the script reads them
     back with `settings_from_params(snakemake, group)`. A changed setting is then named alone in the
     reason Snakemake gives for the rerun, where a dict param was printed whole, before and after."""
-    keys = sorted({key for name in names for key in flatten(settings_of(name))})
+    flat = {name: flatten(settings_of(name)) for name in names}  # once each, not once per setting and job
+    keys = sorted({key for settings in flat.values() for key in settings})
 
     def line(key):
         def value(wildcards):
-            flat = flatten(settings_of(getattr(wildcards, wildcard)))
-            return setting_line(key, flat[key]) if key in flat else None
+            settings = flat[getattr(wildcards, wildcard)]
+            return setting_line(key, settings[key]) if key in settings else None
 
         return value
 

@@ -8,16 +8,11 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from scratchlm.figures import log_scale_if_wide, pyplot, save_figure
+from scratchlm.figures import finite, log_scale_if_wide, pyplot, save_figure
 
 CURVE_AXES = (("step", "step", 1.0), ("tokens", "tokens seen", 1.0), ("elapsed_s", "wall-clock (minutes)", 1 / 60))
 LOSS_LABEL = "validation loss (nats/token)"
 ENDED_BADLY = ("diverged", "failed")
-
-
-def finite(value: Any) -> bool:
-    """A number that can be plotted."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 SEED_STYLES = (("-", "solid"), ("--", "dashed"), (":", "dotted"), ("-.", "dash-dot"))
@@ -34,9 +29,8 @@ def _colours(entries: Sequence[Any]) -> dict[str, Any]:
     return {point: cycle(i % cycle.N) for i, point in enumerate(dict.fromkeys(_point(e) for e in entries))}
 
 
-def _seed_style(entry: Any) -> tuple[str, str]:
-    """(matplotlib line style, its name) of a run's seed."""
-    seed = entry.values.get("seed")
+def _seed_style(seed: Any) -> tuple[str, str]:
+    """(matplotlib line style, its name) of a run's seed (the first style where it has none)."""
     return SEED_STYLES[seed % len(SEED_STYLES) if isinstance(seed, int) else 0]
 
 
@@ -57,7 +51,7 @@ def _legend_title(entries: Sequence[Any]) -> str:
     seeds = sorted({e.values["seed"] for e in entries if isinstance(e.values.get("seed"), int)})
     parts = []
     if len(seeds) > 1:
-        styles = dict.fromkeys(f"{SEED_STYLES[seed % len(SEED_STYLES)][1]} = seed {seed}" for seed in seeds)
+        styles = dict.fromkeys(f"{_seed_style(seed)[1]} = seed {seed}" for seed in seeds)
         parts.append("colour: the settings; line: " + ", ".join(styles))
     if any(e.status == "diverged" for e in entries):
         parts.append("red ×: diverged (off the top)")
@@ -96,7 +90,7 @@ def plot_curves(entries: Sequence[Any], out: str | Path, *, title: str) -> None:
 def _plot_run_curves(axes: Any, entry: Any, colour: Any, *, label: str | None, top: float | None) -> None:
     """One run's validation curve on each of the three axes (its seed picks the line style)."""
     lines = [line for line in entry.metrics if finite(line.get("val_loss"))]
-    style = _seed_style(entry)[0]
+    style = _seed_style(entry.values.get("seed"))[0]
     for ax, (key, _, scale) in zip(axes, CURVE_AXES):
         xs, ys = [line[key] * scale for line in lines], [line["val_loss"] for line in lines]
         ax.plot(xs, ys, style, marker="o", markersize=2.5, color=colour, label=label if ax is axes[0] else None)

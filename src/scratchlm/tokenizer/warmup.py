@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from scratchlm.settings.project import END_OF_TEXT as EOT
+
 SAMPLE = ("Once upon a time there was a little robot named Pip. Pip liked to count the stars, "
           "café and naïve and 😀 too. ") * 40
-EOT = "<|endoftext|>"
 
 
 def compile_kernels(report: Callable[[str], None] = print) -> None:
